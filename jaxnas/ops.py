@@ -1,0 +1,357 @@
+"""Candidate operations of the DARTS and NAS-Bench-201 cell spaces (Flax Linen, NHWC).
+
+The kernels are written for XLA on CPU as well as for accelerators
+(see shared/XLA-CPU-NOTES.md):
+
+* depthwise convolution is a sum of strided, shifted slices times per-channel
+  weights with a hand-written VJP: XLA CPU's grouped convolution is ~50x slower;
+* max and average pooling are separable maxima / sums over shifted slices, and
+  the `count_include_pad=False` divisor of average pooling is a NumPy constant;
+* 1x1 convolutions are matrix products.
+
+Every operation is built from one registry, :data:`OPS`, by name, with the
+signature ``factory(c_in, c_out, stride, affine) -> nn.Module``; a module is
+called as ``op(x, train)``.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+Array = jax.Array
+
+
+# ----------------------------------------------------------------------------
+# Kernels
+# ----------------------------------------------------------------------------
+
+def _out_size(size: int, k: int, stride: int, dilation: int, pad: int) -> int:
+  return (size + 2 * pad - dilation * (k - 1) - 1) // stride + 1
+
+
+def _taps(xp: Array, k: int, stride: int, dilation: int, out_hw: tuple[int, int]):
+  """The k*k strided windows of a padded NHWC tensor, row-major over taps."""
+  ho, wo = out_hw
+  b, _, _, c = xp.shape
+  for i in range(k):
+    for j in range(k):
+      y0, x0 = i * dilation, j * dilation
+      yield lax.slice(xp, (0, y0, x0, 0),
+                      (b, y0 + (ho - 1) * stride + 1, x0 + (wo - 1) * stride + 1, c),
+                      (1, stride, stride, 1))
+
+
+def _dw_forward(x, kernel, stride, dilation):
+  k = kernel.shape[0]
+  pad = dilation * (k - 1) // 2
+  ho = _out_size(x.shape[1], k, stride, dilation, pad)
+  wo = _out_size(x.shape[2], k, stride, dilation, pad)
+  xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  w = kernel.reshape(k * k, -1)
+  out = None
+  for t, win in enumerate(_taps(xp, k, stride, dilation, (ho, wo))):
+    out = win * w[t] if out is None else out + win * w[t]
+  return out
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def depthwise_conv(x: Array, kernel: Array, stride: int = 1, dilation: int = 1) -> Array:
+  """Depthwise 'same' convolution, ``y[b,h,w,c] = Σ_ij x_pad[b, s·h + d·i, s·w + d·j, c] K[i,j,c]``.
+
+  ``kernel`` has shape (k, k, C); padding is d(k-1)/2 on each side, as in
+  PyTorch's ``Conv2d(C, C, k, s, d(k-1)/2, d, groups=C)``.
+  """
+  return _dw_forward(x, kernel, stride, dilation)
+
+
+def _dw_fwd(x, kernel, stride, dilation):
+  return _dw_forward(x, kernel, stride, dilation), (x, kernel)
+
+
+def _dw_bwd(stride, dilation, res, g):
+  x, kernel = res
+  k = kernel.shape[0]
+  pad = dilation * (k - 1) // 2
+  if stride == 1:
+    # The transpose of a 'same' stride-1 correlation is the correlation with
+    # the flipped kernel: as cheap as the forward pass.
+    dx = _dw_forward(g, kernel[::-1, ::-1], 1, dilation)
+  else:
+    _, transpose = jax.vjp(lambda t: _dw_forward(t, kernel, stride, dilation), x)
+    (dx,) = transpose(g)
+  xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  # Sum over batch first, then space: the fastest reduction order on XLA CPU.
+  dk = jnp.stack([jnp.sum(jnp.sum(win * g, axis=0), axis=(0, 1))
+                  for win in _taps(xp, k, stride, dilation, g.shape[1:3])])
+  return dx, dk.reshape(kernel.shape).astype(kernel.dtype)
+
+
+depthwise_conv.defvjp(_dw_fwd, _dw_bwd)
+
+
+def max_pool_3x3(x: Array, stride: int = 1) -> Array:
+  """3x3 max pooling, padding 1 (padding never wins), as separable shifted maxima."""
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+  b, hp, wp, c = xp.shape
+  ho, wo = _out_size(hp - 2, 3, stride, 1, 1), _out_size(wp - 2, 3, stride, 1, 1)
+  rows = [lax.slice(xp, (0, i, 0, 0), (b, i + (ho - 1) * stride + 1, wp, c), (1, stride, 1, 1))
+          for i in range(3)]
+  r = jnp.maximum(jnp.maximum(rows[0], rows[1]), rows[2])
+  cols = [lax.slice(r, (0, 0, j, 0), (b, ho, j + (wo - 1) * stride + 1, c), (1, 1, stride, 1))
+          for j in range(3)]
+  return jnp.maximum(jnp.maximum(cols[0], cols[1]), cols[2])
+
+
+@functools.lru_cache(maxsize=None)
+def _avg_pool_count(h: int, w: int, stride: int, k: int, pad: int) -> np.ndarray:
+  ones = np.pad(np.ones((h, w), np.float32), pad)
+  ho, wo = _out_size(h, k, stride, 1, pad), _out_size(w, k, stride, 1, pad)
+  cnt = np.zeros((ho, wo), np.float32)
+  for i in range(k):
+    for j in range(k):
+      cnt += ones[i:i + (ho - 1) * stride + 1:stride, j:j + (wo - 1) * stride + 1:stride]
+  return cnt[None, :, :, None]
+
+
+def avg_pool(x: Array, k: int = 3, stride: int = 1, pad: int = 1) -> Array:
+  """k x k average pooling with ``count_include_pad=False``, as separable shifted sums."""
+  xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  b, hp, wp, c = xp.shape
+  h, w = hp - 2 * pad, wp - 2 * pad
+  ho, wo = _out_size(h, k, stride, 1, pad), _out_size(w, k, stride, 1, pad)
+  r = sum(lax.slice(xp, (0, i, 0, 0), (b, i + (ho - 1) * stride + 1, wp, c), (1, stride, 1, 1))
+          for i in range(k))
+  s = sum(lax.slice(r, (0, 0, j, 0), (b, ho, j + (wo - 1) * stride + 1, c), (1, 1, stride, 1))
+          for j in range(k))
+  return s / _avg_pool_count(h, w, stride, k, pad)
+
+
+def adaptive_avg_pool(x: Array, size: int) -> Array:
+  """PyTorch's AdaptiveAvgPool2d: bin i covers [floor(i·H/size), ceil((i+1)·H/size))."""
+  def bins(n):
+    return [(i * n // size, -(-(i + 1) * n // size)) for i in range(size)]
+  rows = [jnp.mean(x[:, a:b], axis=1, keepdims=True) for a, b in bins(x.shape[1])]
+  x = jnp.concatenate(rows, axis=1)
+  cols = [jnp.mean(x[:, :, a:b], axis=2, keepdims=True) for a, b in bins(x.shape[2])]
+  return jnp.concatenate(cols, axis=2)
+
+
+def avg_pool_3x3(x: Array, stride: int = 1) -> Array:
+  return avg_pool(x, 3, stride, 1)
+
+
+# ----------------------------------------------------------------------------
+# Layers
+# ----------------------------------------------------------------------------
+
+def torch_uniform(fan_in: int) -> Callable:
+  """PyTorch's default conv/linear initialiser, U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+  bound = 1.0 / np.sqrt(fan_in)
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+  return init
+
+
+def batch_norm(train: bool, affine: bool, name: str | None = None) -> nn.BatchNorm:
+  """BatchNorm with PyTorch's momentum 0.1 and eps 1e-5."""
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                      use_scale=affine, use_bias=affine, name=name)
+
+
+class Conv(nn.Module):
+  """Dense k x k convolution, zero padding ``padding``; 1x1 ones are matmuls."""
+  features: int
+  kernel_size: int = 1
+  stride: int = 1
+  padding: int = 0
+  dilation: int = 1
+  use_bias: bool = False
+
+  @nn.compact
+  def __call__(self, x):
+    c_in, k = x.shape[-1], self.kernel_size
+    if k == 1:
+      w = self.param('kernel', torch_uniform(c_in), (c_in, self.features))
+      if self.stride > 1:
+        x = x[:, ::self.stride, ::self.stride, :]
+      y = jnp.dot(x, w)
+    else:
+      w = self.param('kernel', torch_uniform(c_in * k * k), (k, k, c_in, self.features))
+      p = self.padding
+      y = lax.conv_general_dilated(x, w, (self.stride,) * 2, [(p, p), (p, p)],
+                                   rhs_dilation=(self.dilation,) * 2,
+                                   dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    if self.use_bias:
+      y = y + self.param('bias', torch_uniform(c_in * k * k), (self.features,))
+    return y
+
+
+class DepthwiseConv(nn.Module):
+  kernel_size: int
+  stride: int = 1
+  dilation: int = 1
+
+  @nn.compact
+  def __call__(self, x):
+    k = self.kernel_size
+    w = self.param('kernel', torch_uniform(k * k), (k, k, x.shape[-1]))
+    return depthwise_conv(x, w, self.stride, self.dilation)
+
+
+class ReLUConvBN(nn.Module):
+  """ReLU -> k x k conv -> BN (DARTS' and NAS-Bench-201's ReLUConvBN)."""
+  c_out: int
+  kernel_size: int = 1
+  stride: int = 1
+  padding: int = 0
+  affine: bool = True
+  use_bias: bool = False
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = Conv(self.c_out, self.kernel_size, self.stride, self.padding,
+             use_bias=self.use_bias)(nn.relu(x))
+    return batch_norm(train, self.affine)(x)
+
+
+class DilConv(nn.Module):
+  """ReLU -> dilated depthwise conv -> 1x1 conv -> BN."""
+  c_out: int
+  kernel_size: int
+  stride: int
+  dilation: int
+  affine: bool = True
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = DepthwiseConv(self.kernel_size, self.stride, self.dilation)(nn.relu(x))
+    x = Conv(self.c_out)(x)
+    return batch_norm(train, self.affine)(x)
+
+
+class SepConv(nn.Module):
+  """Two stacked DilConv blocks with dilation 1; only the first is strided."""
+  c_out: int
+  kernel_size: int
+  stride: int
+  affine: bool = True
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = DilConv(x.shape[-1], self.kernel_size, self.stride, 1, self.affine)(x, train)
+    return DilConv(self.c_out, self.kernel_size, 1, 1, self.affine)(x, train)
+
+
+class FactorizedReduce(nn.Module):
+  """ReLU -> two 1x1 stride-2 convs on offset grids, concatenated -> BN."""
+  c_out: int
+  affine: bool = True
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    if self.c_out % 2:
+      raise ValueError(f'FactorizedReduce needs an even number of output channels, got {self.c_out}')
+    if x.shape[1] % 2 or x.shape[2] % 2:
+      raise ValueError(f'FactorizedReduce needs even height and width, got {x.shape[1:3]}')
+    x = nn.relu(x)
+    a = Conv(self.c_out // 2, stride=2)(x)
+    b = Conv(self.c_out // 2, stride=2)(x[:, 1:, 1:, :])
+    return batch_norm(train, self.affine)(jnp.concatenate([a, b], axis=-1))
+
+
+class Identity(nn.Module):
+  @nn.compact
+  def __call__(self, x, train: bool):
+    return x
+
+
+class Zero(nn.Module):
+  stride: int = 1
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    return jnp.zeros_like(x[:, ::self.stride, ::self.stride, :])
+
+
+class Pool(nn.Module):
+  """3x3 max or average pooling; ``bn`` appends an affine-free BN (DARTS supernet)."""
+  kind: str
+  stride: int = 1
+  bn: bool = False
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    y = max_pool_3x3(x, self.stride) if self.kind == 'max' else avg_pool_3x3(x, self.stride)
+    return batch_norm(train, False)(y) if self.bn else y
+
+
+class ResNetBasicBlock(nn.Module):
+  """NAS-Bench-201's residual reduction block between stages."""
+  c_out: int
+  stride: int = 2
+  affine: bool = True
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    c_in = x.shape[-1]
+    y = ReLUConvBN(self.c_out, 3, self.stride, 1, self.affine)(x, train)
+    y = ReLUConvBN(self.c_out, 3, 1, 1, self.affine)(y, train)
+    if self.stride == 2:
+      res = Conv(self.c_out)(avg_pool(x, 2, 2, 0))
+    elif c_in != self.c_out:
+      res = ReLUConvBN(self.c_out, 1, 1, 0, self.affine)(x, train)
+    else:
+      res = x
+    return res + y
+
+
+# ----------------------------------------------------------------------------
+# Registry
+# ----------------------------------------------------------------------------
+
+def _skip(c_in, c_out, stride, affine, **kw):
+  return Identity(**kw) if stride == 1 and c_in == c_out else FactorizedReduce(c_out, affine, **kw)
+
+
+def _same_channels(factory):
+  """DARTS ops keep the channel count."""
+  def build(c_in, c_out, stride, affine, **kw):
+    if c_in != c_out:
+      raise ValueError(f'this operation keeps the channel count; got {c_in} -> {c_out}')
+    return factory(c_out, stride, affine, **kw)
+  return build
+
+
+OPS: dict[str, Callable[..., nn.Module]] = {
+    'none': lambda c_in, c_out, stride, affine, **kw: Zero(stride, **kw),
+    'skip_connect': _skip,
+    'max_pool_3x3': _same_channels(lambda c, s, a, **kw: Pool('max', s, **kw)),
+    'avg_pool_3x3': _same_channels(lambda c, s, a, **kw: Pool('avg', s, **kw)),
+    'sep_conv_3x3': _same_channels(lambda c, s, a, **kw: SepConv(c, 3, s, a, **kw)),
+    'sep_conv_5x5': _same_channels(lambda c, s, a, **kw: SepConv(c, 5, s, a, **kw)),
+    'sep_conv_7x7': _same_channels(lambda c, s, a, **kw: SepConv(c, 7, s, a, **kw)),
+    'dil_conv_3x3': _same_channels(lambda c, s, a, **kw: DilConv(c, 3, s, 2, a, **kw)),
+    'dil_conv_5x5': _same_channels(lambda c, s, a, **kw: DilConv(c, 5, s, 2, a, **kw)),
+    # NAS-Bench-201 convolutions carry a bias exactly when BN has no affine part.
+    'nor_conv_1x1': lambda c_in, c_out, s, a, **kw: ReLUConvBN(c_out, 1, s, 0, a, use_bias=not a, **kw),
+    'nor_conv_3x3': lambda c_in, c_out, s, a, **kw: ReLUConvBN(c_out, 3, s, 1, a, use_bias=not a, **kw),
+}
+
+
+def get_op(op_name: str, c_in: int, c_out: int, stride: int, affine: bool, **module_kw) -> nn.Module:
+  """Builds the operation ``name``; an unknown name is a ValueError listing the known ones.
+
+  ``module_kw`` (``name=...``, ``parent=...``) go to the Flax module.
+  """
+  try:
+    factory = OPS[op_name]
+  except KeyError:
+    raise ValueError(f'unknown operation {op_name!r}; known operations: {", ".join(OPS)}') from None
+  return factory(c_in, c_out, stride, affine, **module_kw)

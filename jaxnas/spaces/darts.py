@@ -1,0 +1,353 @@
+"""The DARTS CNN cell space (Liu, Simonyan and Yang, 2019).
+
+Two cell types, normal and reduction, each with 2 inputs, 4 intermediate
+nodes and 14 edges over 8 candidate ops; α has shape (14, 8) per cell type.
+Networks follow quark0/darts: ``model_search.Network`` (the supernet) and
+``model.NetworkCIFAR`` (the discrete network with auxiliary head and
+drop-path).
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+from typing import Any, Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxnas import ops, relax
+from jaxnas.spaces.base import SearchSpace, check_op
+from jaxnas.spaces.cells import MixedCell, edge_list
+
+PRIMITIVES = ('none', 'max_pool_3x3', 'avg_pool_3x3', 'skip_connect',
+              'sep_conv_3x3', 'sep_conv_5x5', 'dil_conv_3x3', 'dil_conv_5x5')
+N_INPUTS, N_NODES = 2, 4
+EDGES = edge_list(N_INPUTS, N_NODES)  # 14 (source, node) pairs
+
+
+# ----------------------------------------------------------------------------
+# Genotype
+# ----------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Genotype:
+  """A DARTS cell pair. Each cell lists, per node, two ``(op, input state)`` pairs."""
+  normal: tuple[tuple[str, int], ...]
+  normal_concat: tuple[int, ...]
+  reduce: tuple[tuple[str, int], ...]
+  reduce_concat: tuple[int, ...]
+
+  def __post_init__(self):
+    for field in ('normal', 'reduce'):
+      object.__setattr__(self, field, tuple((str(o), int(i)) for o, i in getattr(self, field)))
+    for field in ('normal_concat', 'reduce_concat'):
+      object.__setattr__(self, field, tuple(int(i) for i in getattr(self, field)))
+    self.validate()
+
+  def validate(self) -> None:
+    for cell in ('normal', 'reduce'):
+      gene = getattr(self, cell)
+      if len(gene) % 2 or not gene:
+        raise ValueError(f'{cell} cell must list two (op, input) pairs per node, got {len(gene)} pairs')
+      n_nodes = len(gene) // 2
+      for k, (op, idx) in enumerate(gene):
+        check_op(op, PRIMITIVES, 'darts')
+        node = k // 2
+        if not 0 <= idx < node + N_INPUTS:
+          raise ValueError(f'{cell} cell node {node}: input index {idx} out of range '
+                           f'[0, {node + N_INPUTS})')
+      for idx in getattr(self, cell + '_concat'):
+        if not 0 <= idx < n_nodes + N_INPUTS:
+          raise ValueError(f'{cell}_concat index {idx} out of range [0, {n_nodes + N_INPUTS})')
+
+  def __str__(self) -> str:
+    return (f'Genotype(normal={list(self.normal)}, normal_concat={list(self.normal_concat)}, '
+            f'reduce={list(self.reduce)}, reduce_concat={list(self.reduce_concat)})')
+
+  def to_json(self) -> dict[str, Any]:
+    return {'space': 'darts', 'normal': [list(p) for p in self.normal],
+            'normal_concat': list(self.normal_concat),
+            'reduce': [list(p) for p in self.reduce], 'reduce_concat': list(self.reduce_concat)}
+
+  @classmethod
+  def from_json(cls, d: Mapping[str, Any]) -> 'Genotype':
+    if d.get('space', 'darts') != 'darts':
+      raise ValueError(f'genotype is for space {d["space"]!r}, not darts')
+    try:
+      return cls(d['normal'], d['normal_concat'], d['reduce'], d['reduce_concat'])
+    except KeyError as e:
+      raise ValueError(f'DARTS genotype JSON is missing the field {e}') from None
+
+  @classmethod
+  def from_text(cls, text: str) -> 'Genotype':
+    """Parses ``Genotype(normal=[('sep_conv_3x3', 0), ...], normal_concat=[2, 3, 4, 5], ...)``."""
+    try:
+      call = ast.parse(text.strip(), mode='eval').body
+    except SyntaxError as e:
+      raise ValueError(f'malformed DARTS genotype text: {e.msg}') from None
+    if not (isinstance(call, ast.Call) and getattr(call.func, 'id', None) == 'Genotype'):
+      raise ValueError("DARTS genotype text must look like Genotype(normal=[...], normal_concat=[...], "
+                       "reduce=[...], reduce_concat=[...])")
+    fields = {}
+    for kw in call.keywords:
+      v = kw.value
+      if isinstance(v, ast.Call) and getattr(v.func, 'id', None) == 'range':  # range(2, 6)
+        fields[kw.arg] = list(range(*[ast.literal_eval(a) for a in v.args]))
+      else:
+        try:
+          fields[kw.arg] = ast.literal_eval(v)
+        except ValueError:
+          raise ValueError(f'malformed value for {kw.arg} in DARTS genotype text') from None
+    return cls.from_json(fields)
+
+
+# Published genotypes (quark0/darts genotypes.py; yuhuixu1993/PC-DARTS genotypes.py).
+GENOTYPES = {
+    'DARTS_V1': Genotype(
+        normal=[('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('skip_connect', 0), ('sep_conv_3x3', 1),
+                ('skip_connect', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('skip_connect', 2)],
+        normal_concat=[2, 3, 4, 5],
+        reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 0),
+                ('max_pool_3x3', 0), ('skip_connect', 2), ('skip_connect', 2), ('avg_pool_3x3', 0)],
+        reduce_concat=[2, 3, 4, 5]),
+    'DARTS_V2': Genotype(
+        normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1),
+                ('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), ('dil_conv_3x3', 2)],
+        normal_concat=[2, 3, 4, 5],
+        reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 1),
+                ('max_pool_3x3', 0), ('skip_connect', 2), ('skip_connect', 2), ('max_pool_3x3', 1)],
+        reduce_concat=[2, 3, 4, 5]),
+    'PC_DARTS': Genotype(
+        normal=[('sep_conv_3x3', 1), ('skip_connect', 0), ('sep_conv_3x3', 0), ('dil_conv_3x3', 1),
+                ('sep_conv_5x5', 0), ('sep_conv_3x3', 1), ('avg_pool_3x3', 0), ('dil_conv_3x3', 1)],
+        normal_concat=[2, 3, 4, 5],
+        reduce=[('sep_conv_5x5', 1), ('max_pool_3x3', 0), ('sep_conv_5x5', 1), ('sep_conv_5x5', 2),
+                ('sep_conv_3x3', 0), ('sep_conv_3x3', 3), ('sep_conv_3x3', 1), ('sep_conv_3x3', 2)],
+        reduce_concat=[2, 3, 4, 5]),
+}
+GENOTYPES['DARTS'] = GENOTYPES['DARTS_V2']
+
+
+# ----------------------------------------------------------------------------
+# Derive rule
+# ----------------------------------------------------------------------------
+
+def derive_cell(weights: np.ndarray, primitives: Sequence[str] = PRIMITIVES,
+                edge_strength: np.ndarray | None = None) -> list[tuple[str, int]]:
+  """quark0/darts' rule for one cell.
+
+  For node j, an incoming edge's strength is its largest non-``none`` weight
+  (times ``edge_strength`` if given, as PC-DARTS' edge normalisation); the two
+  strongest edges are kept (ties: the lower input index first, as Python's
+  stable sort), each with its argmax non-``none`` op (ties: the first op).
+  """
+  w = np.asarray(weights, np.float64)
+  none = primitives.index('none') if 'none' in primitives else None
+  masked = w.copy()
+  if none is not None:
+    masked[:, none] = -np.inf
+  gene, start, n_nodes = [], 0, 0
+  while start < len(w):
+    n = N_INPUTS + n_nodes
+    block = masked[start:start + n]
+    strength = block.max(axis=1)
+    if edge_strength is not None:
+      strength = strength * np.asarray(edge_strength, np.float64)[start:start + n]
+    keep = sorted(range(n), key=lambda i: -strength[i])[:2]
+    for i in keep:
+      gene.append((primitives[int(np.argmax(block[i]))], i))
+    start += n
+    n_nodes += 1
+  return gene
+
+
+def derive(weights: Mapping[str, Any], edge_strength: Mapping[str, Any] | None = None) -> Genotype:
+  """Genotype from the mixing weights ``{'normal': (14, 8), 'reduce': (14, 8)}``."""
+  es = edge_strength or {}
+  concat = list(range(N_INPUTS, N_INPUTS + N_NODES))
+  return Genotype(normal=derive_cell(weights['normal'], edge_strength=es.get('normal')),
+                  normal_concat=concat,
+                  reduce=derive_cell(weights['reduce'], edge_strength=es.get('reduce')),
+                  reduce_concat=concat)
+
+
+# ----------------------------------------------------------------------------
+# Networks
+# ----------------------------------------------------------------------------
+
+def _dense(num_classes, c_in, name):
+  init = ops.torch_uniform(c_in)
+  return nn.Dense(num_classes, kernel_init=init, bias_init=init, name=name)
+
+
+def _stem(x, c, train):
+  x = ops.Conv(c, 3, 1, 1, name='stem_conv')(x)
+  return ops.batch_norm(train, True, name='stem_bn')(x)
+
+
+def _reduction_layers(layers: int) -> tuple[int, int]:
+  return layers // 3, 2 * layers // 3
+
+
+class SearchCell(nn.Module):
+  """model_search.Cell: preprocess both inputs, then the mixed-op edges; concat the nodes."""
+  channels: int
+  reduction: bool
+  reduction_prev: bool
+  train: bool
+  primitives: Sequence[str] = PRIMITIVES
+  remat: bool = True
+
+  @nn.compact
+  def __call__(self, s0, s1, weights):
+    c = self.channels
+    if self.reduction_prev:
+      s0 = ops.FactorizedReduce(c, affine=False, name='preprocess0')(s0, self.train)
+    else:
+      s0 = ops.ReLUConvBN(c, affine=False, name='preprocess0')(s0, self.train)
+    s1 = ops.ReLUConvBN(c, affine=False, name='preprocess1')(s1, self.train)
+    nodes = MixedCell(self.primitives, c, N_INPUTS, N_NODES, 2 if self.reduction else 1,
+                      self.train, pool_bn=True, remat=self.remat, name='edges')([s0, s1], weights)
+    return jnp.concatenate(list(nodes), axis=-1)
+
+
+class Supernet(nn.Module):
+  """model_search.Network: stem, ``layers`` search cells (reductions at 1/3 and 2/3), classifier.
+
+  Applied as ``apply(variables, x, alpha, train=...)`` with ``alpha`` the dict
+  ``{'normal': (14, n_ops), 'reduce': (14, n_ops)}``; the relaxation turns α
+  into mixing weights.
+  """
+  channels: int = 16
+  layers: int = 8
+  num_classes: int = 10
+  relaxation: str = 'softmax'
+  stem_multiplier: int = 3
+  primitives: Sequence[str] = PRIMITIVES
+  remat: bool = True
+
+  @nn.compact
+  def __call__(self, x, alpha, train: bool = True):
+    weights = relax.mix(self.relaxation, alpha)
+    c_curr = self.stem_multiplier * self.channels
+    s0 = s1 = _stem(x, c_curr, train)
+    c_curr, reduction_prev = self.channels, False
+    for i in range(self.layers):
+      reduction = i in _reduction_layers(self.layers)
+      c_curr = c_curr * 2 if reduction else c_curr
+      cell = SearchCell(c_curr, reduction, reduction_prev, train, tuple(self.primitives),
+                        self.remat, name=f'cell{i}')
+      s0, s1 = s1, cell(s0, s1, weights['reduce' if reduction else 'normal'])
+      reduction_prev = reduction
+    out = jnp.mean(s1, axis=(1, 2))
+    return _dense(self.num_classes, out.shape[-1], 'classifier')(out)
+
+
+def drop_path(module: nn.Module, x, drop_prob):
+  """Zeroes whole samples with probability ``drop_prob`` and rescales the rest by 1/(1-p)."""
+  keep = 1.0 - drop_prob
+  mask = jax.random.bernoulli(module.make_rng('dropout'), keep, (x.shape[0], 1, 1, 1))
+  return jnp.where(mask, x / keep, 0.0)
+
+
+class EvalCell(nn.Module):
+  """model.Cell: the genotype's two ops per node, drop-path on every non-identity op."""
+  gene: tuple[tuple[str, int], ...]
+  concat: tuple[int, ...]
+  channels: int
+  reduction: bool
+  reduction_prev: bool
+
+  @nn.compact
+  def __call__(self, s0, s1, train: bool, drop_prob):
+    c = self.channels
+    if self.reduction_prev:
+      s0 = ops.FactorizedReduce(c, name='preprocess0')(s0, train)
+    else:
+      s0 = ops.ReLUConvBN(c, name='preprocess0')(s0, train)
+    s1 = ops.ReLUConvBN(c, name='preprocess1')(s1, train)
+    states = [s0, s1]
+    for node in range(len(self.gene) // 2):
+      total = None
+      for k in (2 * node, 2 * node + 1):
+        name, idx = self.gene[k]
+        stride = 2 if self.reduction and idx < N_INPUTS else 1
+        op = ops.get_op(name, c, c, stride, affine=True, name=f'op{k}')
+        h = op(states[idx], train)
+        if train and drop_prob is not None and not isinstance(op, ops.Identity):
+          h = drop_path(self, h, drop_prob)
+        total = h if total is None else total + h
+      states.append(total)
+    return jnp.concatenate([states[i] for i in self.concat], axis=-1)
+
+
+class AuxiliaryHead(nn.Module):
+  """AuxiliaryHeadCIFAR, for 8x8 inputs (the 2/3-depth feature map of a 32x32 image)."""
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = nn.relu(x)
+    # 8x8 maps (32x32 images) as published; smaller maps (small test images)
+    # are average-pooled adaptively to the 2x2 the published pooling yields.
+    x = ops.avg_pool(x, 5, 3, 0) if x.shape[1] >= 5 else ops.adaptive_avg_pool(x, 2)
+    x = nn.relu(ops.batch_norm(train, True)(ops.Conv(128)(x)))
+    x = ops.Conv(768, 2)(x)
+    x = nn.relu(ops.batch_norm(train, True)(x))
+    x = x.reshape(x.shape[0], -1)
+    return _dense(self.num_classes, x.shape[-1], 'classifier')(x)
+
+
+class NetworkCIFAR(nn.Module):
+  """model.NetworkCIFAR. ``apply(variables, x, train, drop_prob)`` returns ``(logits, aux_logits)``.
+
+  ``aux_logits`` is None unless ``auxiliary`` and ``train``; the auxiliary head
+  (parameters under ``auxiliary_head``) reads the output of cell 2·layers//3.
+  ``drop_prob`` may be a traced scalar, so that a schedule does not recompile.
+  """
+  genotype: Genotype
+  channels: int = 36
+  layers: int = 20
+  num_classes: int = 10
+  auxiliary: bool = True
+  stem_multiplier: int = 3
+
+  @nn.compact
+  def __call__(self, x, train: bool = False, drop_prob=None):
+    g = self.genotype
+    c_curr = self.stem_multiplier * self.channels
+    s0 = s1 = _stem(x, c_curr, train)
+    c_curr, reduction_prev, aux = self.channels, False, None
+    for i in range(self.layers):
+      reduction = i in _reduction_layers(self.layers)
+      c_curr = c_curr * 2 if reduction else c_curr
+      gene, concat = (g.reduce, g.reduce_concat) if reduction else (g.normal, g.normal_concat)
+      cell = EvalCell(gene, concat, c_curr, reduction, reduction_prev, name=f'cell{i}')
+      s0, s1 = s1, cell(s0, s1, train, drop_prob)
+      reduction_prev = reduction
+      if i == 2 * self.layers // 3 and self.auxiliary:
+        head = AuxiliaryHead(self.num_classes, name='auxiliary_head')
+        if train or self.is_initializing():
+          aux = head(s1, train)
+    out = jnp.mean(s1, axis=(1, 2))
+    logits = _dense(self.num_classes, out.shape[-1], 'classifier')(out)
+    return logits, (aux if train else None)
+
+
+def _supernet(channels=16, layers=8, num_classes=10, relaxation='softmax', **kw):
+  return Supernet(channels, layers, num_classes, relaxation, **kw)
+
+
+def _network(genotype, channels=36, layers=20, num_classes=10, **kw):
+  return NetworkCIFAR(genotype, channels, layers, num_classes, **kw)
+
+
+SPACE = SearchSpace(
+    name='darts', primitives=PRIMITIVES,
+    alpha_shapes={'normal': (len(EDGES), len(PRIMITIVES)), 'reduce': (len(EDGES), len(PRIMITIVES))},
+    supernet=_supernet, network=_network, derive=derive,
+    genotype_from_text=Genotype.from_text, genotype_from_json=Genotype.from_json,
+    genotypes=GENOTYPES, defaults={'channels': 16, 'layers': 8, 'eval_channels': 36,
+                                   'eval_layers': 20})
