@@ -52,7 +52,9 @@ def _dw_forward(x, kernel, stride, dilation):
   pad = dilation * (k - 1) // 2
   ho = _out_size(x.shape[1], k, stride, dilation, pad)
   wo = _out_size(x.shape[2], k, stride, dilation, pad)
-  xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  # The barrier materialises the padded input once: otherwise XLA fuses its
+  # producer (BN, ReLU) into each of the k*k windows, and compiles for long.
+  xp = lax.optimization_barrier(jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))))
   w = kernel.reshape(k * k, -1)
   out = None
   for t, win in enumerate(_taps(xp, k, stride, dilation, (ho, wo))):
@@ -85,7 +87,7 @@ def _dw_bwd(stride, dilation, res, g):
   else:
     _, transpose = jax.vjp(lambda t: _dw_forward(t, kernel, stride, dilation), x)
     (dx,) = transpose(g)
-  xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  xp = lax.optimization_barrier(jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))))
   # Sum over batch first, then space: the fastest reduction order on XLA CPU.
   dk = jnp.stack([jnp.sum(jnp.sum(win * g, axis=0), axis=(0, 1))
                   for win in _taps(xp, k, stride, dilation, g.shape[1:3])])
@@ -150,6 +152,17 @@ def avg_pool_3x3(x: Array, stride: int = 1) -> Array:
 # Layers
 # ----------------------------------------------------------------------------
 
+# Parameter name -> fan-in from its shape (leading axes may stack edges or
+# cells). Every parameter jaxnas creates is one of these, a bias beside one of
+# them, or a BatchNorm scale/bias; `init_params_numpy` relies on it.
+FAN_IN = {
+    'kernel': lambda s: int(np.prod(s[-4:-1])),   # dense k x k conv (k, k, c_in, c_out)
+    'pointwise': lambda s: int(s[-2]),            # 1x1 conv (c_in, c_out)
+    'depthwise': lambda s: int(s[-3] * s[-2]),    # depthwise conv (k, k, c)
+    'weight': lambda s: int(s[-2]),               # linear (c_in, c_out)
+}
+
+
 def torch_uniform(fan_in: int) -> Callable:
   """PyTorch's default conv/linear initialiser, U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
   bound = 1.0 / np.sqrt(fan_in)
@@ -178,7 +191,7 @@ class Conv(nn.Module):
   def __call__(self, x):
     c_in, k = x.shape[-1], self.kernel_size
     if k == 1:
-      w = self.param('kernel', torch_uniform(c_in), (c_in, self.features))
+      w = self.param('pointwise', torch_uniform(c_in), (c_in, self.features))
       if self.stride > 1:
         x = x[:, ::self.stride, ::self.stride, :]
       y = jnp.dot(x, w)
@@ -193,6 +206,17 @@ class Conv(nn.Module):
     return y
 
 
+class Linear(nn.Module):
+  """``y = x W + b`` with PyTorch's nn.Linear initialisation."""
+  features: int
+
+  @nn.compact
+  def __call__(self, x):
+    init = torch_uniform(x.shape[-1])
+    w = self.param('weight', init, (x.shape[-1], self.features))
+    return jnp.dot(x, w) + self.param('bias', init, (self.features,))
+
+
 class DepthwiseConv(nn.Module):
   kernel_size: int
   stride: int = 1
@@ -201,7 +225,7 @@ class DepthwiseConv(nn.Module):
   @nn.compact
   def __call__(self, x):
     k = self.kernel_size
-    w = self.param('kernel', torch_uniform(k * k), (k, k, x.shape[-1]))
+    w = self.param('depthwise', torch_uniform(k * k), (k, k, x.shape[-1]))
     return depthwise_conv(x, w, self.stride, self.dilation)
 
 

@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from typing import Any, Callable, Mapping
 
+import flax
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
+
+from jaxnas import ops
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +85,44 @@ class SearchSpace:
     except ValueError as e:
       raise ValueError(f'{spec!r} is not a known {self.name} genotype name '
                        f'({", ".join(self.genotypes)}), nor a file, nor a valid genotype: {e}') from None
+
+
+def init_variables(model: nn.Module, key: jax.Array, x: jax.Array, *args) -> dict:
+  """Variables of ``model`` for inputs shaped like ``x``, drawn in NumPy.
+
+  The shapes come from ``jax.eval_shape(model.init)`` (a trace, no compile);
+  the values from the distributions of the modules' own initialisers
+  (PyTorch's: U(±1/sqrt(fan_in)) for weights and conv/linear biases, BN
+  scale 1 and bias 0, running mean 0 and variance 1), with fan-in read off
+  each parameter's name by ``ops.FAN_IN``. Compiling ``model.init`` instead
+  takes minutes for a supernet whose cells sit under ``scan``.
+  """
+  rngs = {'params': key, 'dropout': key}
+  shapes = jax.eval_shape(functools.partial(model.init, train=False), rngs, x[:1], *args)
+  seed = np.asarray(jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+                    else key).ravel()
+  rng = np.random.default_rng(seed.astype(np.uint64))
+  flat = traverse_util.flatten_dict(flax.core.unfreeze(shapes))
+  out = {}
+  for path in sorted(flat):
+    leaf, name = flat[path], path[-1]
+    shape, dtype = leaf.shape, leaf.dtype
+    if path[0] == 'batch_stats':
+      value = np.ones(shape) if name == 'var' else np.zeros(shape)
+    elif name in ops.FAN_IN:
+      bound = 1.0 / np.sqrt(ops.FAN_IN[name](shape))
+      value = rng.uniform(-bound, bound, shape)
+    elif name == 'bias' and (sib := [k for k in ops.FAN_IN if path[:-1] + (k,) in flat]):
+      bound = 1.0 / np.sqrt(ops.FAN_IN[sib[0]](flat[path[:-1] + (sib[0],)].shape))
+      value = rng.uniform(-bound, bound, shape)
+    elif name == 'scale':
+      value = np.ones(shape)
+    elif name == 'bias':
+      value = np.zeros(shape)
+    else:
+      raise ValueError(f'no initialisation rule for variable {"/".join(path)}')
+    out[path] = jnp.asarray(value, dtype)
+  return traverse_util.unflatten_dict(out)
 
 
 def count_params(tree) -> int:

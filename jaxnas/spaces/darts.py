@@ -177,11 +177,6 @@ def derive(weights: Mapping[str, Any], edge_strength: Mapping[str, Any] | None =
 # Networks
 # ----------------------------------------------------------------------------
 
-def _dense(num_classes, c_in, name):
-  init = ops.torch_uniform(c_in)
-  return nn.Dense(num_classes, kernel_init=init, bias_init=init, name=name)
-
-
 def _stem(x, c, train):
   x = ops.Conv(c, 3, 1, 1, name='stem_conv')(x)
   return ops.batch_norm(train, True, name='stem_bn')(x)
@@ -242,7 +237,7 @@ class Supernet(nn.Module):
       s0, s1 = s1, cell(s0, s1, weights['reduce' if reduction else 'normal'])
       reduction_prev = reduction
     out = jnp.mean(s1, axis=(1, 2))
-    return _dense(self.num_classes, out.shape[-1], 'classifier')(out)
+    return ops.Linear(self.num_classes, name='classifier')(out)
 
 
 def drop_path(module: nn.Module, x, drop_prob):
@@ -297,7 +292,7 @@ class AuxiliaryHead(nn.Module):
     x = ops.Conv(768, 2)(x)
     x = nn.relu(ops.batch_norm(train, True)(x))
     x = x.reshape(x.shape[0], -1)
-    return _dense(self.num_classes, x.shape[-1], 'classifier')(x)
+    return ops.Linear(self.num_classes, name='classifier')(x)
 
 
 class NetworkCIFAR(nn.Module):
@@ -332,7 +327,7 @@ class NetworkCIFAR(nn.Module):
         if train or self.is_initializing():
           aux = head(s1, train)
     out = jnp.mean(s1, axis=(1, 2))
-    logits = _dense(self.num_classes, out.shape[-1], 'classifier')(out)
+    logits = ops.Linear(self.num_classes, name='classifier')(out)
     return logits, (aux if train else None)
 
 

@@ -111,8 +111,7 @@ def _stem(x, c, train):
 def _head(x, num_classes, train):
   x = nn.relu(ops.batch_norm(train, True, name='lastact_bn')(x))
   x = jnp.mean(x, axis=(1, 2))
-  init = ops.torch_uniform(x.shape[-1])
-  return nn.Dense(num_classes, kernel_init=init, bias_init=init, name='classifier')(x)
+  return ops.Linear(num_classes, name='classifier')(x)
 
 
 _STACKED = dict(variable_axes={'params': 0, 'batch_stats': 0}, split_rngs={'params': True})
