@@ -1,0 +1,87 @@
+"""Kernels against XLA's own convolution / reduce_window and NumPy."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from jaxnas import ops
+
+
+def grouped_conv(x, kernel, stride, dilation):
+  k = kernel.shape[0]
+  pad = dilation * (k - 1) // 2
+  return lax.conv_general_dilated(x, kernel[:, :, None, :], (stride, stride), [(pad, pad)] * 2,
+                                  rhs_dilation=(dilation, dilation),
+                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                                  feature_group_count=x.shape[-1])
+
+
+@pytest.mark.parametrize('k,stride,dilation', [(3, 1, 1), (5, 1, 1), (3, 2, 1), (5, 2, 2), (3, 1, 2)])
+def test_depthwise_conv_matches_grouped_conv(k, stride, dilation):
+  kx, kw, kg = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(kx, (2, 8, 8, 3))
+  w = jax.random.normal(kw, (k, k, 3))
+  got = ops.depthwise_conv(x, w, stride, dilation)
+  want = grouped_conv(x, w, stride, dilation)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  g = jax.random.normal(kg, want.shape)
+  grads = jax.grad(lambda x, w: jnp.sum(ops.depthwise_conv(x, w, stride, dilation) * g), (0, 1))(x, w)
+  ref = jax.grad(lambda x, w: jnp.sum(grouped_conv(x, w, stride, dilation) * g), (0, 1))(x, w)
+  for a, b in zip(grads, ref):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('stride', [1, 2])
+def test_max_pool_matches_reduce_window(stride):
+  x = jax.random.normal(jax.random.key(1), (2, 8, 8, 3))
+  want = lax.reduce_window(x, -jnp.inf, lax.max, (1, 3, 3, 1), (1, stride, stride, 1),
+                           [(0, 0), (1, 1), (1, 1), (0, 0)])
+  np.testing.assert_array_equal(ops.max_pool_3x3(x, stride), want)
+
+
+@pytest.mark.parametrize('stride', [1, 2])
+def test_avg_pool_excludes_padding(stride):
+  x = np.random.default_rng(0).normal(size=(1, 6, 6, 2)).astype(np.float32)
+  got = np.asarray(ops.avg_pool_3x3(jnp.asarray(x), stride))
+  want = np.zeros_like(got)
+  for i in range(got.shape[1]):
+    for j in range(got.shape[2]):
+      ys = range(max(0, i * stride - 1), min(6, i * stride + 2))
+      xs = range(max(0, j * stride - 1), min(6, j * stride + 2))
+      want[0, i, j] = np.mean([x[0, a, b] for a in ys for b in xs], axis=0)
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_adaptive_avg_pool_matches_numpy():
+  x = np.arange(2 * 3 * 3 * 1, dtype=np.float32).reshape(2, 3, 3, 1)
+  got = np.asarray(ops.adaptive_avg_pool(jnp.asarray(x), 2))
+  # bins of a 3-wide axis into 2: [0, 2) and [1, 3)
+  want = np.stack([np.stack([x[:, a:a + 2, b:b + 2].mean((1, 2)) for b in (0, 1)], 1)
+                   for a in (0, 1)], 1)
+  np.testing.assert_allclose(got, want)
+
+
+def test_factorized_reduce_halves_and_checks():
+  op = ops.FactorizedReduce(6)
+  x = jnp.ones((2, 8, 8, 4))
+  v = op.init(jax.random.key(0), x, False)
+  assert op.apply(v, x, False).shape == (2, 4, 4, 6)
+  with pytest.raises(ValueError, match='even number of output channels'):
+    ops.FactorizedReduce(5).init(jax.random.key(0), x, False)
+
+
+def test_unknown_op_lists_known():
+  with pytest.raises(ValueError, match=r"unknown operation 'conv_9x9'.*sep_conv_3x3"):
+    ops.get_op('conv_9x9', 4, 4, 1, True)
+
+
+@pytest.mark.parametrize('name', sorted(ops.OPS))
+def test_every_op_keeps_or_halves_shape(name):
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4))
+  for stride in (1, 2):
+    op = ops.get_op(name, 4, 4, stride, affine=True)
+    v = op.init(jax.random.key(0), x, False)
+    y, _ = op.apply(v, x, True, mutable=['batch_stats'])
+    assert y.shape == (2, 8 // stride, 8 // stride, 4)
+    assert np.isfinite(np.asarray(y)).all()

@@ -1,0 +1,236 @@
+"""Search spaces: parameter counts, derive rules, genotypes, the cell layout, forward passes."""
+import functools
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxnas import cli, get_space
+from jaxnas.spaces import cells, darts, nb201
+from jaxnas.spaces.base import count_params, init_variables
+
+NB201_ARCH = '|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|'
+
+
+# --- parameter counts (published figures, counted as quark0/darts and AutoDL do) ---
+
+def test_darts_supernet_params():
+  assert cli.count_network_params('darts', supernet=True, channels=16, layers=8) == (1_930_618, 0)
+
+
+def test_darts_v2_params_and_auxiliary_head():
+  assert cli.count_network_params('darts', 'DARTS_V2', 36, 20) == (3_349_342, 476_426)
+
+
+def test_nb201_params():
+  assert cli.count_network_params('nb201', NB201_ARCH, 16, 5) == (1_288_506, 0)
+
+
+def test_params_command_prints_count_last(capsys):
+  assert cli.main(['params', '--space', 'darts', '--genotype', 'DARTS_V2', '--channels', '36',
+                   '--layers', '20']) == 0
+  assert capsys.readouterr().out.strip().splitlines()[-1] == '3349342'
+
+
+def test_init_variables_distributions():
+  model = darts.Supernet(channels=16, layers=3)
+  v = init_variables(model, jax.random.key(0), jnp.zeros((1, 16, 16, 3)),
+                     get_space('darts').init_alpha(jax.random.key(1)))
+  pw = np.asarray(v['params']['cell0']['edges']['input_edges']['sep_conv_3x3']['DilConv_0']['Conv_0']['pointwise'])
+  assert pw.shape == (2, 4, 16, 16) and np.abs(pw).max() <= 0.25  # U(±1/sqrt(16))
+  assert abs(pw.std() - 0.25 / np.sqrt(3)) < 0.01
+  assert np.all(np.asarray(v['params']['stem_bn']['scale']) == 1)
+  assert np.all(np.asarray(v['batch_stats']['stem_bn']['var']) == 1)
+  assert count_params(v['params']) == count_params(
+      jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)),
+                                        get_space('darts').init_alpha(jax.random.key(1))))['params'])
+
+
+# --- derive rules ---
+
+def _cell(rows):
+  """α of one DARTS cell: ``rows`` maps edge index -> {op: value}; the rest 0."""
+  a = np.zeros((14, 8))
+  for e, d in rows.items():
+    for op, val in d.items():
+      a[e, darts.PRIMITIVES.index(op)] = val
+  return a
+
+
+def test_darts_derive_hand_built():
+  # node 0: edges 0,1; node 1: edges 2,3,4; node 2: 5..8; node 3: 9..13
+  a = _cell({
+      0: {'none': 9.0, 'sep_conv_3x3': 1.0},     # a dominant 'none' is ignored
+      1: {'max_pool_3x3': 2.0},
+      2: {'dil_conv_5x5': 0.5}, 3: {'skip_connect': 3.0}, 4: {'avg_pool_3x3': 1.0},
+      5: {'sep_conv_5x5': 1.0}, 6: {'sep_conv_5x5': 1.0}, 7: {'sep_conv_5x5': 1.0},  # a tie
+      8: {'none': 5.0},
+      9: {'dil_conv_3x3': 1.0, 'sep_conv_3x3': 1.0},  # op tie: first op wins
+      13: {'skip_connect': 4.0},
+  })
+  g = darts.derive({'normal': a, 'reduce': a})
+  assert g.normal == (('max_pool_3x3', 1), ('sep_conv_3x3', 0),
+                      ('skip_connect', 1), ('avg_pool_3x3', 2),
+                      ('sep_conv_5x5', 0), ('sep_conv_5x5', 1),
+                      ('skip_connect', 4), ('sep_conv_3x3', 0))
+  assert g.normal_concat == (2, 3, 4, 5)
+
+
+def test_darts_derive_edge_strength_reorders():
+  a = _cell({0: {'sep_conv_3x3': 2.0}, 1: {'sep_conv_3x3': 1.0}})
+  strength = np.ones(14)
+  strength[0] = 0.1
+  gene = darts.derive_cell(a, edge_strength=strength)
+  assert gene[:2] == [('sep_conv_3x3', 1), ('sep_conv_3x3', 0)]
+
+
+def test_nb201_derive_includes_none():
+  a = np.zeros((6, 5))
+  a[0, nb201.PRIMITIVES.index('nor_conv_3x3')] = 1
+  a[1, nb201.PRIMITIVES.index('none')] = 2
+  a[2, :] = 1.0  # tie: first op ('none')
+  a[3, nb201.PRIMITIVES.index('skip_connect')] = 1
+  a[4, nb201.PRIMITIVES.index('avg_pool_3x3')] = 1
+  a[5, nb201.PRIMITIVES.index('nor_conv_1x1')] = 1
+  g = nb201.derive({'cell': a})
+  assert str(g) == '|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|avg_pool_3x3~1|nor_conv_1x1~2|'
+
+
+# --- genotypes ---
+
+@pytest.mark.parametrize('name', ['DARTS_V1', 'DARTS_V2', 'PC_DARTS'])
+def test_darts_genotype_round_trips(name, tmp_path):
+  sp = get_space('darts')
+  g = sp.genotypes[name]
+  assert darts.Genotype.from_text(str(g)) == g
+  assert darts.Genotype.from_json(json.loads(json.dumps(g.to_json()))) == g
+  path = tmp_path / 'g.json'
+  path.write_text(json.dumps(g.to_json()))
+  assert sp.load_genotype(str(path)) == g
+  assert sp.load_genotype(str(g)) == g
+
+
+def test_darts_text_with_range():
+  text = str(darts.GENOTYPES['DARTS_V2']).replace('[2, 3, 4, 5]', 'range(2, 6)')
+  assert darts.Genotype.from_text(text) == darts.GENOTYPES['DARTS_V2']
+
+
+def test_nb201_arch_string_round_trip():
+  g = get_space('nb201').load_genotype(NB201_ARCH)
+  assert str(g) == NB201_ARCH
+  assert nb201.Genotype.from_json(g.to_json()) == g
+  assert g.edge_ops() == ['nor_conv_3x3', 'nor_conv_3x3', 'nor_conv_3x3', 'skip_connect',
+                          'nor_conv_3x3', 'nor_conv_3x3']
+
+
+@pytest.mark.parametrize('bad,match', [
+    ([('sep_conv_3x3', 0), ('sep_conv_3x3', 2)], 'input index 2 out of range'),
+    ([('conv_9x9', 0), ('sep_conv_3x3', 1)], "operation 'conv_9x9' is not in the darts space"),
+])
+def test_darts_genotype_errors(bad, match):
+  with pytest.raises(ValueError, match=match):
+    darts.Genotype(bad, [2], [('skip_connect', 0), ('skip_connect', 1)], [2])
+
+
+@pytest.mark.parametrize('arch,match', [
+    ('|nor_conv_3x3~0|+|nor_conv_3x3~0|', 'has 3 nodes'),
+    ('|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~5|+|skip_connect~0|none~1|none~2|', 'exactly one edge'),
+    ('|nor_conv_3x3-0|+|a~0|b~1|+|c~0|d~1|e~2|', 'must be op~input'),
+    ('nor_conv_3x3~0+x', "must be '|op~input|...|'"),
+    ('|conv_7x7~0|+|none~0|none~1|+|none~0|none~1|none~2|', "'conv_7x7' is not in the nb201 space"),
+])
+def test_nb201_arch_string_errors(arch, match):
+  with pytest.raises(ValueError, match=match):
+    nb201.Genotype.from_text(arch)
+
+
+def test_unknown_space_and_genotype_name():
+  with pytest.raises(ValueError, match=r"unknown search space 'foo'.*darts, nb201"):
+    get_space('foo')
+  with pytest.raises(ValueError, match='not a known darts genotype name'):
+    get_space('darts').load_genotype('DARTS_V9')
+
+
+def test_alpha_shape_is_checked():
+  sp = get_space('darts')
+  with pytest.raises(ValueError, match=r"α\['normal'\] must have shape \(14, 8\)"):
+    sp.check_alpha({'normal': np.zeros((14, 7)), 'reduce': np.zeros((14, 8))})
+  with pytest.raises(ValueError, match='must be a dict with keys'):
+    sp.check_alpha({'cell': np.zeros((6, 5))})
+  model = darts.Supernet(channels=4, layers=3)
+  with pytest.raises(ValueError, match=r'cell weights must have shape \(14, 8\)'):
+    jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)),
+                                      {'normal': jnp.zeros((14, 7)), 'reduce': jnp.zeros((14, 7))}))
+
+
+# --- the cell layout equals a plain loop over edges ---
+
+def test_mixed_cell_equals_edge_by_edge_loop():
+  prims, c, n_in, n_nodes, stride = darts.PRIMITIVES, 4, 2, 3, 2
+  cell = cells.MixedCell(prims, c, n_in, n_nodes, stride, train=True, pool_bn=True, remat=False)
+  kx, kw = jax.random.split(jax.random.key(0))
+  xs = [jax.random.normal(k, (2, 8, 8, c)) for k in jax.random.split(kx, n_in)]
+  edges = cells.edge_list(n_in, n_nodes)
+  w = jax.random.normal(kw, (len(edges), len(prims)))
+  v = cell.init(jax.random.key(1), xs, w)
+  got, _ = cell.apply(v, xs, w, mutable=['batch_stats'])
+
+  inner = [e for e in edges if e[0] >= n_in]
+  apply = {s: jax.jit(functools.partial(cells.MixedOp(prims, c, s, True, True).apply,
+                                        mutable=['batch_stats'])) for s in (1, stride)}
+  states = list(xs)
+  for j in range(n_nodes):
+    total = 0
+    for i in range(n_in + j):
+      row = edges.index((i, j))
+      if i < n_in:
+        p = jax.tree_util.tree_map(lambda a: a[i, j], v['params']['input_edges'])
+        b = jax.tree_util.tree_map(lambda a: a[i, j], v['batch_stats']['input_edges'])
+        s = stride
+      else:
+        k = inner.index((i, j))
+        p = jax.tree_util.tree_map(lambda a: a[k], v['params']['inner_edges']['op'])
+        b = jax.tree_util.tree_map(lambda a: a[k], v['batch_stats']['inner_edges']['op'])
+        s = 1
+      y, _ = apply[s]({'params': p, 'batch_stats': b}, states[i], w[row])
+      total = total + y
+    states.append(total)
+  np.testing.assert_allclose(got, jnp.stack(states[n_in:]), rtol=2e-5, atol=2e-5)
+
+
+# --- forward passes ---
+
+def _models():
+  d, n = get_space('darts'), get_space('nb201')
+  return {
+      'darts-supernet': (d.supernet(4, 3, 10), (d.init_alpha(jax.random.key(1)),)),
+      'darts-network': (d.network(d.genotypes['DARTS_V2'], 4, 3, 10), ()),
+      'nb201-supernet': (n.supernet(4, 1, 10), (n.init_alpha(jax.random.key(1)),)),
+      'nb201-network': (n.network(n.genotypes['NB201_BEST'], 4, 1, 10), ()),
+  }
+
+
+@pytest.mark.parametrize('name', ['darts-supernet', 'darts-network', 'nb201-supernet', 'nb201-network'])
+def test_forward_passes(name):
+  model, extra = _models()[name]
+  kw = {} if name.endswith('supernet') else {'drop_prob': 0.2}
+  train_fn = jax.jit(lambda v, x, *a: model.apply(v, x, *a, train=True, mutable=['batch_stats'],
+                                                  rngs={'dropout': jax.random.key(0)}, **kw))
+  eval_fn = jax.jit(lambda v, x, *a: model.apply(v, x, *a, train=False))
+  for batch, size in [(4, 8), (1, 16), (1, 32)]:
+    x = jax.random.normal(jax.random.key(size), (batch, size, size, 3))
+    v = init_variables(model, jax.random.key(0), x, *extra)
+    out, state = train_fn(v, x, *extra)
+    logits = out if name.endswith('supernet') else out[0]
+    assert logits.shape == (batch, 10) and np.isfinite(np.asarray(logits)).all()
+    # BN running statistics move towards the batch statistics in training
+    assert not np.allclose(state['batch_stats']['stem_bn']['mean'], v['batch_stats']['stem_bn']['mean'])
+    if name == 'darts-network':
+      assert out[1].shape == (batch, 10)  # auxiliary logits in training
+    out = eval_fn(v, x, *extra)
+    logits = out if name.endswith('supernet') else out[0]
+    assert logits.shape == (batch, 10) and np.isfinite(np.asarray(logits)).all()
+    if name == 'darts-network':
+      assert out[1] is None
