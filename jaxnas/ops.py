@@ -194,18 +194,18 @@ class Conv(nn.Module):
   def __call__(self, x):
     c_in, k = x.shape[-1], self.kernel_size
     if k == 1:
-      w = self.param('pointwise', torch_uniform(c_in), (c_in, self.features))
+      w = self.param('pointwise', torch_uniform(c_in), (c_in, self.features), x.dtype)
       if self.stride > 1:
         x = x[:, ::self.stride, ::self.stride, :]
       y = jnp.dot(x, w)
     else:
-      w = self.param('kernel', torch_uniform(c_in * k * k), (k, k, c_in, self.features))
+      w = self.param('kernel', torch_uniform(c_in * k * k), (k, k, c_in, self.features), x.dtype)
       p = self.padding
       y = lax.conv_general_dilated(x, w, (self.stride,) * 2, [(p, p), (p, p)],
                                    rhs_dilation=(self.dilation,) * 2,
                                    dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
     if self.use_bias:
-      y = y + self.param('bias', torch_uniform(c_in * k * k), (self.features,))
+      y = y + self.param('bias', torch_uniform(c_in * k * k), (self.features,), x.dtype)
     return y
 
 
@@ -216,8 +216,8 @@ class Linear(nn.Module):
   @nn.compact
   def __call__(self, x):
     init = torch_uniform(x.shape[-1])
-    w = self.param('weight', init, (x.shape[-1], self.features))
-    return jnp.dot(x, w) + self.param('bias', init, (self.features,))
+    w = self.param('weight', init, (x.shape[-1], self.features), x.dtype)
+    return jnp.dot(x, w) + self.param('bias', init, (self.features,), x.dtype)
 
 
 class DepthwiseConv(nn.Module):
@@ -228,7 +228,7 @@ class DepthwiseConv(nn.Module):
   @nn.compact
   def __call__(self, x):
     k = self.kernel_size
-    w = self.param('depthwise', torch_uniform(k * k), (k, k, x.shape[-1]))
+    w = self.param('depthwise', torch_uniform(k * k), (k, k, x.shape[-1]), x.dtype)
     return depthwise_conv(x, w, self.stride, self.dilation)
 
 

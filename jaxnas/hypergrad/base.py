@@ -1,0 +1,105 @@
+"""The bilevel problem and the estimator interface shared by every hypergradient estimator.
+
+A search solves ``min_α L_val(w*(α), α)`` with ``w*(α) = argmin_w L_train(w, α)``.
+Both losses are pure functions ``(w, α, batch, state) -> (loss, (state, metrics))``
+where ``state`` is model state that is not differentiated (BatchNorm
+statistics; ``()`` when there is none).
+
+An estimator is one function with the signature of :data:`Estimator`: from
+the weights ``w`` (with their optimiser state), α and this search step's
+batches it returns an estimate of ``dL_val/dα`` and the weights after the
+step's weight updates. The search loop then moves α by its own optimiser.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Protocol
+
+import jax
+import jax.numpy as jnp
+import optax
+
+Array = jax.Array
+PyTree = Any
+Loss = Callable[[PyTree, PyTree, PyTree, PyTree], tuple[Array, tuple[PyTree, dict]]]
+
+
+class Problem(NamedTuple):
+  """``train_loss`` and ``val_loss``: ``(w, α, batch, state) -> (loss, (state, metrics))``."""
+  train_loss: Loss
+  val_loss: Loss
+
+
+class WeightOpt(NamedTuple):
+  """The weight optimiser: an optax transform, and what second-order estimators
+  read of it: the learning-rate schedule (of the weight-step count), the
+  momentum and the weight decay inside ``tx``."""
+  tx: optax.GradientTransformation
+  lr: Callable[[Array], Array]
+  momentum: float = 0.0
+  weight_decay: float = 0.0
+
+
+class Weights(NamedTuple):
+  """The lower level's variables: weights, model state, optimiser state, weight-step count."""
+  w: PyTree
+  state: PyTree
+  opt_state: PyTree
+  step: Array
+
+
+class Batches(NamedTuple):
+  """One search step's data: ``train`` stacks n >= 1 batches on a leading axis
+  (estimators that take one weight step use the first), ``val`` is one batch."""
+  train: PyTree
+  val: PyTree
+
+
+class Estimate(NamedTuple):
+  alpha_grad: PyTree
+  weights: Weights
+  metrics: dict
+
+
+class Estimator(Protocol):
+  def __call__(self, problem: Problem, opt: WeightOpt, weights: Weights, alpha: PyTree,
+               batches: Batches, key: Array, **options) -> Estimate: ...
+
+
+def first(tree: PyTree) -> PyTree:
+  """The first of the stacked training batches."""
+  return jax.tree_util.tree_map(lambda a: a[0], tree)
+
+
+def weight_step(problem: Problem, opt: WeightOpt, weights: Weights, alpha: PyTree,
+                batch: PyTree) -> tuple[Weights, dict]:
+  """One optimiser step on ``L_train(w, α)``."""
+  (loss, (state, metrics)), g = jax.value_and_grad(problem.train_loss, has_aux=True)(
+      weights.w, alpha, batch, weights.state)
+  updates, opt_state = opt.tx.update(g, weights.opt_state, weights.w)
+  w = optax.apply_updates(weights.w, updates)
+  return Weights(w, state, opt_state, weights.step + 1), {f'train_{k}': v for k, v in metrics.items()}
+
+
+def momentum_buffer(opt_state: PyTree, like: PyTree) -> PyTree:
+  """The momentum trace inside an optax state (zeros when the optimiser has none)."""
+  try:
+    trace = optax.tree_utils.tree_get(opt_state, 'trace')
+  except (KeyError, ValueError):
+    trace = None
+  return jax.tree_util.tree_map(jnp.zeros_like, like) if trace is None else trace
+
+
+def grad_alpha(loss: Loss):
+  """``(w, α, batch, state) -> ∇α loss``."""
+  def g(w, alpha, batch, state):
+    return jax.grad(lambda a: loss(w, a, batch, state)[0])(alpha)
+  return g
+
+
+def tree_axpy(a, x, y):
+  """``a·x + y`` on pytrees."""
+  return jax.tree_util.tree_map(lambda u, v: a * u + v, x, y)
+
+
+def tree_norm(x) -> Array:
+  return optax.tree.norm(x)
