@@ -1,9 +1,11 @@
-"""The ``jaxnas`` command line: ``jaxnas params ...`` (more subcommands as they land)."""
+"""The ``jaxnas`` command line: ``jaxnas search``, ``jaxnas params``."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import sys
+import typing
 
 import jaxnas  # noqa: F401  (applies the XLA flags before JAX starts)
 from jaxnas import spaces
@@ -44,6 +46,39 @@ def _cmd_params(args) -> None:
   print(main)
 
 
+def add_config_flags(parser: argparse.ArgumentParser, config_cls) -> None:
+  """One ``--flag`` per field of a config dataclass, defaulting to the field's default."""
+  hints = typing.get_type_hints(config_cls)
+  for f in dataclasses.fields(config_cls):
+    hint = hints[f.name]
+    flag = '--' + f.name.replace('_', '-')
+    if hint is bool:
+      parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+      continue
+    base = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]
+    kind = base[0]
+    parser.add_argument(flag, type=lambda v, kind=kind: None if v.lower() == 'none' else kind(v),
+                        default=f.default, metavar=kind.__name__.upper(),
+                        help=f'default: {f.default}' + (' (resolved by data set and space)'
+                                                        if f.default is None else ''))
+
+
+def _cmd_search(args) -> None:
+  from jaxnas.search import SearchConfig, SearchInterrupted, search
+  from jaxnas.xla import enable_compilation_cache
+  enable_compilation_cache()
+  fields = {f.name for f in dataclasses.fields(SearchConfig)}
+  config = SearchConfig(**{k: v for k, v in vars(args).items() if k in fields})
+  try:
+    result = search(config, resume=args.resume, progress=not args.no_progress)
+  except SearchInterrupted as e:
+    print(e, file=sys.stderr)
+    sys.exit(130)
+  print(f'genotype: {result.genotype}')
+  print(f'written to {result.workdir}: genotype.json, genotype.txt, metrics.jsonl, alpha.npz, '
+        f'{"normal.png, reduce.png" if result.config.space == "darts" else "cell.png"}, alpha_*.png, curves.png')
+
+
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog='jaxnas', description='Differentiable neural architecture search in JAX.')
   sub = p.add_subparsers(dest='command', required=True)
@@ -57,6 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
   pp.add_argument('--classes', type=int, default=10)
   pp.add_argument('--supernet', action='store_true', help='count the search supernet instead')
   pp.set_defaults(func=_cmd_params)
+
+  from jaxnas.search import SearchConfig
+  ps = sub.add_parser('search', help='search an architecture (DARTS family)',
+                      description='Bilevel architecture search. Every config field is a flag; '
+                                  'the defaults are DARTS\' (network size and epochs scaled down '
+                                  'for the embedded digits data set).')
+  add_config_flags(ps, SearchConfig)
+  ps.add_argument('--resume', action='store_true', help='continue the search in --workdir')
+  ps.add_argument('--no-progress', action='store_true', help='no progress bar')
+  ps.set_defaults(func=_cmd_search)
   return p
 
 
@@ -64,7 +109,7 @@ def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
   try:
     args.func(args)
-  except ValueError as e:
+  except (ValueError, FileNotFoundError, FloatingPointError) as e:
     print(f'jaxnas {args.command}: error: {e}', file=sys.stderr)
     return 2
   return 0

@@ -98,6 +98,8 @@ def _check_images(x, y, split: str, num_classes: int | None):
     x = x.astype(np.float32) / 255.0
   elif np.issubdtype(x.dtype, np.floating):
     x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+      raise ValueError(f'x_{split} contains NaN or Inf')
     if x.min() < 0 or x.max() > 1:
       raise ValueError(f'float images x_{split} must lie in [0, 1], got [{x.min():.3g}, {x.max():.3g}]')
   else:

@@ -1,0 +1,101 @@
+"""Pictures: genotype cells as graphs, α (mixing weights) per edge over the epochs."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+_COLORS = plt.get_cmap('tab10')
+
+
+def _cell_edges(space: str, genotype, cell: str):
+  """(source label, destination label, op) of the kept edges, and node labels in order."""
+  if space == 'darts':
+    gene = getattr(genotype, cell)
+    concat = getattr(genotype, cell + '_concat')
+    inputs = ['c_{k-2}', 'c_{k-1}']
+    nodes = [str(i) for i in range(len(gene) // 2)]
+    label = lambda i: inputs[i] if i < 2 else nodes[i - 2]
+    edges = [(label(idx), nodes[k // 2], op) for k, (op, idx) in enumerate(gene)]
+    edges += [(label(i), 'c_{k}', '') for i in concat]
+    return inputs, nodes, ['c_{k}'], edges
+  nodes = ['0'] + [str(i) for i in range(1, len(genotype.nodes) + 1)]
+  edges = [(str(j), str(i), op) for i, node in enumerate(genotype.nodes, 1) for op, j in node
+           if op != 'none']
+  return ['0'], nodes[1:], [], edges
+
+
+def draw_cell(space: str, genotype, path: str, cell: str = 'normal') -> None:
+  """Draws one cell of a genotype as a left-to-right graph, ops on the edges."""
+  inputs, nodes, outputs, edges = _cell_edges(space, genotype, cell)
+  pos = {}
+  for i, n in enumerate(inputs):
+    pos[n] = (0.0, 1.0 - i * 1.2 if len(inputs) > 1 else 0.0)
+  for i, n in enumerate(nodes):
+    pos[n] = (1.2 + i * 1.1, 0.9 if i % 2 == 0 else -0.6)
+  for n in outputs:
+    pos[n] = (1.2 + len(nodes) * 1.1 + 0.4, 0.2)
+  fig, ax = plt.subplots(figsize=(2.0 + 1.6 * (len(nodes) + 1), 3.6))
+  ops = sorted({op for _, _, op in edges if op})
+  color = {op: _COLORS(i % 10) for i, op in enumerate(ops)}
+  for src, dst, op in edges:
+    (x0, y0), (x1, y1) = pos[src], pos[dst]
+    ax.annotate('', xy=(x1, y1), xytext=(x0, y0),
+                arrowprops=dict(arrowstyle='->', color=color.get(op, 'grey'), lw=1.6,
+                                shrinkA=14, shrinkB=14, connectionstyle='arc3,rad=0.12'))
+    if op:
+      ax.text((x0 + x1) / 2, (y0 + y1) / 2 + 0.08, op, fontsize=7, ha='center',
+              color=color[op], bbox=dict(fc='white', ec='none', alpha=0.8, pad=0.5))
+  for n, (x, y) in pos.items():
+    fc = '#9ecae1' if n in inputs else '#fdd0a2' if n in outputs else '#d9d9d9'
+    ax.text(x, y, n, ha='center', va='center', fontsize=9,
+            bbox=dict(boxstyle='round,pad=0.4', fc=fc, ec='black'))
+  ax.set_xlim(-0.6, max(x for x, _ in pos.values()) + 0.6)
+  ax.set_ylim(-1.6, 1.6)
+  ax.axis('off')
+  ax.set_title(f'{space} {cell} cell' if space == 'darts' else 'NAS-Bench-201 cell')
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def draw_alpha_trajectory(weights: np.ndarray, primitives, edge_names, path: str, title: str) -> None:
+  """``weights``: (epochs, edges, ops) mixing weights; one panel per edge."""
+  epochs, n_edges, _ = weights.shape
+  cols = min(n_edges, 7)
+  rows = -(-n_edges // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 1.9 * rows + 0.6), squeeze=False,
+                           sharex=True, sharey=True)
+  x = np.arange(1, epochs + 1)
+  for e in range(rows * cols):
+    ax = axes[e // cols][e % cols]
+    if e >= n_edges:
+      ax.axis('off')
+      continue
+    for k, name in enumerate(primitives):
+      ax.plot(x, weights[:, e, k], color=_COLORS(k % 10), label=name, lw=1.3)
+    ax.set_title(edge_names[e], fontsize=8)
+    ax.tick_params(labelsize=7)
+  axes[0][0].legend(fontsize=6, loc='upper left', ncol=1)
+  fig.suptitle(title, fontsize=10)
+  fig.supxlabel('epoch', fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def draw_curves(history: list[dict], keys, path: str, title: str) -> None:
+  """Metric curves over epochs from a list of per-epoch records."""
+  fig, ax = plt.subplots(figsize=(5, 3.2))
+  epochs = [h['epoch'] for h in history]
+  for k in keys:
+    if all(k in h for h in history):
+      ax.plot(epochs, [h[k] for h in history], marker='o', ms=3, label=k)
+  ax.set_xlabel('epoch')
+  ax.legend(fontsize=8)
+  ax.set_title(title, fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)

@@ -1,0 +1,417 @@
+"""The architecture search loop: one jitted step, schedules, checkpoints, logs, pictures.
+
+A search step moves α once, by Adam on the estimator's hypergradient (on a
+validation batch), and the weights as the estimator says (DARTS: one SGD step
+on a training batch). The step is one ``jax.jit`` with the state donated;
+it is traced once per run.
+
+Order of the data: in epoch e, search step s reads training batches
+``s·n .. s·n + n − 1`` of the epoch's permutation (n = training batches per
+step: 1, or multistep's n) and the k-th validation batch of an endless
+validation stream, k = e·S + s (S search steps per epoch). Every batch is a
+pure function of (seed, e, s) (:func:`jaxnas.data.batch_indices`), and the
+checkpoint holds every other piece of state, so a resumed run equals an
+uninterrupted one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxnas import data as data_lib
+from jaxnas import hypergrad, plot, relax
+from jaxnas.checkpoint import Checkpointer
+from jaxnas.spaces import get_space
+from jaxnas.spaces.base import init_variables
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+  """Search settings; the defaults are DARTS' (Liu et al. 2019) for CIFAR-10.
+
+  ``channels``, ``layers`` and ``epochs`` left as None are resolved by
+  :meth:`resolved`: for the embedded 8x8 digits a small supernet that searches
+  in minutes on a CPU, otherwise the space's search size (DARTS: C=16, 8
+  cells, 50 epochs; NAS-Bench-201: C=16, 5 cells per stage, 50 epochs).
+  """
+  space: str = 'darts'
+  method: str = 'darts1'
+  relaxation: str = 'softmax'
+  dataset: str = 'digits'
+  data_dir: str | None = None
+  download: bool = False
+  train_portion: float = 0.5
+  augment: bool = False
+  epochs: int | None = None
+  batch_size: int = 64
+  channels: int | None = None
+  layers: int | None = None
+  # weights: SGD with momentum, cosine schedule per epoch, gradient clipping
+  lr: float = 0.025
+  lr_min: float = 0.001
+  momentum: float = 0.9
+  weight_decay: float = 3e-4
+  grad_clip: float = 5.0
+  # architecture: Adam
+  alpha_lr: float = 3e-4
+  alpha_beta1: float = 0.5
+  alpha_beta2: float = 0.999
+  alpha_weight_decay: float = 1e-3
+  alpha_init_scale: float = 1e-3
+  # estimators
+  xi: float | None = None          # darts2: virtual step size; None = current weight lr
+  fd_r: float = 1e-2               # darts2-fd: ε = fd_r / ‖v‖
+  multistep_n: int = 2             # multistep: weight steps per α step
+  seed: int = 2
+  workdir: str = 'runs/search'
+  checkpoint_every: int = 0        # also every this many steps (0: only at epoch ends)
+
+  # Fields that may change when a run is resumed: the length of the run and
+  # where and how often it is saved.
+  RESUMABLE_CHANGES = ('epochs', 'checkpoint_every', 'workdir', 'data_dir', 'download')
+
+  def resolved(self) -> 'SearchConfig':
+    space = get_space(self.space)
+    small = self.dataset == 'digits'
+    defaults = {'channels': 8 if small else space.defaults['channels'],
+                'layers': (5 if self.space == 'darts' else 1) if small else space.defaults['layers'],
+                'epochs': 10 if small else 50}
+    return dataclasses.replace(self, **{k: v for k, v in defaults.items()
+                                        if getattr(self, k) is None})
+
+  def estimator_options(self) -> dict[str, Any]:
+    return {'darts2': {'xi': self.xi}, 'darts2-fd': {'xi': self.xi, 'fd_r': self.fd_r},
+            'multistep': {'n': self.multistep_n}}.get(self.method, {})
+
+  def to_json(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+class SearchState(NamedTuple):
+  params: Any
+  batch_stats: Any
+  w_opt: Any
+  alpha: Any
+  a_opt: Any
+  wstep: jax.Array      # weight updates so far (the schedule's step)
+  key: jax.Array        # raw uint32 key data (checkpointable)
+
+
+@dataclasses.dataclass
+class SearchResult:
+  genotype: Any
+  alpha: dict[str, np.ndarray]
+  weights: dict[str, np.ndarray]   # mixing weights of the relaxation
+  history: list[dict]
+  workdir: str
+  config: SearchConfig
+
+
+class SearchInterrupted(Exception):
+  """The search stopped on a signal (or on request) after saving a checkpoint."""
+
+
+# ----------------------------------------------------------------------------
+# Building blocks
+# ----------------------------------------------------------------------------
+
+def cosine_per_epoch(lr: float, lr_min: float, epochs: int, steps_per_epoch: int):
+  """DARTS' CosineAnnealingLR stepped per epoch: epoch e uses
+  ``lr_min + (lr − lr_min)(1 + cos(π e / epochs)) / 2``."""
+  def schedule(count):
+    epoch = jnp.minimum(count // steps_per_epoch, epochs)
+    return lr_min + 0.5 * (lr - lr_min) * (1 + jnp.cos(jnp.pi * epoch / epochs))
+  return schedule
+
+
+def weight_optimizer(cfg: SearchConfig, weight_steps_per_epoch: int) -> hypergrad.WeightOpt:
+  """PyTorch's SGD(momentum, weight_decay) after clip_grad_norm_, as optax."""
+  lr = cosine_per_epoch(cfg.lr, cfg.lr_min, cfg.epochs, weight_steps_per_epoch)
+  tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip),
+                   optax.add_decayed_weights(cfg.weight_decay),
+                   optax.trace(decay=cfg.momentum),
+                   optax.scale_by_schedule(lambda c: -lr(c)))
+  return hypergrad.WeightOpt(tx, lr, cfg.momentum, cfg.weight_decay)
+
+
+def alpha_optimizer(cfg: SearchConfig) -> optax.GradientTransformation:
+  """PyTorch's Adam(lr, betas, weight_decay): L2 added to the gradient."""
+  return optax.chain(optax.add_decayed_weights(cfg.alpha_weight_decay),
+                     optax.scale_by_adam(b1=cfg.alpha_beta1, b2=cfg.alpha_beta2, eps=1e-8),
+                     optax.scale(-cfg.alpha_lr))
+
+
+def make_problem(model, relaxation: str) -> hypergrad.Problem:
+  """Cross-entropy of the supernet; the relaxation's regulariser joins the α loss."""
+  def loss(params, alpha, batch, bn):
+    x, y = batch
+    logits, new = model.apply({'params': params, 'batch_stats': bn}, x, alpha, train=True,
+                              mutable=['batch_stats'])
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    acc = jnp.mean(jnp.argmax(logits, -1) == y)
+    return ce, (new['batch_stats'], {'loss': ce, 'acc': acc})
+
+  def val_loss(params, alpha, batch, bn):
+    ce, aux = loss(params, alpha, batch, bn)
+    return ce + relax.regularizer(relaxation, alpha), aux
+  return hypergrad.Problem(loss, val_loss)
+
+
+class Search:
+  """One search run: data, model, the jitted step and the loop (see :func:`search`)."""
+
+  def __init__(self, config: SearchConfig, dataset: data_lib.Dataset | None = None):
+    cfg = config.resolved()
+    self.config = cfg
+    self.space = get_space(cfg.space)
+    self.estimator = hypergrad.get_estimator(cfg.method)
+    relax.get_relaxation(cfg.relaxation)
+    self.options = cfg.estimator_options()
+    self.n_train = hypergrad.train_batches_per_step(cfg.method, self.options)
+    self.data = dataset or data_lib.load(cfg.dataset, cfg.data_dir, cfg.download)
+    self.train, self.val = data_lib.search_split(self.data, cfg.train_portion)
+    self.train_spe = data_lib.steps_per_epoch(len(self.train.x), cfg.batch_size)
+    self.val_spe = data_lib.steps_per_epoch(len(self.val.x), cfg.batch_size)
+    self.steps_per_epoch = self.train_spe // self.n_train
+    if self.steps_per_epoch == 0:
+      raise ValueError(f'{cfg.method} takes {self.n_train} training batches per step but an epoch '
+                       f'has only {self.train_spe}: lower the batch size or multistep_n')
+    self.model = self.space.supernet(cfg.channels, cfg.layers, self.data.num_classes,
+                                     cfg.relaxation)
+    self.problem = make_problem(self.model, cfg.relaxation)
+    self.wopt = weight_optimizer(cfg, self.steps_per_epoch * self.n_train)
+    self.aopt = alpha_optimizer(cfg)
+    self.augment = data_lib.default_train_augment(cfg.dataset) if cfg.augment else data_lib.NO_AUGMENT
+    self.traces = 0
+    self.step_fn = jax.jit(self._step, donate_argnums=0)
+
+  # -- state ------------------------------------------------------------------
+
+  def init_state(self) -> SearchState:
+    cfg = self.config
+    key = jax.random.key(cfg.seed)
+    k_alpha, k_w, k_run = jax.random.split(key, 3)
+    alpha = self.space.init_alpha(k_alpha, cfg.alpha_init_scale)
+    x = jnp.zeros((1,) + self.data.image_shape, jnp.float32)
+    v = init_variables(self.model, k_w, x, alpha)
+    return SearchState(v['params'], v.get('batch_stats', {}), self.wopt.tx.init(v['params']),
+                       alpha, self.aopt.init(alpha), jnp.zeros((), jnp.int32),
+                       jax.random.key_data(k_run))
+
+  def batch(self, epoch: int, step: int) -> dict[str, np.ndarray]:
+    cfg, n = self.config, self.n_train
+    tr = [data_lib.batch_indices(cfg.seed, epoch, step * n + i, len(self.train.x), cfg.batch_size)
+          for i in range(n)]
+    k = epoch * self.steps_per_epoch + step
+    va = data_lib.batch_indices(cfg.seed + 1, k // self.val_spe, k % self.val_spe,
+                                len(self.val.x), cfg.batch_size)
+    return {'train_x': self.train.x[np.stack(tr)], 'train_y': self.train.y[np.stack(tr)],
+            'val_x': self.val.x[va], 'val_y': self.val.y[va]}
+
+  # -- the jitted step ----------------------------------------------------------
+
+  def _step(self, state: SearchState, batch: dict):
+    self.traces += 1  # runs at trace time only
+    key = jax.random.wrap_key_data(state.key)
+    key, k_train, k_val, k_est = jax.random.split(key, 4)
+    mean, std = self.data.mean, self.data.std
+    n = batch['train_x'].shape[0]
+    train_x = jax.vmap(lambda k, x: self.augment(k, x, mean, std))(jax.random.split(k_train, n),
+                                                                   batch['train_x'])
+    val_x = self.augment(k_val, batch['val_x'], mean, std)
+    weights = hypergrad.Weights(state.params, state.batch_stats, state.w_opt, state.wstep)
+    batches = hypergrad.Batches((train_x, batch['train_y']), (val_x, batch['val_y']))
+    est = self.estimator(self.problem, self.wopt, weights, state.alpha, batches, k_est,
+                         **self.options)
+    updates, a_opt = self.aopt.update(est.alpha_grad, state.a_opt, state.alpha)
+    alpha = optax.apply_updates(state.alpha, updates)
+    new = SearchState(est.weights.w, est.weights.state, est.weights.opt_state, alpha, a_opt,
+                      est.weights.step, jax.random.key_data(key))
+    metrics = dict(est.metrics, lr=self.wopt.lr(state.wstep))
+    return new, metrics
+
+  # -- derived views ------------------------------------------------------------
+
+  def mixing_weights(self, alpha) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v) for k, v in relax.mix(self.config.relaxation, alpha).items()}
+
+  def genotype(self, alpha):
+    return self.space.derive(self.mixing_weights(alpha))
+
+
+# ----------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------
+
+def _check_resume_config(workdir: str, cfg: SearchConfig) -> None:
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'cannot resume: {path} does not exist')
+  with open(path) as f:
+    saved = json.load(f)
+  new = cfg.to_json()
+  differ = sorted(k for k in set(saved) | set(new)
+                  if k not in SearchConfig.RESUMABLE_CHANGES and saved.get(k) != new.get(k))
+  if differ:
+    detail = ', '.join(f'{k}: {saved.get(k)!r} -> {new.get(k)!r}' for k in differ)
+    raise ValueError(f'cannot resume {workdir}: the config differs in {detail}. Only '
+                     f'{", ".join(SearchConfig.RESUMABLE_CHANGES)} may change on resume.')
+
+
+def _edge_names(space: str) -> list[str]:
+  from jaxnas.spaces import darts, nb201
+  if space == 'darts':
+    names = ['c_{k-2}', 'c_{k-1}', '0', '1', '2', '3']
+    return [f'{names[i]}→{j}' for i, j in darts.EDGES]
+  return [f'{j + 1}←{i}' for i, j in nb201.EDGES]
+
+
+def _write_outputs(run: Search, workdir: str, history: list[dict], alpha) -> Any:
+  """genotype.json/.txt, alpha.npz, and the pictures; returns the genotype."""
+  cfg = run.config
+  genotype = run.genotype(alpha)
+  with open(os.path.join(workdir, 'genotype.json'), 'w') as f:
+    json.dump(genotype.to_json(), f, indent=1)
+  with open(os.path.join(workdir, 'genotype.txt'), 'w') as f:
+    f.write(str(genotype) + '\n')
+  if not history:
+    return genotype
+  traj = {k: np.stack([np.asarray(h['weights'][k]) for h in history]) for k in history[0]['weights']}
+  np.savez(os.path.join(workdir, 'alpha.npz'), epochs=np.array([h['epoch'] for h in history]),
+           **{f'weights_{k}': v for k, v in traj.items()},
+           **{f'alpha_{k}': np.asarray(v) for k, v in alpha.items()})
+  cells = ('normal', 'reduce') if cfg.space == 'darts' else ('cell',)
+  for cell in cells:
+    plot.draw_cell(cfg.space, genotype, os.path.join(workdir, f'{cell}.png'), cell)
+    plot.draw_alpha_trajectory(traj[cell], run.space.primitives, _edge_names(cfg.space),
+                               os.path.join(workdir, f'alpha_{cell}.png'),
+                               f'{cfg.space} {cell}: mixing weights per edge ({cfg.relaxation})')
+  plot.draw_curves(history, ('train_loss', 'val_loss', 'train_acc', 'val_acc'),
+                   os.path.join(workdir, 'curves.png'), f'{cfg.method} search on {cfg.dataset}')
+  return genotype
+
+
+def search(config: SearchConfig, resume: bool = False, progress: bool = True,
+           stop_after_steps: int | None = None, dataset: data_lib.Dataset | None = None
+           ) -> SearchResult:
+  """Runs (or resumes) a search and writes its outputs to ``config.workdir``.
+
+  Writes ``config.json``, ``metrics.jsonl`` (one record per epoch: losses,
+  accuracies, mixing weights, genotype, seconds per step), ``genotype.json``
+  and ``genotype.txt``, ``alpha.npz`` (the trajectory) and PNG pictures.
+  Checkpoints every epoch, every ``checkpoint_every`` steps, and on
+  SIGINT/SIGTERM (then raises :class:`SearchInterrupted`).
+  ``stop_after_steps`` stops the same way after that many steps of this call.
+  """
+  run = Search(config, dataset)
+  cfg = run.config
+  workdir = cfg.workdir
+  os.makedirs(workdir, exist_ok=True)
+  ckpt = Checkpointer(workdir)
+  S = run.steps_per_epoch
+  history: list[dict] = []
+  state = run.init_state()
+  # running sums of this epoch's metrics; seconds and steps timed (the first
+  # step of a process includes compilation and is not timed)
+  epoch, step, sums, count, seconds, timed = 0, 0, {}, 0, 0.0, 0
+  if resume:
+    _check_resume_config(workdir, cfg)
+    if ckpt.latest_step() is not None:
+      state, meta = ckpt.restore(state)
+      epoch, step = meta['epoch'], meta['step']
+      sums, count, seconds, timed = meta['sums'], meta['count'], meta['seconds'], meta['timed']
+      with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+        history = [r for r in map(json.loads, f) if r['epoch'] < epoch]
+  elif ckpt.latest_step() is not None:
+    raise ValueError(f'{workdir} already holds a search (checkpoint step {ckpt.latest_step()}): '
+                     f'pass --resume to continue it, or choose another --workdir')
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    json.dump(cfg.to_json(), f, indent=1)
+  with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
+    f.writelines(json.dumps(r) + '\n' for r in history)
+
+  stop = {'signal': None}
+  handlers = {}
+
+  def on_signal(signum, frame):
+    stop['signal'] = signum
+  for sig in (signal.SIGINT, signal.SIGTERM):
+    try:
+      handlers[sig] = signal.signal(sig, on_signal)
+    except ValueError:  # not the main thread: no signal handling
+      pass
+
+  def save(epoch, step):
+    meta = {'epoch': epoch, 'step': step, 'sums': sums, 'count': count, 'seconds': seconds,
+            'timed': timed}
+    ckpt.save(epoch * S + step, state, meta)
+
+  bar = None
+  if progress:
+    from tqdm.auto import tqdm
+    bar = tqdm(total=cfg.epochs * S, initial=epoch * S + step, unit='step', mininterval=1.0,
+               desc=f'{cfg.method} search', dynamic_ncols=True)
+  done_this_call = 0
+  try:
+    while epoch < cfg.epochs:
+      while step < S:
+        t0 = time.perf_counter()
+        batch = run.batch(epoch, step)
+        state, metrics = run.step_fn(state, batch)
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        dt = time.perf_counter() - t0
+        bad = [k for k in ('train_loss', 'val_loss') if k in metrics and not math.isfinite(metrics[k])]
+        if bad:
+          last = ckpt.latest_step()
+          raise FloatingPointError(
+              f'non-finite {", ".join(bad)} at epoch {epoch} step {step} (global step '
+              f'{epoch * S + step}); the search stopped. The last good checkpoint is '
+              f'{"step " + str(last) if last is not None else "none"} in {ckpt.directory}.')
+        for k, v in metrics.items():
+          sums[k] = sums.get(k, 0.0) + v
+        count += 1
+        if done_this_call:
+          seconds, timed = seconds + dt, timed + 1
+        step += 1
+        done_this_call += 1
+        if bar is not None:
+          bar.update(1)
+          bar.set_postfix(epoch=epoch, loss=f"{metrics.get('train_loss', 0):.3f}",
+                          acc=f"{metrics.get('train_acc', 0):.3f}",
+                          val_acc=f"{metrics.get('val_acc', 0):.3f}", refresh=False)
+        if stop['signal'] is not None or (stop_after_steps and done_this_call >= stop_after_steps):
+          save(epoch, step)
+          raise SearchInterrupted(
+              f'search stopped at epoch {epoch} step {step}; checkpoint saved in {ckpt.directory}. '
+              f'Continue with --resume.')
+        if cfg.checkpoint_every and (epoch * S + step) % cfg.checkpoint_every == 0 and step < S:
+          save(epoch, step)
+      record = {'epoch': epoch, **{k: v / max(count, 1) for k, v in sums.items()},
+                'seconds_per_step': seconds / timed if timed else None,
+                'weights': {k: v.tolist() for k, v in run.mixing_weights(state.alpha).items()},
+                'genotype': str(run.genotype(state.alpha))}
+      history.append(record)
+      with open(os.path.join(workdir, 'metrics.jsonl'), 'a') as f:
+        f.write(json.dumps(record) + '\n')
+      epoch, step, sums, count, seconds, timed = epoch + 1, 0, {}, 0, 0.0, 0
+      save(epoch, step)
+      _write_outputs(run, workdir, history, state.alpha)
+  finally:
+    if bar is not None:
+      bar.close()
+    for sig, h in handlers.items():
+      signal.signal(sig, h)
+    ckpt.close()
+  alpha = {k: np.asarray(v) for k, v in state.alpha.items()}
+  genotype = _write_outputs(run, workdir, history, state.alpha)
+  return SearchResult(genotype, alpha, run.mixing_weights(state.alpha), history, workdir, cfg)

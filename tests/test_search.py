@@ -1,0 +1,118 @@
+"""The search loop: one trace, outputs, resume equals uninterrupted, refusals, NaN stop."""
+import dataclasses
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from jaxnas import data, xla
+from jaxnas.checkpoint import Checkpointer
+from jaxnas.search import Search, SearchConfig, SearchInterrupted, search
+
+
+@pytest.fixture(scope='module', autouse=True)
+def compilation_cache(tmp_path_factory):
+  # Each search() builds its own jitted step; the cache makes the repeats cheap.
+  xla.enable_compilation_cache(str(tmp_path_factory.mktemp('xla-cache')))
+
+
+@pytest.fixture(scope='module')
+def tiny():
+  ds = data.load('digits')
+  return data.from_arrays(ds.x_train[:256], ds.y_train[:256], ds.x_test[:64], ds.y_test[:64],
+                          name='digits', num_classes=10)
+
+
+def config(tmp_path, **kw):
+  base = dict(space='nb201', channels=4, layers=1, epochs=2, batch_size=32,
+              workdir=str(tmp_path / 'run'))
+  return SearchConfig(**{**base, **kw})
+
+
+def test_step_traces_once(tmp_path, tiny):
+  run = Search(config(tmp_path), tiny)
+  state = run.init_state()
+  for s in range(3):
+    state, metrics = run.step_fn(state, run.batch(0, s))
+  assert run.traces == 1
+  assert np.isfinite(float(metrics['train_loss']))
+
+
+def test_search_writes_its_outputs(tmp_path, tiny):
+  cfg = config(tmp_path)
+  result = search(cfg, progress=False, dataset=tiny)
+  wd = cfg.workdir
+  for name in ('config.json', 'metrics.jsonl', 'genotype.json', 'genotype.txt', 'alpha.npz',
+               'cell.png', 'alpha_cell.png', 'curves.png'):
+    assert os.path.getsize(os.path.join(wd, name)) > 0, name
+  with open(os.path.join(wd, 'metrics.jsonl')) as f:
+    records = [json.loads(line) for line in f]
+  assert [r['epoch'] for r in records] == [0, 1]
+  for key in ('train_loss', 'train_acc', 'val_loss', 'val_acc', 'seconds_per_step', 'weights', 'genotype'):
+    assert key in records[-1]
+  # the written genotype is the derive rule applied to the final α
+  w = jax.nn.softmax(result.alpha['cell'], axis=-1)
+  assert result.genotype == run_space_derive(w)
+  assert open(os.path.join(wd, 'genotype.txt')).read().strip() == str(result.genotype)
+  assert json.load(open(os.path.join(wd, 'config.json')))['channels'] == 4
+  traj = np.load(os.path.join(wd, 'alpha.npz'))['weights_cell']
+  assert traj.shape == (2, 6, 5)
+
+
+def run_space_derive(w):
+  from jaxnas.spaces import nb201
+  return nb201.derive({'cell': np.asarray(w)})
+
+
+def test_resume_equals_uninterrupted(tmp_path, tiny):
+  full = search(config(tmp_path / 'a', method='multistep', multistep_n=2), progress=False,
+                dataset=tiny)
+  cfg = config(tmp_path / 'b', method='multistep', multistep_n=2)
+  with pytest.raises(SearchInterrupted, match='--resume'):
+    search(cfg, progress=False, dataset=tiny, stop_after_steps=3)  # mid-epoch 1 (2 steps/epoch)
+  resumed = search(cfg, resume=True, progress=False, dataset=tiny)
+  np.testing.assert_allclose(resumed.alpha['cell'], full.alpha['cell'], rtol=0, atol=1e-6)
+  assert resumed.genotype == full.genotype
+  assert [r['epoch'] for r in resumed.history] == [0, 1]
+  np.testing.assert_allclose(resumed.history[-1]['train_loss'], full.history[-1]['train_loss'],
+                             rtol=1e-5)
+
+
+def test_resume_refuses_a_changed_config_and_a_fresh_start_refuses_a_used_workdir(tmp_path, tiny):
+  cfg = config(tmp_path, epochs=1)
+  with pytest.raises(SearchInterrupted):
+    search(cfg, progress=False, dataset=tiny, stop_after_steps=1)
+  with pytest.raises(ValueError, match=r"config differs in lr: 0.025 -> 0.1, seed: 2 -> 3"):
+    search(dataclasses.replace(cfg, lr=0.1, seed=3), resume=True, progress=False, dataset=tiny)
+  with pytest.raises(ValueError, match='pass --resume'):
+    search(cfg, progress=False, dataset=tiny)
+  # the length of the run may change
+  result = search(dataclasses.replace(cfg, epochs=2), resume=True, progress=False, dataset=tiny)
+  assert len(result.history) == 2
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, tiny):
+  cfg = config(tmp_path, checkpoint_every=1)
+  train, _ = data.search_split(tiny, cfg.train_portion)
+  bad = data.batch_indices(cfg.seed, 0, 2, len(train.x), cfg.batch_size)[0]
+  x = tiny.x_train.copy()
+  x[bad] = np.nan
+  poisoned = dataclasses.replace(tiny, x_train=x)
+  with pytest.raises(FloatingPointError, match=r'non-finite train_loss at epoch 0 step 2 .*step 2 in'):
+    search(cfg, progress=False, dataset=poisoned)
+  run = Search(cfg, poisoned)
+  ckpt = Checkpointer(cfg.workdir)
+  assert ckpt.latest_step() == 2
+  state, meta = ckpt.restore(run.init_state())
+  assert (meta['epoch'], meta['step']) == (0, 2)
+  assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree_util.tree_leaves(state.params))
+  ckpt.close()
+
+
+def test_unknown_names_are_refused(tmp_path, tiny):
+  with pytest.raises(ValueError, match='unknown method'):
+    search(config(tmp_path, method='foo'), progress=False, dataset=tiny)
+  with pytest.raises(ValueError, match='unknown relaxation'):
+    search(config(tmp_path, relaxation='foo'), progress=False, dataset=tiny)
