@@ -38,8 +38,8 @@ def test_init_variables_distributions():
   model = darts.Supernet(channels=16, layers=3)
   v = init_variables(model, jax.random.key(0), jnp.zeros((1, 16, 16, 3)),
                      get_space('darts').init_alpha(jax.random.key(1)))
-  pw = np.asarray(v['params']['cell0']['edges']['input_edges']['sep_conv_3x3']['DilConv_0']['Conv_0']['pointwise'])
-  assert pw.shape == (2, 4, 16, 16) and np.abs(pw).max() <= 0.25  # U(±1/sqrt(16))
+  pw = np.asarray(v['params']['cell0']['edges']['input_edges']['op']['sep_conv_3x3']['DilConv_0']['Conv_0']['pointwise'])
+  assert pw.shape == (8, 16, 16) and np.abs(pw).max() <= 0.25  # U(±1/sqrt(16))
   assert abs(pw.std() - 0.25 / np.sqrt(3)) < 0.01
   assert np.all(np.asarray(v['params']['stem_bn']['scale']) == 1)
   assert np.all(np.asarray(v['batch_stats']['stem_bn']['var']) == 1)
@@ -186,8 +186,9 @@ def test_mixed_cell_equals_edge_by_edge_loop():
     for i in range(n_in + j):
       row = edges.index((i, j))
       if i < n_in:
-        p = jax.tree_util.tree_map(lambda a: a[i, j], v['params']['input_edges'])
-        b = jax.tree_util.tree_map(lambda a: a[i, j], v['batch_stats']['input_edges'])
+        k = [e for e in edges if e[0] < n_in].index((i, j))
+        p = jax.tree_util.tree_map(lambda a: a[k], v['params']['input_edges']['op'])
+        b = jax.tree_util.tree_map(lambda a: a[k], v['batch_stats']['input_edges']['op'])
         s = stride
       else:
         k = inner.index((i, j))

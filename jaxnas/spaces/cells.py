@@ -7,18 +7,21 @@ is node i - n_in). This is DARTS' edge order (n_in = 2, n_nodes = 4, 14 edges)
 and NAS-Bench-201's (n_in = 1, n_nodes = 3: 1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2).
 
 Why this layout: XLA compiles a program with hundreds of separately traced
-ops very slowly (minutes per cell on CPU). Here every edge of a cell shares
-one traced body:
+ops very slowly (minutes per cell on CPU). Here the edges of a cell share two
+traced bodies, each under ``lax.scan`` with parameters stacked per edge:
 
-* the n_in x n_nodes edges that read the cell inputs are independent, so they
-  run as one vmapped mixed op (parameters stacked on two leading axes);
-* the edges between intermediate nodes run in order under ``lax.scan`` over a
-  buffer of node partial sums: edge (i -> j) adds its output to node j, and
-  DARTS' edge order guarantees node i is complete when it is read.
+* the n_in x n_nodes edges that read the cell inputs are independent: one
+  scan over them, the inputs a broadcast constant, the edge outputs summed
+  per node afterwards;
+* the edges between intermediate nodes run in order over a buffer of node
+  partial sums: edge (i -> j) adds its output to node j, and DARTS' edge
+  order guarantees node i is complete when it is read.
 
 No edge is padded or computed twice, and each mixed op is rematerialised in
-the backward pass so that memory holds only node states, not the
-intermediates of every candidate op.
+the backward pass, one edge at a time, so that memory holds node states, not
+the intermediates of every candidate op. (A vmap over the input edges, tried
+first, recomputed all of them at once in the backward pass: 5 GiB of XLA
+temporaries for the DARTS supernet at batch 64, and a slower trace.)
 """
 from __future__ import annotations
 
@@ -62,6 +65,23 @@ class MixedOp(nn.Module):
     return out
 
 
+class _InputEdge(nn.Module):
+  """One edge from a cell input, as a scan body: the inputs are a broadcast
+  constant, so the scan keeps no per-edge residual but its index."""
+  primitives: Sequence[str]
+  channels: int
+  stride: int
+  train: bool
+  pool_bn: bool
+
+  @nn.compact
+  def __call__(self, carry, inputs, edge):
+    src, weights = edge
+    x = jax.lax.dynamic_index_in_dim(inputs, src, keepdims=False)
+    return carry, MixedOp(self.primitives, self.channels, self.stride, self.train, self.pool_bn,
+                          name='op')(x, weights)
+
+
 class _InnerEdge(nn.Module):
   """One edge between intermediate nodes, as a scan body over the node buffer."""
   primitives: Sequence[str]
@@ -85,6 +105,8 @@ class MixedCell(nn.Module):
 
   ``weights`` has shape (n_edges, n_ops), rows in :func:`edge_list` order.
   Input edges have stride ``stride``; edges between nodes have stride 1.
+  Parameters are stacked per edge group: ``input_edges`` (n_in·n_nodes, ...)
+  and ``inner_edges`` (the rest, ...), each in α row order.
   """
   primitives: Sequence[str]
   channels: int
@@ -101,17 +123,18 @@ class MixedCell(nn.Module):
     if weights.shape != (len(edges), len(self.primitives)):
       raise ValueError(f'cell weights must have shape {(len(edges), len(self.primitives))}, '
                        f'got {weights.shape}')
-    index = {e: r for r, e in enumerate(edges)}
-    in_rows = np.array([[index[(i, j)] for j in range(self.n_nodes)] for i in range(self.n_in)])
-    inner = [(i - self.n_in, j, index[(i, j)]) for (i, j) in edges if i >= self.n_in]
+    # α order is node-major, so the input edges of node j are rows j·n_in .. j·n_in + n_in - 1
+    # of the input group.
+    in_rows = np.array([r for r, (i, j) in enumerate(edges) if i < self.n_in])
+    in_src = np.array([i for i, j in edges if i < self.n_in])
+    inner = [(i - self.n_in, j, r) for r, (i, j) in enumerate(edges) if i >= self.n_in]
 
-    op_cls = nn.remat(MixedOp) if self.remat else MixedOp
-    per_node = nn.vmap(op_cls, in_axes=(None, 0), axis_size=self.n_nodes, **_STACKED)
-    per_input = nn.vmap(per_node, in_axes=(0, 0), axis_size=self.n_in, **_STACKED)
     x = jnp.stack(list(inputs))
-    y = per_input(self.primitives, self.channels, self.stride, self.train, self.pool_bn,
-                  name='input_edges')(x, weights[in_rows])
-    nodes = jnp.sum(y, axis=0)
+    body = nn.remat(_InputEdge) if self.remat else _InputEdge
+    scan = nn.scan(body, in_axes=(nn.broadcast, 0), length=len(in_rows), **_STACKED)
+    _, y = scan(self.primitives, self.channels, self.stride, self.train, self.pool_bn,
+                name='input_edges')((), x, (in_src, weights[in_rows]))
+    nodes = jnp.sum(y.reshape((self.n_nodes, self.n_in) + y.shape[1:]), axis=1)
     if inner:
       src, dst, rows = (np.array(v) for v in zip(*inner))
       body = nn.remat(_InnerEdge) if self.remat else _InnerEdge

@@ -1,0 +1,111 @@
+"""Seconds per search step and peak memory of each DARTS estimator.
+
+    python benchmarks/search_step.py                       # small and DARTS search size
+    python benchmarks/search_step.py --sizes small --methods darts1,darts2
+
+One search step = the estimator's α gradient on a validation batch + its
+weight update(s) + the α Adam step, one jitted function (jaxnas.search.Search).
+Each (size, method) runs in its own process so that peak RSS is its own.
+Printed: compile time (first call), median step time, ratio to darts1, XLA's
+temporary memory and the process's peak RSS. Writes
+benchmarks/results/search_step.json.
+
+For scale: the reference PyTorch DARTS (first order, batch 32, C=16, 8 cells)
+takes 10.5-13 s per step on this 2-core CPU, 25.4 s at batch 64.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+SIZES = {
+    'small': dict(space='darts', channels=8, layers=5, batch=32, image=32),
+    'darts32': dict(space='darts', channels=16, layers=8, batch=32, image=32),
+    'darts': dict(space='darts', channels=16, layers=8, batch=64, image=32),
+}
+METHODS = {'darts1': {}, 'darts2': {}, 'darts2-fd': {}, 'multistep-2': {'multistep_n': 2},
+           'multistep-5': {'multistep_n': 5}}
+
+
+def measure(size: str, method: str, steps: int) -> dict:
+  import jax
+  import numpy as np
+  import jaxnas  # noqa: F401
+  from jaxnas import data
+  from jaxnas.search import Search, SearchConfig
+
+  s = SIZES[size]
+  opts = METHODS[method]
+  n_train = opts.get('multistep_n', 1)
+  n = 2 * s['batch'] * n_train * (steps + 1)
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 256, (n, s['image'], s['image'], 3), dtype=np.uint8)
+  y = rng.integers(0, 10, n)
+  ds = data.from_arrays(x, y, x[:8], y[:8], num_classes=10)
+  cfg = SearchConfig(space=s['space'], method=method.split('-')[0] if method.startswith('multistep')
+                     else method, channels=s['channels'], layers=s['layers'],
+                     batch_size=s['batch'], epochs=1, dataset='arrays', **opts)
+  run = Search(cfg, ds)
+  state = run.init_state()
+  lowered = run.step_fn.lower(state, run.batch(0, 0))
+  t0 = time.perf_counter()
+  compiled = lowered.compile()
+  t_compile = time.perf_counter() - t0
+  mem = compiled.memory_analysis()
+  times = []
+  for i in range(steps):
+    batch = run.batch(0, i)
+    t0 = time.perf_counter()
+    state, metrics = run.step_fn(state, batch)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - t0)
+  gib = 2.0 ** 30
+  return dict(compile_s=t_compile, step_s=float(np.median(times[1:] if len(times) > 1 else times)),
+              xla_temp_gib=getattr(mem, 'temp_size_in_bytes', 0) / gib if mem else None,
+              peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / gib)
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument('--sizes', default='small,darts32,darts')
+  p.add_argument('--methods', default=','.join(METHODS))
+  p.add_argument('--steps', type=int, default=3)
+  p.add_argument('--out', default=os.path.join(os.path.dirname(__file__), 'results', 'search_step.json'))
+  p.add_argument('--child', nargs=2, help=argparse.SUPPRESS)
+  args = p.parse_args()
+  if args.child:
+    print(json.dumps(measure(*args.child, steps=args.steps)))
+    return
+  rows = []
+  print(f'{"size":8s} {"method":12s} {"compile s":>9s} {"step s":>8s} {"x darts1":>8s} '
+        f'{"XLA temp GiB":>12s} {"peak RSS GiB":>12s}', flush=True)
+  for size in args.sizes.split(','):
+    base = None
+    for method in args.methods.split(','):
+      out = subprocess.run([sys.executable, __file__, '--child', size, method, '--steps', str(args.steps)],
+                           capture_output=True, text=True)
+      if out.returncode:
+        print(f'{size:8s} {method:12s} failed: {out.stderr.strip().splitlines()[-1:]}', flush=True)
+        continue
+      r = dict(size=size, method=method, **SIZES[size], **json.loads(out.stdout.strip().splitlines()[-1]))
+      base = r['step_s'] if method == 'darts1' else base
+      r['ratio_to_darts1'] = r['step_s'] / base if base else None
+      rows.append(r)
+      ratio = f"{r['ratio_to_darts1']:.2f}" if base else '-'
+      print(f"{size:8s} {method:12s} {r['compile_s']:9.1f} {r['step_s']:8.2f} {ratio:>8s} "
+            f"{r['xla_temp_gib']:12.2f} {r['peak_rss_gib']:12.2f}", flush=True)
+  os.makedirs(os.path.dirname(args.out), exist_ok=True)
+  with open(args.out, 'w') as f:
+    json.dump(dict(machine=platform.platform(), cpus=os.cpu_count(),
+                   date=time.strftime('%Y-%m-%d %H:%M'), rows=rows), f, indent=1)
+  print(f'wrote {args.out}')
+
+
+if __name__ == '__main__':
+  main()
