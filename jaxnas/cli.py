@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import sys
 import typing
 
@@ -11,33 +10,8 @@ import jaxnas  # noqa: F401  (applies the XLA flags before JAX starts)
 from jaxnas import spaces
 
 
-def count_network_params(space: str, genotype=None, channels: int | None = None,
-                         layers: int | None = None, classes: int = 10, supernet: bool = False,
-                         image_size: int = 32) -> tuple[int, int]:
-  """(parameters without the auxiliary head, auxiliary head parameters), without compiling."""
-  import jax
-  import jax.numpy as jnp
-  sp = spaces.get_space(space)
-  x = jnp.zeros((1, image_size, image_size, 3))
-  if supernet:
-    model = sp.supernet(channels or sp.defaults['channels'], layers or sp.defaults['layers'], classes)
-    args = (sp.init_alpha(jax.random.key(0)),)
-  else:
-    if genotype is None:
-      raise ValueError('give --genotype (a published name, a JSON file or a genotype string), '
-                       'or --supernet')
-    model = sp.network(sp.load_genotype(genotype), channels or sp.defaults['eval_channels'],
-                       layers or sp.defaults['eval_layers'], classes)
-    args = ()
-  shapes = jax.eval_shape(functools.partial(model.init, train=False),
-                          {'params': jax.random.key(0), 'dropout': jax.random.key(0)}, x, *args)
-  params = shapes['params']
-  aux = spaces.count_params(params.get('auxiliary_head', {}))
-  return spaces.count_params(params) - aux, aux
-
-
 def _cmd_params(args) -> None:
-  main, aux = count_network_params(args.space, args.genotype, args.channels, args.layers,
+  main, aux = spaces.count_network_params(args.space, args.genotype, args.channels, args.layers,
                                    args.classes, args.supernet)
   what = 'supernet' if args.supernet else f'network of {args.genotype}'
   print(f'{args.space} {what}')

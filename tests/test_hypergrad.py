@@ -9,7 +9,7 @@ from jax import enable_x64
 
 from jaxnas import ops
 from jaxnas.hypergrad import Batches, Problem, WeightOpt, Weights, darts, get_estimator, ridge
-from jaxnas.spaces import cells, nb201
+from jaxnas.spaces import cells
 from jaxnas.spaces.base import init_variables
 
 
@@ -83,13 +83,18 @@ def test_unknown_method_lists_known():
     get_estimator('darts3')
 
 
+OPS = ('none', 'max_pool_3x3', 'skip_connect', 'dil_conv_3x3')
+
+
 class TinySupernet(nn.Module):
-  """A one-cell supernet: conv stem, a NAS-Bench-201 mixed cell with 2 nodes (3 edges), head."""
+  """A one-cell supernet: conv stem, a mixed cell of DARTS ops (a depthwise convolution with
+  its custom VJP, pooling with BN, skip) with 2 nodes (3 edges), head."""
 
   @nn.compact
   def __call__(self, x, alpha, train=True):
     x = ops.batch_norm(train, True)(ops.Conv(4, 3, 1, 1)(x))
-    nodes = cells.MixedCell(nb201.PRIMITIVES, 4, 1, 2, 1, train, remat=False)([x], jax.nn.softmax(alpha))
+    nodes = cells.MixedCell(OPS, 4, 1, 2, 1, train, pool_bn=True, remat=False)(
+        [x], jax.nn.softmax(alpha))
     return ops.Linear(3)(jnp.mean(nodes[-1], axis=(1, 2)))
 
 
@@ -103,7 +108,7 @@ def _supernet_problem():
                               train=True, mutable=['batch_stats'])
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch[1]).mean()
     return ce, (new['batch_stats'], {'loss': ce})
-  alpha = 0.3 * jax.random.normal(jax.random.key(1), (3, 5), jnp.float64)
+  alpha = 0.3 * jax.random.normal(jax.random.key(1), (3, len(OPS)), jnp.float64)
   v = init_variables(model, jax.random.key(2), x[0], alpha)
   v = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), v)
   opt = sgd(0.05, 0.9, 3e-4)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxnas import cli, get_space
+from jaxnas import cli, get_space, spaces
 from jaxnas.spaces import cells, darts, nb201
 from jaxnas.spaces.base import count_params, init_variables
 
@@ -17,15 +17,15 @@ NB201_ARCH = '|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|n
 # --- parameter counts (published figures, counted as quark0/darts and AutoDL do) ---
 
 def test_darts_supernet_params():
-  assert cli.count_network_params('darts', supernet=True, channels=16, layers=8) == (1_930_618, 0)
+  assert spaces.count_network_params('darts', supernet=True, channels=16, layers=8) == (1_930_618, 0)
 
 
 def test_darts_v2_params_and_auxiliary_head():
-  assert cli.count_network_params('darts', 'DARTS_V2', 36, 20) == (3_349_342, 476_426)
+  assert spaces.count_network_params('darts', 'DARTS_V2', 36, 20) == (3_349_342, 476_426)
 
 
 def test_nb201_params():
-  assert cli.count_network_params('nb201', NB201_ARCH, 16, 5) == (1_288_506, 0)
+  assert spaces.count_network_params('nb201', NB201_ARCH, 16, 5) == (1_288_506, 0)
 
 
 def test_params_command_prints_count_last(capsys):

@@ -89,17 +89,5 @@ def momentum_buffer(opt_state: PyTree, like: PyTree) -> PyTree:
   return jax.tree_util.tree_map(jnp.zeros_like, like) if trace is None else trace
 
 
-def grad_alpha(loss: Loss):
-  """``(w, α, batch, state) -> ∇α loss``."""
-  def g(w, alpha, batch, state):
-    return jax.grad(lambda a: loss(w, a, batch, state)[0])(alpha)
-  return g
-
-
-def tree_axpy(a, x, y):
-  """``a·x + y`` on pytrees."""
-  return jax.tree_util.tree_map(lambda u, v: a * u + v, x, y)
-
-
 def tree_norm(x) -> Array:
   return optax.tree.norm(x)
