@@ -15,13 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import RESULTS, write_results  # noqa: E402
 
 SIZES = {
     'small': dict(space='darts', channels=8, layers=5, batch=32, image=32),
@@ -81,7 +83,7 @@ def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--sizes', default='small,darts', help=f'comma list of {list(SIZES)}')
   p.add_argument('--steps', type=int, default=3)
-  p.add_argument('--out', default=os.path.join(os.path.dirname(__file__), 'results', 'compile_time.json'))
+  p.add_argument('--out', default=os.path.join(RESULTS, 'compile_time.json'))
   p.add_argument('--child', help=argparse.SUPPRESS)
   args = p.parse_args()
   if args.child:
@@ -115,11 +117,7 @@ def main():
               f"process {wall:6.1f}s", flush=True)
   finally:
     shutil.rmtree(cache, ignore_errors=True)
-  os.makedirs(os.path.dirname(args.out), exist_ok=True)
-  with open(args.out, 'w') as f:
-    json.dump(dict(machine=platform.platform(), cpus=os.cpu_count(),
-                   date=time.strftime('%Y-%m-%d %H:%M'), rows=rows), f, indent=1)
-  print(f'wrote {args.out}')
+  write_results(args.out, rows, key=('size', 'start'))
 
 
 if __name__ == '__main__':

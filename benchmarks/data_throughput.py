@@ -12,9 +12,8 @@ benchmarks/results/data_throughput.json.
 """
 from __future__ import annotations
 
-import json
 import os
-import platform
+import sys
 import tempfile
 import time
 
@@ -23,6 +22,9 @@ import numpy as np
 
 import jaxnas  # noqa: F401
 from jaxnas import data
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import RESULTS, write_results  # noqa: E402
 
 
 def _rate(fn, n_images, repeat=5):
@@ -73,12 +75,7 @@ def main():
   for what, n, t in rows:
     print(f'{what:62s} {n:8d} {t:9.4f} {n / t:12,.0f} {1e3 * t * batch / n:11.3f}')
     out.append(dict(what=what, images=n, seconds=t, images_per_s=n / t))
-  path = os.path.join(os.path.dirname(__file__), 'results', 'data_throughput.json')
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, 'w') as f:
-    json.dump(dict(machine=platform.platform(), cpus=os.cpu_count(),
-                   date=time.strftime('%Y-%m-%d %H:%M'), rows=out), f, indent=1)
-  print(f'wrote {path}')
+  write_results(os.path.join(RESULTS, 'data_throughput.json'), out)
 
 
 if __name__ == '__main__':

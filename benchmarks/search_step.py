@@ -8,7 +8,7 @@ weight update(s) + the α Adam step, one jitted function (jaxnas.search.Search).
 Each (size, method) runs in its own process so that peak RSS is its own.
 Printed: compile time (first call), median step time, ratio to darts1, XLA's
 temporary memory and the process's peak RSS. Writes
-benchmarks/results/search_step.json.
+benchmarks/results/search_step.json (a partial re-run updates its own rows).
 
 For scale: the reference PyTorch DARTS (first order, batch 32, C=16, 8 cells)
 takes 10.5-13 s per step on this 2-core CPU, 25.4 s at batch 64.
@@ -18,11 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import RESULTS, write_results  # noqa: E402
 
 SIZES = {
     'small': dict(space='darts', channels=8, layers=5, batch=32, image=32),
@@ -76,7 +78,7 @@ def main():
   p.add_argument('--sizes', default='small,darts32,darts')
   p.add_argument('--methods', default=','.join(METHODS))
   p.add_argument('--steps', type=int, default=3)
-  p.add_argument('--out', default=os.path.join(os.path.dirname(__file__), 'results', 'search_step.json'))
+  p.add_argument('--out', default=os.path.join(RESULTS, 'search_step.json'))
   p.add_argument('--child', nargs=2, help=argparse.SUPPRESS)
   args = p.parse_args()
   if args.child:
@@ -100,11 +102,7 @@ def main():
       ratio = f"{r['ratio_to_darts1']:.2f}" if base else '-'
       print(f"{size:8s} {method:12s} {r['compile_s']:9.1f} {r['step_s']:8.2f} {ratio:>8s} "
             f"{r['xla_temp_gib']:12.2f} {r['peak_rss_gib']:12.2f}", flush=True)
-  os.makedirs(os.path.dirname(args.out), exist_ok=True)
-  with open(args.out, 'w') as f:
-    json.dump(dict(machine=platform.platform(), cpus=os.cpu_count(),
-                   date=time.strftime('%Y-%m-%d %H:%M'), rows=rows), f, indent=1)
-  print(f'wrote {args.out}')
+  write_results(args.out, rows, key=('size', 'method'))
 
 
 if __name__ == '__main__':

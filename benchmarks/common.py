@@ -1,0 +1,23 @@
+"""What every benchmark shares: the results file, stamped with machine and date."""
+import json
+import os
+import platform
+import time
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
+
+
+def write_results(path: str, rows: list[dict], key: tuple[str, ...] = ()) -> None:
+  """Writes ``rows`` as JSON with the machine and the date. With ``key``, rows of an
+  earlier file whose key fields match none of the new rows are kept (a partial
+  re-run updates its rows only)."""
+  if key and os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f).get('rows', [])
+    new_keys = {tuple(r.get(k) for k in key) for r in rows}
+    rows = [r for r in old if tuple(r.get(k) for k in key) not in new_keys] + rows
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, 'w') as f:
+    json.dump(dict(machine=platform.platform(), cpus=os.cpu_count(),
+                   date=time.strftime('%Y-%m-%d %H:%M'), rows=rows), f, indent=1)
+  print(f'wrote {path}')
