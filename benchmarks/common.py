@@ -21,3 +21,26 @@ def write_results(path: str, rows: list[dict], key: tuple[str, ...] = ()) -> Non
     json.dump(dict(machine=platform.platform(), cpus=os.cpu_count(),
                    date=time.strftime('%Y-%m-%d %H:%M'), rows=rows), f, indent=1)
   print(f'wrote {path}')
+
+
+def compile_and_time(lowered, step, steps: int) -> dict:
+  """Compiles ``lowered``, then times ``steps`` calls of ``step(compiled, i)`` (which returns
+  what to wait for). Returns compile seconds, the median step, XLA's temporary
+  memory and the process's peak RSS."""
+  import resource
+
+  import jax
+  import numpy as np
+  t0 = time.perf_counter()
+  compiled = lowered.compile()
+  t_compile = time.perf_counter() - t0
+  mem = compiled.memory_analysis()
+  times = []
+  for i in range(steps):
+    t0 = time.perf_counter()
+    jax.block_until_ready(step(compiled, i))
+    times.append(time.perf_counter() - t0)
+  gib = 2.0 ** 30
+  return dict(compile_s=t_compile, step_s=float(np.median(times)),
+              xla_temp_gib=getattr(mem, 'temp_size_in_bytes', 0) / gib if mem else None,
+              peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / gib)

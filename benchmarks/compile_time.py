@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -23,7 +22,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import RESULTS, write_results  # noqa: E402
+from common import RESULTS, compile_and_time, write_results  # noqa: E402
 
 SIZES = {
     'small': dict(space='darts', channels=8, layers=5, batch=32, image=32),
@@ -61,22 +60,8 @@ def measure(space, channels, layers, batch, image, steps=3, **_):
   t0 = time.perf_counter()
   lowered = grad_fn.lower(*args)
   t_lower = time.perf_counter() - t0
-  t0 = time.perf_counter()
-  compiled = lowered.compile()
-  t_compile = time.perf_counter() - t0
-  mem = compiled.memory_analysis()
-  times = []
-  for _ in range(steps):
-    t0 = time.perf_counter()
-    jax.block_until_ready(compiled(*args))
-    times.append(time.perf_counter() - t0)
-  gib = 2.0 ** 30
-  return dict(
-      params=count_params(variables['params']), init_s=t_init, trace_lower_s=t_lower,
-      compile_s=t_compile, step_s=sorted(times)[len(times) // 2],
-      xla_temp_gib=getattr(mem, 'temp_size_in_bytes', 0) / gib if mem else None,
-      xla_args_gib=getattr(mem, 'argument_size_in_bytes', 0) / gib if mem else None,
-      peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / gib)
+  return dict(params=count_params(variables['params']), init_s=t_init, trace_lower_s=t_lower,
+              **compile_and_time(lowered, lambda compiled, i: compiled(*args), steps))
 
 
 def main():

@@ -18,13 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import RESULTS, write_results  # noqa: E402
+from common import RESULTS, compile_and_time, write_results  # noqa: E402
 
 SIZES = {
     'small': dict(space='darts', channels=8, layers=5, batch=32, image=32),
@@ -36,7 +35,6 @@ METHODS = {'darts1': {}, 'darts2': {}, 'darts2-fd': {}, 'multistep-2': {'multist
 
 
 def measure(size: str, method: str, steps: int) -> dict:
-  import jax
   import numpy as np
   import jaxnas  # noqa: F401
   from jaxnas import data
@@ -56,21 +54,12 @@ def measure(size: str, method: str, steps: int) -> dict:
   run = Search(cfg, ds)
   state = run.init_state()
   lowered = run.step_fn.lower(state, run.batch(0, 0))
-  t0 = time.perf_counter()
-  compiled = lowered.compile()
-  t_compile = time.perf_counter() - t0
-  mem = compiled.memory_analysis()
-  times = []
-  for i in range(steps):
-    batch = run.batch(0, i)
-    t0 = time.perf_counter()
-    state, metrics = run.step_fn(state, batch)
-    jax.block_until_ready(metrics)
-    times.append(time.perf_counter() - t0)
-  gib = 2.0 ** 30
-  return dict(compile_s=t_compile, step_s=float(np.median(times[1:] if len(times) > 1 else times)),
-              xla_temp_gib=getattr(mem, 'temp_size_in_bytes', 0) / gib if mem else None,
-              peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / gib)
+  box = [state]
+
+  def step(compiled, i):  # the compiled step itself: calling the jit would compile again
+    box[0], metrics = compiled(box[0], run.batch(0, i))
+    return metrics
+  return compile_and_time(lowered, step, steps)
 
 
 def main():
