@@ -62,8 +62,9 @@ class SearchConfig:
   momentum: float = 0.9
   weight_decay: float = 3e-4
   grad_clip: float = 5.0
-  # architecture: Adam
-  alpha_lr: float = 3e-4
+  # architecture: Adam (DARTS), or plain SGD with step q (SGE-NAS); None: by method
+  alpha_optimizer: str | None = None
+  alpha_lr: float | None = None
   alpha_beta1: float = 0.5
   alpha_beta2: float = 0.999
   alpha_weight_decay: float = 1e-3
@@ -72,6 +73,18 @@ class SearchConfig:
   xi: float | None = None          # darts2: virtual step size; None = current weight lr
   fd_r: float = 1e-2               # darts2-fd: ε = fd_r / ‖v‖
   multistep_n: int = 2             # multistep: weight steps per α step
+  # sge, esj, unroll: N inner SGD steps of size p (unroll is the exact
+  # hypergradient through the same steps); sge: Q directions, smoothing μ
+  sge_q: int = 10
+  sge_n: int = 1
+  sge_mu: float = 1e-2
+  sge_p: float = 0.01
+  sge_chunk: int | None = None     # sge: perturbed runs vmapped this many at a time (None: all Q)
+  unroll_remat: bool = False       # unroll: rematerialise each inner step (memory O(1) in N)
+  implicit_solver: str = 'cg'      # implicit: 'cg' or 'neumann'
+  implicit_k: int = 10             # implicit: solver iterations
+  implicit_eta: float = 0.01       # implicit: Neumann step
+  implicit_damping: float = 0.0    # implicit: solve (H + δI) z = ∇w L_val
   seed: int = 2
   workdir: str = 'runs/search'
   checkpoint_every: int = 0        # also every this many steps (0: only at epoch ends)
@@ -83,15 +96,28 @@ class SearchConfig:
   def resolved(self) -> 'SearchConfig':
     space = get_space(self.space)
     small = self.dataset == 'digits'
+    # SGE-NAS moves α by plain gradient steps of size q = 0.01 (its Algorithm 1)
+    alpha_opt = self.alpha_optimizer or ('sgd' if self.method in ('sge', 'esj') else 'adam')
+    if alpha_opt not in ALPHA_OPTIMIZERS:
+      raise ValueError(f'unknown alpha optimizer {alpha_opt!r}; known: {", ".join(ALPHA_OPTIMIZERS)}')
     defaults = {'channels': 8 if small else space.defaults['channels'],
                 'layers': (5 if self.space == 'darts' else 1) if small else space.defaults['layers'],
-                'epochs': 10 if small else 50}
+                'epochs': 10 if small else 50,
+                'alpha_optimizer': alpha_opt,
+                'alpha_lr': 3e-4 if alpha_opt == 'adam' else 0.01}
     return dataclasses.replace(self, **{k: v for k, v in defaults.items()
                                         if getattr(self, k) is None})
 
   def estimator_options(self) -> dict[str, Any]:
+    unrolled = {'n': self.sge_n, 'p': self.sge_p}
     return {'darts2': {'xi': self.xi}, 'darts2-fd': {'xi': self.xi, 'fd_r': self.fd_r},
-            'multistep': {'n': self.multistep_n}}.get(self.method, {})
+            'multistep': {'n': self.multistep_n},
+            'unroll': {**unrolled, 'remat': self.unroll_remat},
+            'sge': {**unrolled, 'q': self.sge_q, 'mu': self.sge_mu, 'chunk': self.sge_chunk},
+            'esj': {**unrolled, 'mu': self.sge_mu},
+            'implicit': {'solver': self.implicit_solver, 'k': self.implicit_k,
+                         'eta': self.implicit_eta, 'damping': self.implicit_damping},
+            }.get(self.method, {})
 
   def to_json(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
@@ -144,10 +170,15 @@ def weight_optimizer(cfg: SearchConfig, weight_steps_per_epoch: int) -> hypergra
   return hypergrad.WeightOpt(tx, lr, cfg.momentum, cfg.weight_decay)
 
 
+ALPHA_OPTIMIZERS = ('adam', 'sgd')
+
+
 def alpha_optimizer(cfg: SearchConfig) -> optax.GradientTransformation:
-  """PyTorch's Adam(lr, betas, weight_decay): L2 added to the gradient."""
-  return optax.chain(optax.add_decayed_weights(cfg.alpha_weight_decay),
-                     optax.scale_by_adam(b1=cfg.alpha_beta1, b2=cfg.alpha_beta2, eps=1e-8),
+  """PyTorch's Adam(lr, betas, weight_decay) or SGD(lr, weight_decay): L2 added
+  to the gradient. ``cfg`` must be resolved."""
+  scale = (optax.scale_by_adam(b1=cfg.alpha_beta1, b2=cfg.alpha_beta2, eps=1e-8)
+           if cfg.alpha_optimizer == 'adam' else optax.identity())
+  return optax.chain(optax.add_decayed_weights(cfg.alpha_weight_decay), scale,
                      optax.scale(-cfg.alpha_lr))
 
 
@@ -176,6 +207,9 @@ class Search:
     self.space = get_space(cfg.space)
     self.estimator = hypergrad.get_estimator(cfg.method)
     relax.get_relaxation(cfg.relaxation)
+    if cfg.method == 'implicit' and cfg.implicit_solver not in hypergrad.implicit.SOLVERS:
+      raise ValueError(f'unknown implicit solver {cfg.implicit_solver!r}; known solvers: '
+                       f'{", ".join(hypergrad.implicit.SOLVERS)}')
     self.options = cfg.estimator_options()
     self.n_train = hypergrad.train_batches_per_step(cfg.method, self.options)
     self.data = dataset or data_lib.load(cfg.dataset, cfg.data_dir, cfg.download)
@@ -210,6 +244,8 @@ class Search:
 
   def batch(self, epoch: int, step: int) -> dict[str, np.ndarray]:
     cfg, n = self.config, self.n_train
+    if not 0 <= step < self.steps_per_epoch:
+      raise IndexError(f'step {step} of epoch {epoch}: an epoch has {self.steps_per_epoch} steps')
     tr = [data_lib.batch_indices(cfg.seed, epoch, step * n + i, len(self.train.x), cfg.batch_size)
           for i in range(n)]
     k = epoch * self.steps_per_epoch + step

@@ -8,7 +8,8 @@ import pytest
 from jax import enable_x64
 
 from jaxnas import ops
-from jaxnas.hypergrad import Batches, Problem, WeightOpt, Weights, darts, get_estimator, ridge
+from jaxnas.hypergrad import (Batches, Problem, WeightOpt, Weights, darts, get_estimator, implicit,
+                              ridge, unrolled)
 from jaxnas.spaces import cells
 from jaxnas.spaces.base import init_variables
 
@@ -79,7 +80,8 @@ def test_multistep_one_step_is_first_order_and_n_steps_move_n_times():
 
 
 def test_unknown_method_lists_known():
-  with pytest.raises(ValueError, match=r"unknown method 'darts3'.*darts1, darts2, darts2-fd, multistep"):
+  with pytest.raises(ValueError, match=r"unknown method 'darts3'.*darts1, darts2, darts2-fd, multistep, "
+                                      r"unroll, sge, esj, implicit"):
     get_estimator('darts3')
 
 
@@ -146,3 +148,108 @@ def test_finite_difference_on_a_smooth_problem_at_darts_radius():
     exact = darts.darts2(p, opt, weights, alpha, batches, None).alpha_grad
     fd = darts.darts2_fd(p, opt, weights, alpha, batches, None, fd_r=1e-2).alpha_grad
     np.testing.assert_allclose(fd, exact, rtol=1e-2)
+
+
+# ----------------------------------------------------------------------------
+# Unrolled, stochastic (SGE, ESJ) and implicit hypergradients
+# ----------------------------------------------------------------------------
+
+def _rel(a, b):
+  return float(np.linalg.norm(np.asarray(a) - np.asarray(b)) / np.linalg.norm(np.asarray(b)))
+
+
+@pytest.mark.parametrize('solver,k', [('cg', 12), ('neumann', 300)])
+def test_implicit_matches_the_closed_form_at_the_lower_solution(solver, k):
+  with enable_x64():
+    data, opt, weights, alpha, batches = ridge_setup()
+    at_optimum = weights._replace(w=ridge.solve(data, alpha))
+    est = implicit.implicit(ridge.problem(), opt, at_optimum, alpha, batches, None, solver=solver,
+                            k=k, eta=0.5)
+    assert _rel(est.alpha_grad, ridge.hypergradient(data, alpha)) < 1e-4
+
+
+def test_implicit_with_few_iterations_is_not_exact_and_unknown_solver_is_refused():
+  with enable_x64():
+    data, opt, weights, alpha, batches = ridge_setup()
+    at_optimum = weights._replace(w=ridge.solve(data, alpha))
+    est = implicit.implicit(ridge.problem(), opt, at_optimum, alpha, batches, None,
+                            solver='neumann', k=2, eta=0.5)
+    assert _rel(est.alpha_grad, ridge.hypergradient(data, alpha)) > 1e-2
+    with pytest.raises(ValueError, match="unknown implicit solver 'lu'.*cg, neumann"):
+      implicit.implicit(ridge.problem(), opt, at_optimum, alpha, batches, None, solver='lu')
+
+
+def test_unroll_converges_to_the_closed_form_with_many_inner_steps():
+  with enable_x64():
+    data, opt, weights, alpha, _ = ridge_setup()
+    exact = ridge.hypergradient(data, alpha)
+    errors = []
+    for n in (1, 10, 200):
+      _, _, _, _, batches = ridge_setup(n=n)
+      est = jax.jit(lambda w, b: unrolled.unroll(ridge.problem(), opt, w, alpha, b, None, p=0.5))(
+          weights, batches)
+      assert int(est.weights.step) == n
+      errors.append(_rel(est.alpha_grad, exact))
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-6, errors
+
+
+@pytest.mark.parametrize('remat', [False, True])
+def test_unroll_matches_central_differences_of_the_unrolled_objective(remat):
+  with enable_x64():
+    _, opt, weights, alpha, batches = ridge_setup(n=4)
+    p = ridge.problem()
+    est = unrolled.unroll(p, opt, weights, alpha, batches, None, p=0.3, remat=remat)
+
+    def objective(a):  # the unrolled objective, written out step by step in NumPy terms
+      w = weights.w
+      for i in range(4):
+        x, y = batches.train[0][i], batches.train[1][i]
+        w = w - 0.3 * (x.T @ (x @ w - y) / len(y) + jnp.exp(a) * w)
+      return p.val_loss(w, a, batches.val, ())[0]
+    h = 1e-6
+    fd = np.array([(objective(alpha.at[i].add(h)) - objective(alpha.at[i].add(-h))) / (2 * h)
+                   for i in range(alpha.size)])
+    assert _rel(est.alpha_grad, fd) < 1e-5
+
+
+def test_sge_mean_over_many_directions_is_the_unrolled_hypergradient_and_error_shrinks_with_q():
+  with enable_x64():
+    _, opt, weights, alpha, batches = ridge_setup(n=3)
+    p = ridge.problem()
+    exact = unrolled.unroll(p, opt, weights, alpha, batches, None, p=0.1).alpha_grad
+    est = jax.jit(lambda key, q: unrolled.sge(p, opt, weights, alpha, batches, key, q=q, mu=1e-5,
+                                              p=0.1).alpha_grad, static_argnums=1)
+    g = est(jax.random.key(0), 4000)
+    assert g @ exact / np.linalg.norm(g) / np.linalg.norm(exact) >= 0.99
+    # mean error over seeds ~ 1/sqrt(Q): a factor 10 from Q = 10 to 1000 (asserted loosely)
+    err = {q: np.mean([_rel(est(jax.random.key(s), q), exact) for s in range(8)])
+           for q in (10, 100, 1000)}
+    assert err[100] < err[10] / 2 and err[1000] < err[100] / 2, err
+    # the weights continue from the unperturbed inner run
+    ref = unrolled.unroll(p, opt, weights, alpha, batches, None, p=0.1).weights
+    out = unrolled.sge(p, opt, weights, alpha, batches, jax.random.key(0), q=3, p=0.1).weights
+    np.testing.assert_allclose(out.w, ref.w, rtol=1e-12)
+
+
+def test_esj_directions_are_normalised_per_tensor_and_its_mean_is_unbiased():
+  with enable_x64():
+    alpha = {'a': jnp.zeros((3, 4)), 'b': jnp.zeros((5,))}
+    u = unrolled.gaussian_directions(jax.random.key(0), alpha, 7, normalize=True)
+    np.testing.assert_allclose(np.linalg.norm(u['a'].reshape(7, -1), axis=1), np.sqrt(12))
+    np.testing.assert_allclose(np.linalg.norm(u['b'], axis=1), np.sqrt(5))
+    _, opt, weights, alpha, batches = ridge_setup(n=2)
+    p = ridge.problem()
+    exact = unrolled.unroll(p, opt, weights, alpha, batches, None, p=0.1).alpha_grad
+    keys = jax.random.split(jax.random.key(1), 4000)
+    g = jax.vmap(lambda k: unrolled.esj(p, opt, weights, alpha, batches, k, mu=1e-5,
+                                        p=0.1).alpha_grad)(keys).mean(0)
+    assert g @ exact / np.linalg.norm(g) / np.linalg.norm(exact) >= 0.99
+
+
+def test_sge_on_a_supernet_in_chunks_equals_all_at_once():
+  with enable_x64():
+    p, opt, weights, alpha, batches = _supernet_problem()
+    key = jax.random.key(4)
+    run = jax.jit(lambda chunk: unrolled.sge(p, opt, weights, alpha, batches, key, q=4,
+                                             chunk=chunk).alpha_grad, static_argnums=0)
+    np.testing.assert_allclose(run(2), run(None), rtol=1e-9)

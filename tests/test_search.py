@@ -31,13 +31,46 @@ def config(tmp_path, **kw):
   return SearchConfig(**{**base, **kw})
 
 
-def test_step_traces_once(tmp_path, tiny):
-  run = Search(config(tmp_path), tiny)
+@pytest.mark.parametrize('method,weight_steps', [('darts1', 1), ('sge', 2)])
+def test_step_traces_once(tmp_path, tiny, method, weight_steps):
+  # sge: two inner steps per α step (sge_n = 2), Q = 3 directions vmapped in chunks of 2
+  run = Search(config(tmp_path, method=method, sge_n=2, sge_q=3, sge_chunk=2), tiny)
   state = run.init_state()
-  for s in range(3):
-    state, metrics = run.step_fn(state, run.batch(0, s))
+  alpha0 = np.asarray(state.alpha['cell'])
+  steps = [divmod(i, run.steps_per_epoch) for i in range(3)]
+  for epoch, step in steps:
+    state, metrics = run.step_fn(state, run.batch(epoch, step))
+    assert np.isfinite(float(metrics['train_loss'])) and np.isfinite(float(metrics['val_loss']))
   assert run.traces == 1
-  assert np.isfinite(float(metrics['train_loss']))
+  assert int(state.wstep) == 3 * weight_steps
+  assert not np.allclose(np.asarray(state.alpha['cell']), alpha0)
+  S = run.steps_per_epoch
+  with pytest.raises(IndexError, match=f'step {S} of epoch 0: an epoch has {S} steps'):
+    run.batch(0, S)
+
+
+def test_each_method_gets_its_options_batches_and_alpha_optimizer(tmp_path, tiny):
+  # (the estimators themselves are tested in test_hypergrad.py)
+  want = {'darts1': ({}, 1, 'adam', 3e-4),
+          'darts2': ({'xi': None}, 1, 'adam', 3e-4),
+          'multistep': ({'n': 3}, 3, 'adam', 3e-4),
+          'sge': ({'n': 2, 'p': 0.02, 'q': 5, 'mu': 1e-3, 'chunk': None}, 2, 'sgd', 0.01),
+          'esj': ({'n': 2, 'p': 0.02, 'mu': 1e-3}, 2, 'sgd', 0.01),
+          'unroll': ({'n': 2, 'p': 0.02, 'remat': True}, 2, 'adam', 3e-4),
+          'implicit': ({'solver': 'neumann', 'k': 4, 'eta': 0.01, 'damping': 0.1}, 1, 'adam', 3e-4)}
+  for method, (options, n_train, alpha_opt, alpha_lr) in want.items():
+    run = Search(config(tmp_path, method=method, multistep_n=3, sge_n=2, sge_p=0.02, sge_q=5,
+                        sge_mu=1e-3, unroll_remat=True, implicit_solver='neumann', implicit_k=4,
+                        implicit_damping=0.1), tiny)
+    assert run.options == options, method
+    assert run.n_train == n_train and run.steps_per_epoch == 4 // n_train, method
+    assert (run.config.alpha_optimizer, run.config.alpha_lr) == (alpha_opt, alpha_lr), method
+  sgd_run = Search(config(tmp_path, method='darts1', alpha_optimizer='sgd', alpha_lr=0.1), tiny)
+  alpha = {'cell': np.ones((6, 5), np.float32)}
+  grad = {'cell': np.full((6, 5), 2.0, np.float32)}
+  updates, _ = sgd_run.aopt.update(grad, sgd_run.aopt.init(alpha), alpha)
+  # SGD with L2 1e-3: −0.1 (2 + 1e-3 · 1)
+  np.testing.assert_allclose(updates['cell'], -0.1 * (2 + 1e-3), rtol=1e-6)
 
 
 def test_search_writes_its_outputs(tmp_path, tiny):
@@ -116,3 +149,7 @@ def test_unknown_names_are_refused(tmp_path, tiny):
     search(config(tmp_path, method='foo'), progress=False, dataset=tiny)
   with pytest.raises(ValueError, match='unknown relaxation'):
     search(config(tmp_path, relaxation='foo'), progress=False, dataset=tiny)
+  with pytest.raises(ValueError, match="unknown implicit solver 'lu'"):
+    search(config(tmp_path, method='implicit', implicit_solver='lu'), progress=False, dataset=tiny)
+  with pytest.raises(ValueError, match="unknown alpha optimizer 'rmsprop'"):
+    search(config(tmp_path, alpha_optimizer='rmsprop'), progress=False, dataset=tiny)

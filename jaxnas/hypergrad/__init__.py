@@ -1,5 +1,5 @@
 """Hypergradient estimators by name; all share :class:`~jaxnas.hypergrad.base.Estimator`'s signature."""
-from jaxnas.hypergrad import darts, ridge
+from jaxnas.hypergrad import darts, implicit, ridge, unrolled
 from jaxnas.hypergrad.base import (Batches, Estimate, Estimator, Problem, WeightOpt, Weights,
                                    weight_step)
 
@@ -8,12 +8,19 @@ ESTIMATORS: dict[str, Estimator] = {
     'darts2': darts.darts2,
     'darts2-fd': darts.darts2_fd,
     'multistep': darts.multistep,
+    'unroll': unrolled.unroll,
+    'sge': unrolled.sge,
+    'esj': unrolled.esj,
+    'implicit': implicit.implicit,
 }
 
 # How many training batches one search step of each estimator consumes
 # (a function of its options).
 TRAIN_BATCHES = {
     'multistep': lambda options: int(options.get('n', 2)),
+    'unroll': lambda options: int(options.get('n', 1)),
+    'sge': lambda options: int(options.get('n', 1)),
+    'esj': lambda options: int(options.get('n', 1)),
 }
 
 
@@ -30,4 +37,4 @@ def train_batches_per_step(name: str, options: dict) -> int:
 
 
 __all__ = ['Batches', 'ESTIMATORS', 'Estimate', 'Estimator', 'Problem', 'WeightOpt', 'Weights',
-           'darts', 'get_estimator', 'ridge', 'train_batches_per_step', 'weight_step']
+           'darts', 'get_estimator', 'implicit', 'ridge', 'train_batches_per_step', 'unrolled', 'weight_step']

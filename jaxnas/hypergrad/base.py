@@ -80,6 +80,36 @@ def weight_step(problem: Problem, opt: WeightOpt, weights: Weights, alpha: PyTre
   return Weights(w, state, opt_state, weights.step + 1), {f'train_{k}': v for k, v in metrics.items()}
 
 
+def val_grads(problem: Problem, w, alpha, batch, state):
+  """``∇w L_val``, ``∇α L_val`` and the validation metrics (prefixed ``val_``)."""
+  (_, (_, metrics)), (gw, ga) = jax.value_and_grad(problem.val_loss, argnums=(0, 1),
+                                                   has_aux=True)(w, alpha, batch, state)
+  return gw, ga, {f'val_{k}': v for k, v in metrics.items()}
+
+
+def _grad_of_inner_product(loss, w, alpha, v, argnum):
+  def inner(w, a):
+    return optax.tree.vdot(jax.grad(loss, argnums=0)(w, a), v)
+  return jax.grad(inner, argnums=argnum)(w, alpha)
+
+
+def exact_mixed_product(loss, w, alpha, v):
+  """``∇²_{α,w} L(w, α) v = ∇α ⟨∇w L(w, α), v⟩``, exactly, by reverse over reverse.
+
+  (Forward over reverse, ``jax.jvp`` of ∇α L along v, computes the same
+  number, but JAX cannot push a tangent through a ``custom_vjp`` function,
+  and the supernet's depthwise convolution is one: its hand-written VJP is
+  what makes it fast on CPU. Reverse over reverse is exact all the same.)
+  """
+  return _grad_of_inner_product(loss, w, alpha, v, 1)
+
+
+def hessian_product(loss, w, alpha, v):
+  """``∇²_{w,w} L(w, α) v = ∇w ⟨∇w L(w, α), v⟩``, exactly (reverse over reverse,
+  for the reason in :func:`exact_mixed_product`)."""
+  return _grad_of_inner_product(loss, w, alpha, v, 0)
+
+
 def momentum_buffer(opt_state: PyTree, like: PyTree) -> PyTree:
   """The momentum trace inside an optax state (zeros when the optimiser has none)."""
   try:

@@ -10,20 +10,15 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxnas.hypergrad.base import (Batches, Estimate, Problem, WeightOpt, Weights, first,
-                                   momentum_buffer, tree_norm, weight_step)
-
-
-def _val_grads(problem, w, alpha, batch, state):
-  (loss, (_, metrics)), (gw, ga) = jax.value_and_grad(problem.val_loss, argnums=(0, 1),
-                                                      has_aux=True)(w, alpha, batch, state)
-  return gw, ga, {f'val_{k}': v for k, v in metrics.items()}
+from jaxnas.hypergrad.base import (Batches, Estimate, Problem, WeightOpt, Weights,
+                                   exact_mixed_product, first, momentum_buffer, tree_norm,
+                                   val_grads, weight_step)
 
 
 def darts1(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batches, key,
            **_) -> Estimate:
   """First order: ``g_α = ∇α L_val(w, α)``, then one weight step on the training batch."""
-  _, ga, val_metrics = _val_grads(problem, weights.w, alpha, batches.val, weights.state)
+  _, ga, val_metrics = val_grads(problem, weights.w, alpha, batches.val, weights.state)
   new, train_metrics = weight_step(problem, opt, weights, alpha, first(batches.train))
   return Estimate(ga, new, {**val_metrics, **train_metrics})
 
@@ -41,27 +36,12 @@ def _second_order(problem, opt, weights, alpha, batches, mixed_product, xi=None)
   batch = first(batches.train)
   xi = opt.lr(weights.step) if xi is None else xi
   w_virtual = virtual_step(problem, opt, weights, alpha, batch, xi)
-  gw, ga, val_metrics = _val_grads(problem, w_virtual, alpha, batches.val, weights.state)
+  gw, ga, val_metrics = val_grads(problem, w_virtual, alpha, batches.val, weights.state)
   train_loss = lambda w, a: problem.train_loss(w, a, batch, weights.state)[0]
   hvp = mixed_product(train_loss, weights.w, alpha, gw)
   alpha_grad = jax.tree_util.tree_map(lambda a, h: a - xi * h, ga, hvp)
   new, train_metrics = weight_step(problem, opt, weights, alpha, batch)
   return Estimate(alpha_grad, new, {**val_metrics, **train_metrics, 'xi': jnp.asarray(xi)})
-
-
-def exact_mixed_product(loss, w, alpha, v):
-  """``∇²_{α,w} L(w, α) v = ∇α ⟨∇w L(w, α), v⟩``, exactly, by reverse over reverse.
-
-  (Forward over reverse, ``jax.jvp`` of ∇α L along v, computes the same
-  number, but JAX cannot push a tangent through a ``custom_vjp`` function,
-  and the supernet's depthwise convolution is one: its hand-written VJP is
-  what makes it fast on CPU.)
-  """
-  def inner(a):
-    gw = jax.grad(loss, argnums=0)(w, a)
-    return sum(jnp.vdot(g, t) for g, t in zip(jax.tree_util.tree_leaves(gw),
-                                              jax.tree_util.tree_leaves(v)))
-  return jax.grad(inner)(alpha)
 
 
 def make_fd_mixed_product(r: float = 1e-2):
@@ -97,7 +77,7 @@ def multistep(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches
   """Multi-step: ``g_α = ∇α L_val(w, α)`` at the current weights, then one weight
   step on each of the n stacked training batches (``lax.scan``), so that the
   weights move n times per architecture step. n = 1 is DARTS' first order."""
-  _, ga, val_metrics = _val_grads(problem, weights.w, alpha, batches.val, weights.state)
+  _, ga, val_metrics = val_grads(problem, weights.w, alpha, batches.val, weights.state)
 
   def body(weights, batch):
     return weight_step(problem, opt, weights, alpha, batch)

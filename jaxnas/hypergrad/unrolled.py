@@ -1,0 +1,128 @@
+"""Hypergradients through N unrolled inner steps: exact (reverse mode) and
+stochastic (SGE-NAS, ESJ).
+
+The inner problem is solved by N plain SGD steps of size p on the stacked
+training batches ``S_0 .. S_{N−1}``:
+
+    Y^0 = w,    Y^{k+1} = Y^k − p ∇w L_train(Y^k, α; S_k),
+
+and the hypergradient is that of ``F(α) = L_val(Y^N(α), α; D_F)``:
+
+    dF/dα = ∇α L_val(Y^N, α) + (dY^N/dα)ᵀ ∇w L_val(Y^N, α).
+
+:func:`unroll` computes it exactly by reverse mode through the N steps;
+:func:`sge` estimates the Jacobian-vector product with Gaussian perturbations
+of α and forward runs only (no second derivatives). With N = 1, ``dF/dα`` is
+DARTS' second-order hypergradient with ξ = p and no momentum.
+
+After the estimate the weights continue from ``Y^N``, as SGE-NAS' Algorithm 1
+does (the weight optimiser's state is left as it was; the step count moves
+by N).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxnas.hypergrad.base import Batches, Estimate, Problem, WeightOpt, Weights, val_grads
+
+
+def sgd_steps(problem: Problem, alpha, w, state, train_batches, p: float, remat: bool = False):
+  """``Y^N`` from ``Y^0 = w`` by N SGD steps of size ``p``, one per stacked batch
+  (``lax.scan``). The model state (BatchNorm statistics) is carried along and
+  not differentiated. ``remat`` recomputes each step's forward pass in the
+  backward pass (``jax.checkpoint``): memory O(1) steps instead of O(N).
+  Returns ``(Y^N, state, mean training metrics)``."""
+  def step(carry, batch):
+    y, state = carry
+    (_, (state, metrics)), g = jax.value_and_grad(problem.train_loss, has_aux=True)(
+        y, alpha, batch, state)
+    y = jax.tree_util.tree_map(lambda a, b: a - p * b, y, g)
+    return (y, jax.lax.stop_gradient(state)), metrics
+  if remat:
+    step = jax.checkpoint(step)
+  (y, state), metrics = jax.lax.scan(step, (w, state), train_batches)
+  return y, state, {f'train_{k}': jnp.mean(v) for k, v in metrics.items()}
+
+
+def _advance(weights: Weights, y, state, n: int) -> Weights:
+  return Weights(y, state, weights.opt_state, weights.step + n)
+
+
+def unroll(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batches, key,
+           p: float = 0.01, remat: bool = False, **_) -> Estimate:
+  """Exact reverse mode through N inner SGD steps (N = the number of stacked
+  training batches): ``g_α = d/dα L_val(Y^N(α), α)``, ``jax.grad`` through the
+  ``lax.scan`` of :func:`sgd_steps`. The ground truth :func:`sge` estimates.
+  Memory grows with N unless ``remat``."""
+  n = jax.tree_util.tree_leaves(batches.train)[0].shape[0]
+
+  def objective(a):
+    y, state, train_metrics = sgd_steps(problem, a, weights.w, weights.state, batches.train, p,
+                                        remat)
+    loss, (_, metrics) = problem.val_loss(y, a, batches.val, state)
+    return loss, (y, state, {**train_metrics, **{f'val_{k}': v for k, v in metrics.items()}})
+  (_, (y, state, metrics)), g = jax.value_and_grad(objective, has_aux=True)(alpha)
+  return Estimate(g, _advance(weights, y, state, n), metrics)
+
+
+def gaussian_directions(key, alpha, q: int, normalize: bool = False):
+  """Q directions ``u_j`` in α-space, stacked on a leading axis: ``u ~ N(0, I)``,
+  or with ``normalize`` each tensor of each ``u_j`` scaled to norm ``sqrt(d)``
+  (d its size; uniform on that sphere), which keeps ``E[u uᵀ] = I`` and so
+  the estimator unbiased, with less variance."""
+  leaves, treedef = jax.tree_util.tree_flatten(alpha)
+  keys = jax.random.split(key, len(leaves))
+  out = []
+  for k, a in zip(keys, leaves):
+    u = jax.random.normal(k, (q,) + a.shape, a.dtype)
+    if normalize:
+      axes = tuple(range(1, u.ndim))
+      u = u * jnp.sqrt(a.size) / jnp.sqrt(jnp.sum(u * u, axis=axes, keepdims=True))
+    out.append(u)
+  return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def sge(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batches, key,
+        q: int = 10, mu: float = 1e-2, p: float = 0.01, normalize: bool = False,
+        chunk: int | None = None, **_) -> Estimate:
+  """SGE-NAS (Algorithm 1): the Jacobian ``dY^N/dα`` by Gaussian smoothing.
+
+  Draw ``u_1 .. u_Q ~ N(0, I)`` in α-space; run the N inner SGD steps of
+  :func:`sgd_steps` at α and, vmapped over j, at ``α + μ u_j``, all from the
+  same weights on the same batches; with ``δ_j = (Y_j^N − Y^N) / μ``
+
+      g_α = ∇α L_val(Y^N, α) + (1/Q) Σ_j ⟨δ_j, ∇w L_val(Y^N, α)⟩ u_j
+
+  on the validation batch ``D_F``. As μ → 0, ``E_u[⟨J u, v⟩ u] = Jᵀ v``, so
+  the mean over many directions is :func:`unroll`'s hypergradient; the error
+  of one estimate shrinks like ``1/sqrt(Q)``.
+
+  Defaults: p = 0.01 and Q = 10 as in the paper. μ = 1e-2: α enters through
+  a softmax whose inputs matter at scale O(1), so a perturbation of 1e-2 is
+  in its linear range (bias O(μ)), while ``Y_j^N − Y^N`` stays well above
+  float32 rounding of the weights. ``chunk`` bounds memory: the Q perturbed
+  runs go through ``lax.map`` in vmapped groups of that size (None: all Q at
+  once).
+  """
+  n = jax.tree_util.tree_leaves(batches.train)[0].shape[0]
+  y, state, train_metrics = sgd_steps(problem, alpha, weights.w, weights.state, batches.train, p)
+  gw, ga, val_metrics = val_grads(problem, y, alpha, batches.val, state)
+  u = gaussian_directions(key, alpha, q, normalize)
+
+  def directional(u_j):
+    # ⟨δ_j, ∇w L_val⟩ without keeping Y_j^N around
+    a = jax.tree_util.tree_map(lambda a, d: a + mu * d, alpha, u_j)
+    y_j, _, _ = sgd_steps(problem, a, weights.w, weights.state, batches.train, p)
+    return optax.tree.vdot(optax.tree.sub(y_j, y), gw) / mu
+  coeff = jax.lax.map(directional, u, batch_size=chunk or q)
+  g = jax.tree_util.tree_map(lambda g, u: g + jnp.tensordot(coeff, u, axes=1) / q, ga, u)
+  return Estimate(g, _advance(weights, y, state, n), {**train_metrics, **val_metrics})
+
+
+def esj(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batches, key,
+        mu: float = 1e-2, p: float = 0.01, **_) -> Estimate:
+  """ES Jacobian (Sow, Ji and Liang): :func:`sge` with one direction per step
+  (Q = 1), each tensor of u normalised (:func:`gaussian_directions`)."""
+  return sge(problem, opt, weights, alpha, batches, key, q=1, mu=mu, p=p, normalize=True)
