@@ -69,6 +69,12 @@ class SearchConfig:
   alpha_beta2: float = 0.999
   alpha_weight_decay: float = 1e-3
   alpha_init_scale: float = 1e-3
+  # relaxations (DESIGN.md; the weights are the authors' defaults)
+  pc_k: int = 4                    # pc: 1/K of the channels through the mixed ops
+  fair_weight: float = 10.0        # fair: weight of the zero-one loss
+  fair_threshold: float | None = 0.85  # fair: threshold derive rule (None: the space's rule)
+  beta_weight_start: float = 0.0   # beta: β-decay weight, rising linearly over the epochs
+  beta_weight_end: float = 50.0
   # estimators
   xi: float | None = None          # darts2: virtual step size; None = current weight lr
   fd_r: float = 1e-2               # darts2-fd: ε = fd_r / ‖v‖
@@ -118,6 +124,11 @@ class SearchConfig:
             'implicit': {'solver': self.implicit_solver, 'k': self.implicit_k,
                          'eta': self.implicit_eta, 'damping': self.implicit_damping},
             }.get(self.method, {})
+
+  def regularizer_weights(self) -> tuple[float, float]:
+    """The relaxation regulariser's weight at the first and at the last epoch."""
+    return {'fair': (self.fair_weight, self.fair_weight),
+            'beta': (self.beta_weight_start, self.beta_weight_end)}.get(self.relaxation, (0.0, 0.0))
 
   def to_json(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
@@ -182,8 +193,10 @@ def alpha_optimizer(cfg: SearchConfig) -> optax.GradientTransformation:
                      optax.scale(-cfg.alpha_lr))
 
 
-def make_problem(model, relaxation: str) -> hypergrad.Problem:
-  """Cross-entropy of the supernet; the relaxation's regulariser joins the α loss."""
+def make_problem(model) -> hypergrad.Problem:
+  """Cross-entropy of the supernet, on training and on validation batches. (The
+  relaxation's regulariser depends on α alone: the search step adds its
+  gradient to the estimator's hypergradient.)"""
   def loss(params, alpha, batch, bn):
     x, y = batch
     logits, new = model.apply({'params': params, 'batch_stats': bn}, x, alpha, train=True,
@@ -191,11 +204,7 @@ def make_problem(model, relaxation: str) -> hypergrad.Problem:
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     acc = jnp.mean(jnp.argmax(logits, -1) == y)
     return ce, (new['batch_stats'], {'loss': ce, 'acc': acc})
-
-  def val_loss(params, alpha, batch, bn):
-    ce, aux = loss(params, alpha, batch, bn)
-    return ce + relax.regularizer(relaxation, alpha), aux
-  return hypergrad.Problem(loss, val_loss)
+  return hypergrad.Problem(loss, loss)
 
 
 class Search:
@@ -220,10 +229,12 @@ class Search:
     if self.steps_per_epoch == 0:
       raise ValueError(f'{cfg.method} takes {self.n_train} training batches per step but an epoch '
                        f'has only {self.train_spe}: lower the batch size or multistep_n')
+    extra = {'partial_channels': cfg.pc_k} if cfg.relaxation == 'pc' else {}
     self.model = self.space.supernet(cfg.channels, cfg.layers, self.data.num_classes,
-                                     cfg.relaxation)
-    self.problem = make_problem(self.model, cfg.relaxation)
-    self.wopt = weight_optimizer(cfg, self.steps_per_epoch * self.n_train)
+                                     cfg.relaxation, **extra)
+    self.problem = make_problem(self.model)
+    self.weight_steps_per_epoch = self.steps_per_epoch * self.n_train
+    self.wopt = weight_optimizer(cfg, self.weight_steps_per_epoch)
     self.aopt = alpha_optimizer(cfg)
     self.augment = data_lib.default_train_augment(cfg.dataset) if cfg.augment else data_lib.NO_AUGMENT
     self.traces = 0
@@ -235,7 +246,7 @@ class Search:
     cfg = self.config
     key = jax.random.key(cfg.seed)
     k_alpha, k_w, k_run = jax.random.split(key, 3)
-    alpha = self.space.init_alpha(k_alpha, cfg.alpha_init_scale)
+    alpha = self.space.init_alpha(k_alpha, cfg.alpha_init_scale, cfg.relaxation)
     x = jnp.zeros((1,) + self.data.image_shape, jnp.float32)
     v = init_variables(self.model, k_w, x, alpha)
     return SearchState(v['params'], v.get('batch_stats', {}), self.wopt.tx.init(v['params']),
@@ -269,11 +280,19 @@ class Search:
     batches = hypergrad.Batches((train_x, batch['train_y']), (val_x, batch['val_y']))
     est = self.estimator(self.problem, self.wopt, weights, state.alpha, batches, k_est,
                          **self.options)
-    updates, a_opt = self.aopt.update(est.alpha_grad, state.a_opt, state.alpha)
+    # the relaxation's regulariser λ_e R(α), epoch e of the weight-step count
+    epoch = state.wstep // self.weight_steps_per_epoch
+    reg_weight = relax.regularizer_weight(*self.config.regularizer_weights(), epoch,
+                                          self.config.epochs)
+    reg, reg_grad = jax.value_and_grad(lambda a: relax.regularizer(self.config.relaxation, a))(
+        state.alpha)
+    alpha_grad = jax.tree_util.tree_map(lambda g, r: g + reg_weight * r, est.alpha_grad, reg_grad)
+    updates, a_opt = self.aopt.update(alpha_grad, state.a_opt, state.alpha)
     alpha = optax.apply_updates(state.alpha, updates)
     new = SearchState(est.weights.w, est.weights.state, est.weights.opt_state, alpha, a_opt,
                       est.weights.step, jax.random.key_data(key))
-    metrics = dict(est.metrics, lr=self.wopt.lr(state.wstep))
+    metrics = dict(est.metrics, lr=self.wopt.lr(state.wstep), regularizer=reg,
+                   regularizer_weight=jnp.asarray(reg_weight, jnp.float32))
     return new, metrics
 
   # -- derived views ------------------------------------------------------------
@@ -282,7 +301,10 @@ class Search:
     return {k: np.asarray(v) for k, v in relax.mix(self.config.relaxation, alpha).items()}
 
   def genotype(self, alpha):
-    return self.space.derive(self.mixing_weights(alpha))
+    cfg = self.config
+    strength = relax.edge_strength(cfg.relaxation, alpha, self.space.cell_inputs)
+    threshold = cfg.fair_threshold if cfg.relaxation == 'fair' else None
+    return self.space.derive(self.mixing_weights(alpha), strength, threshold)
 
 
 # ----------------------------------------------------------------------------

@@ -34,6 +34,8 @@ class SearchSpace:
     genotype_from_json: inverse of ``genotype.to_json()``.
     genotypes: published genotypes by name.
     defaults: default supernet/network sizes: ``channels`` and ``layers``.
+    cell_inputs: input states of a cell (DARTS 2, NAS-Bench-201 1): node j
+      has ``cell_inputs + j`` incoming edges.
   """
   name: str
   primitives: tuple[str, ...]
@@ -45,22 +47,32 @@ class SearchSpace:
   genotype_from_json: Callable[[Any], Any]
   genotypes: Mapping[str, Any]
   defaults: Mapping[str, int]
+  cell_inputs: int = 2
 
-  def init_alpha(self, key: jax.Array, scale: float = 1e-3) -> dict[str, jax.Array]:
-    """α = scale · N(0, 1) for every α array (DARTS uses scale 1e-3)."""
-    keys = jax.random.split(key, len(self.alpha_shapes))
+  def shapes(self, relaxation: str = 'softmax') -> dict[str, tuple[int, ...]]:
+    """α array name -> shape: the space's, plus what the relaxation adds (PC-DARTS' edge arrays)."""
+    from jaxnas import relax
+    return relax.alpha_shapes(relaxation, self.alpha_shapes)
+
+  def init_alpha(self, key: jax.Array, scale: float = 1e-3,
+                 relaxation: str = 'softmax') -> dict[str, jax.Array]:
+    """α = scale · N(0, 1) for every α array (DARTS uses scale 1e-3; PC-DARTS its
+    edge arrays the same way)."""
+    shapes = self.shapes(relaxation)
+    keys = jax.random.split(key, len(shapes))
     return {k: scale * jax.random.normal(kk, shape)
-            for kk, (k, shape) in zip(keys, sorted(self.alpha_shapes.items()))}
+            for kk, (k, shape) in zip(keys, sorted(shapes.items()))}
 
-  def check_alpha(self, alpha: Mapping[str, Any]) -> None:
+  def check_alpha(self, alpha: Mapping[str, Any], relaxation: str = 'softmax') -> None:
     """Raises ValueError unless ``alpha`` has exactly this space's arrays and shapes."""
-    if not isinstance(alpha, Mapping) or set(alpha) != set(self.alpha_shapes):
+    shapes = self.shapes(relaxation)
+    if not isinstance(alpha, Mapping) or set(alpha) != set(shapes):
       got = sorted(alpha) if isinstance(alpha, Mapping) else type(alpha).__name__
-      raise ValueError(f'{self.name} α must be a dict with keys {sorted(self.alpha_shapes)}, '
+      raise ValueError(f'{self.name} α must be a dict with keys {sorted(shapes)}, '
                        f'got {got}')
-    for k, shape in self.alpha_shapes.items():
+    for k, shape in shapes.items():
       if tuple(np.shape(alpha[k])) != tuple(shape):
-        raise ValueError(f'{self.name} α[{k!r}] must have shape {tuple(shape)} (edges, ops), '
+        raise ValueError(f'{self.name} α[{k!r}] must have shape {tuple(shape)}, '
                          f'got {tuple(np.shape(alpha[k]))}')
 
   def load_genotype(self, spec: Any):

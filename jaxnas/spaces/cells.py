@@ -40,16 +40,31 @@ def edge_list(n_in: int, n_nodes: int) -> list[tuple[int, int]]:
   return [(i, j) for j in range(n_nodes) for i in range(n_in + j)]
 
 
+def channel_shuffle(x, groups: int):
+  """PyTorch's ``channel_shuffle`` in NHWC: channel ``g·(C/G) + c`` moves to ``c·G + g``."""
+  *lead, c = x.shape
+  return x.reshape(*lead, groups, c // groups).swapaxes(-1, -2).reshape(*lead, c)
+
+
 class MixedOp(nn.Module):
-  """``y = Σ_o w_o · op_o(x)`` over the candidate ops; ``none`` contributes nothing."""
+  """``y = Σ_o w_o · op_o(x)`` over the candidate ops; ``none`` contributes nothing.
+
+  With ``partial`` K > 1 (PC-DARTS), only the first C/K channels go through
+  the ops; the rest bypass them (2x2 max-pooled when the edge reduces), and
+  the channels are shuffled in K groups. ``edge_weight`` scales the output
+  (PC-DARTS' edge normalisation).
+  """
   primitives: Sequence[str]
   channels: int
   stride: int
   train: bool
   pool_bn: bool = False  # DARTS' supernet appends an affine-free BN to pooling
+  partial: int = 1
 
   @nn.compact
-  def __call__(self, x, weights):
+  def __call__(self, x, weights, edge_weight=None):
+    c = self.channels // self.partial
+    xs = x[..., :c] if self.partial > 1 else x
     out = None
     for k, name in enumerate(self.primitives):
       if name == 'none':
@@ -57,12 +72,18 @@ class MixedOp(nn.Module):
       if self.pool_bn and name.endswith('pool_3x3'):
         op = ops.Pool(name[:3], self.stride, bn=True, name=name)
       else:
-        op = ops.get_op(name, self.channels, self.channels, self.stride, affine=False, name=name)
-      y = weights[k] * op(x, self.train)
+        op = ops.get_op(name, c, c, self.stride, affine=False, name=name)
+      y = weights[k] * op(xs, self.train)
       out = y if out is None else out + y
     if out is None:  # only 'none' in the space
-      out = jnp.zeros_like(x[:, ::self.stride, ::self.stride, :])
-    return out
+      out = jnp.zeros_like(xs[:, ::self.stride, ::self.stride, :])
+    if self.partial > 1:
+      rest = x[..., c:]
+      if self.stride == 2:
+        b, h, w, r = rest.shape
+        rest = rest.reshape(b, h // 2, 2, w // 2, 2, r).max(axis=(2, 4))
+      out = channel_shuffle(jnp.concatenate([out, rest], axis=-1), self.partial)
+    return out if edge_weight is None else edge_weight * out
 
 
 class _InputEdge(nn.Module):
@@ -73,13 +94,14 @@ class _InputEdge(nn.Module):
   stride: int
   train: bool
   pool_bn: bool
+  partial: int
 
   @nn.compact
   def __call__(self, carry, inputs, edge):
-    src, weights = edge
+    src, weights, edge_weight = edge
     x = jax.lax.dynamic_index_in_dim(inputs, src, keepdims=False)
     return carry, MixedOp(self.primitives, self.channels, self.stride, self.train, self.pool_bn,
-                          name='op')(x, weights)
+                          self.partial, name='op')(x, weights, edge_weight)
 
 
 class _InnerEdge(nn.Module):
@@ -88,12 +110,14 @@ class _InnerEdge(nn.Module):
   channels: int
   train: bool
   pool_bn: bool
+  partial: int
 
   @nn.compact
   def __call__(self, nodes, edge):
-    src, dst, weights = edge
+    src, dst, weights, edge_weight = edge
     x = jax.lax.dynamic_index_in_dim(nodes, src, keepdims=False)
-    y = MixedOp(self.primitives, self.channels, 1, self.train, self.pool_bn, name='op')(x, weights)
+    y = MixedOp(self.primitives, self.channels, 1, self.train, self.pool_bn, self.partial,
+                name='op')(x, weights, edge_weight)
     return nodes.at[dst].add(y), None
 
 
@@ -103,7 +127,9 @@ _STACKED = dict(variable_axes={'params': 0, 'batch_stats': 0}, split_rngs={'para
 class MixedCell(nn.Module):
   """The edges of one search cell; returns the node states, shape (n_nodes, B, H, W, C).
 
-  ``weights`` has shape (n_edges, n_ops), rows in :func:`edge_list` order.
+  ``weights`` has shape (n_edges, n_ops), rows in :func:`edge_list` order;
+  ``edge_weights`` (n_edges,), if given, scales each edge (PC-DARTS), and
+  ``partial`` K > 1 sends 1/K of the channels through the ops (:class:`MixedOp`).
   Input edges have stride ``stride``; edges between nodes have stride 1.
   Parameters are stacked per edge group: ``input_edges`` (n_in·n_nodes, ...)
   and ``inner_edges`` (the rest, ...), each in α row order.
@@ -116,9 +142,10 @@ class MixedCell(nn.Module):
   train: bool
   pool_bn: bool = False
   remat: bool = True
+  partial: int = 1
 
   @nn.compact
-  def __call__(self, inputs: Sequence[jax.Array], weights: jax.Array):
+  def __call__(self, inputs: Sequence[jax.Array], weights: jax.Array, edge_weights=None):
     edges = edge_list(self.n_in, self.n_nodes)
     if weights.shape != (len(edges), len(self.primitives)):
       raise ValueError(f'cell weights must have shape {(len(edges), len(self.primitives))}, '
@@ -129,16 +156,21 @@ class MixedCell(nn.Module):
     in_src = np.array([i for i, j in edges if i < self.n_in])
     inner = [(i - self.n_in, j, r) for r, (i, j) in enumerate(edges) if i >= self.n_in]
 
+    if self.channels % self.partial:
+      raise ValueError(f'partial channels: {self.channels} channels do not split into '
+                       f'{self.partial} groups')
+    if edge_weights is None:
+      edge_weights = jnp.ones((len(edges),), weights.dtype)
     x = jnp.stack(list(inputs))
     body = nn.remat(_InputEdge) if self.remat else _InputEdge
     scan = nn.scan(body, in_axes=(nn.broadcast, 0), length=len(in_rows), **_STACKED)
-    _, y = scan(self.primitives, self.channels, self.stride, self.train, self.pool_bn,
-                name='input_edges')((), x, (in_src, weights[in_rows]))
+    _, y = scan(self.primitives, self.channels, self.stride, self.train, self.pool_bn, self.partial,
+                name='input_edges')((), x, (in_src, weights[in_rows], edge_weights[in_rows]))
     nodes = jnp.sum(y.reshape((self.n_nodes, self.n_in) + y.shape[1:]), axis=1)
     if inner:
       src, dst, rows = (np.array(v) for v in zip(*inner))
       body = nn.remat(_InnerEdge) if self.remat else _InnerEdge
       scan = nn.scan(body, in_axes=0, length=len(inner), **_STACKED)
-      nodes, _ = scan(self.primitives, self.channels, self.train, self.pool_bn,
-                      name='inner_edges')(nodes, (src, dst, weights[rows]))
+      nodes, _ = scan(self.primitives, self.channels, self.train, self.pool_bn, self.partial,
+                      name='inner_edges')(nodes, (src, dst, weights[rows], edge_weights[rows]))
     return nodes

@@ -163,13 +163,43 @@ def derive_cell(weights: np.ndarray, primitives: Sequence[str] = PRIMITIVES,
   return gene
 
 
-def derive(weights: Mapping[str, Any], edge_strength: Mapping[str, Any] | None = None) -> Genotype:
-  """Genotype from the mixing weights ``{'normal': (14, 8), 'reduce': (14, 8)}``."""
+def derive_cell_threshold(weights: np.ndarray, threshold: float,
+                          primitives: Sequence[str] = PRIMITIVES) -> list[tuple[str, int]]:
+  """Fair DARTS' threshold rule for one cell (independent sigmoid weights).
+
+  For node j, every (incoming edge, non-``none`` op) pair is a candidate,
+  ranked by its weight (ties: lower edge, then lower op). The two best pairs
+  with weight >= ``threshold`` are kept — possibly two ops on one edge; when
+  fewer than two pass, the best remaining pairs fill the node up, so that
+  every node keeps two inputs as the DARTS network needs.
+  """
+  w = np.asarray(weights, np.float64)
+  gene, start, n_nodes = [], 0, 0
+  while start < len(w):
+    n = N_INPUTS + n_nodes
+    pairs = [(w[start + i, k], i, k) for i in range(n) for k, name in enumerate(primitives)
+             if name != 'none']
+    ranked = sorted(pairs, key=lambda p: -p[0])
+    passed = [p for p in ranked if p[0] >= threshold][:2]
+    keep = passed + [p for p in ranked if p not in passed][:2 - len(passed)]
+    gene += [(primitives[k], i) for _, i, k in keep]
+    start += n
+    n_nodes += 1
+  return gene
+
+
+def derive(weights: Mapping[str, Any], edge_strength: Mapping[str, Any] | None = None,
+           threshold: float | None = None) -> Genotype:
+  """Genotype from the mixing weights ``{'normal': (14, 8), 'reduce': (14, 8)}``:
+  :func:`derive_cell`, or with ``threshold`` :func:`derive_cell_threshold`."""
   es = edge_strength or {}
   concat = list(range(N_INPUTS, N_INPUTS + N_NODES))
-  return Genotype(normal=derive_cell(weights['normal'], edge_strength=es.get('normal')),
-                  normal_concat=concat,
-                  reduce=derive_cell(weights['reduce'], edge_strength=es.get('reduce')),
+
+  def cell(kind):
+    if threshold is not None:
+      return derive_cell_threshold(weights[kind], threshold)
+    return derive_cell(weights[kind], edge_strength=es.get(kind))
+  return Genotype(normal=cell('normal'), normal_concat=concat, reduce=cell('reduce'),
                   reduce_concat=concat)
 
 
@@ -194,9 +224,10 @@ class SearchCell(nn.Module):
   train: bool
   primitives: Sequence[str] = PRIMITIVES
   remat: bool = True
+  partial: int = 1
 
   @nn.compact
-  def __call__(self, s0, s1, weights):
+  def __call__(self, s0, s1, weights, edge_weights=None):
     c = self.channels
     if self.reduction_prev:
       s0 = ops.FactorizedReduce(c, affine=False, name='preprocess0')(s0, self.train)
@@ -204,7 +235,8 @@ class SearchCell(nn.Module):
       s0 = ops.ReLUConvBN(c, affine=False, name='preprocess0')(s0, self.train)
     s1 = ops.ReLUConvBN(c, affine=False, name='preprocess1')(s1, self.train)
     nodes = MixedCell(self.primitives, c, N_INPUTS, N_NODES, 2 if self.reduction else 1,
-                      self.train, pool_bn=True, remat=self.remat, name='edges')([s0, s1], weights)
+                      self.train, pool_bn=True, remat=self.remat, partial=self.partial,
+                      name='edges')([s0, s1], weights, edge_weights)
     return jnp.concatenate(list(nodes), axis=-1)
 
 
@@ -213,7 +245,9 @@ class Supernet(nn.Module):
 
   Applied as ``apply(variables, x, alpha, train=...)`` with ``alpha`` the dict
   ``{'normal': (14, n_ops), 'reduce': (14, n_ops)}``; the relaxation turns α
-  into mixing weights.
+  into mixing weights. Under PC-DARTS α also holds ``'normal_edges'`` and
+  ``'reduce_edges'`` (14,), and ``partial_channels`` (None: the relaxation's
+  K) of the channels go through the mixed ops.
   """
   channels: int = 16
   layers: int = 8
@@ -222,10 +256,15 @@ class Supernet(nn.Module):
   stem_multiplier: int = 3
   primitives: Sequence[str] = PRIMITIVES
   remat: bool = True
+  partial_channels: int | None = None
 
   @nn.compact
   def __call__(self, x, alpha, train: bool = True):
-    weights = relax.mix(self.relaxation, alpha)
+    r = relax.get_relaxation(self.relaxation)
+    weights = relax.mix(r, alpha)
+    edge_weights = {k: relax.edge_weights(alpha[k + relax.EDGES_SUFFIX], N_INPUTS)
+                    if r.edge_normalization else None for k in weights}
+    partial = self.partial_channels or r.partial_channels
     c_curr = self.stem_multiplier * self.channels
     s0 = s1 = _stem(x, c_curr, train)
     c_curr, reduction_prev = self.channels, False
@@ -233,8 +272,9 @@ class Supernet(nn.Module):
       reduction = i in _reduction_layers(self.layers)
       c_curr = c_curr * 2 if reduction else c_curr
       cell = SearchCell(c_curr, reduction, reduction_prev, train, tuple(self.primitives),
-                        self.remat, name=f'cell{i}')
-      s0, s1 = s1, cell(s0, s1, weights['reduce' if reduction else 'normal'])
+                        self.remat, partial, name=f'cell{i}')
+      kind = 'reduce' if reduction else 'normal'
+      s0, s1 = s1, cell(s0, s1, weights[kind], edge_weights[kind])
       reduction_prev = reduction
     out = jnp.mean(s1, axis=(1, 2))
     return ops.Linear(self.num_classes, name='classifier')(out)

@@ -94,12 +94,23 @@ GENOTYPES = {
 }
 
 
-def derive(weights: Mapping[str, Any]) -> Genotype:
-  """Argmax per edge, ``none`` included (AutoDL-Projects' rule; ties: the first op)."""
+def derive(weights: Mapping[str, Any], edge_strength: Mapping[str, Any] | None = None,
+           threshold: float | None = None) -> Genotype:
+  """Argmax per edge, ``none`` included (AutoDL-Projects' rule; ties: the first op).
+  With ``threshold`` (Fair DARTS): the best non-``none`` op where its weight is
+  >= threshold, else ``none``. ``edge_strength`` (PC-DARTS) changes nothing
+  here: every edge of the cell is kept."""
   w = np.asarray(weights['cell'])
   nodes = [[] for _ in range(N_NODES)]
+  none = PRIMITIVES.index('none')
   for row, (src, node) in enumerate(EDGES):
-    nodes[node].append((PRIMITIVES[int(np.argmax(w[row]))], src))
+    if threshold is None:
+      op = int(np.argmax(w[row]))
+    else:
+      masked = np.where(np.arange(len(PRIMITIVES)) == none, -np.inf, w[row])
+      op = int(np.argmax(masked))
+      op = op if masked[op] >= threshold else none
+    nodes[node].append((PRIMITIVES[op], src))
   return Genotype(tuple(tuple(n) for n in nodes))
 
 
@@ -122,11 +133,14 @@ class _SearchCellStep(nn.Module):
   channels: int
   train: bool
   remat: bool
+  partial: int
 
   @nn.compact
   def __call__(self, x, weights):
+    weights, edge_weights = weights
     nodes = MixedCell(self.primitives, self.channels, N_INPUTS, N_NODES, 1, self.train,
-                      remat=self.remat, name='edges')([x], weights)
+                      remat=self.remat, partial=self.partial, name='edges')([x], weights,
+                                                                            edge_weights)
     return nodes[-1], None
 
 
@@ -162,21 +176,28 @@ def _stages(x, channels, layers, train, cell_step, cell_args, xs):
 
 
 class Supernet(nn.Module):
-  """TinyNetworkDarts. ``apply(variables, x, alpha, train=...)`` with ``alpha = {'cell': (6, 5)}``."""
+  """TinyNetworkDarts. ``apply(variables, x, alpha, train=...)`` with ``alpha = {'cell': (6, 5)}``
+  (under PC-DARTS also ``'cell_edges': (6,)``; ``partial_channels`` None: the relaxation's K)."""
   channels: int = 16
   layers: int = 5
   num_classes: int = 10
   relaxation: str = 'softmax'
   primitives: Sequence[str] = PRIMITIVES
   remat: bool = True
+  partial_channels: int | None = None
 
   @nn.compact
   def __call__(self, x, alpha, train: bool = True):
-    weights = relax.mix(self.relaxation, alpha)['cell']
+    r = relax.get_relaxation(self.relaxation)
+    weights = relax.mix(r, alpha)['cell']
+    edge_weights = (relax.edge_weights(alpha['cell' + relax.EDGES_SUFFIX], N_INPUTS)
+                    if r.edge_normalization else None)
+    partial = self.partial_channels or r.partial_channels
     x = _stem(x, self.channels, train)
     x = _stages(x, self.channels, self.layers, train,
                 _SearchCellStep,
-                lambda c: (tuple(self.primitives), c, train, self.remat), weights)
+                lambda c: (tuple(self.primitives), c, train, self.remat, partial),
+                (weights, edge_weights))
     return _head(x, self.num_classes, train)
 
 
@@ -208,4 +229,5 @@ SPACE = SearchSpace(
     supernet=_supernet, network=_network, derive=derive,
     genotype_from_text=Genotype.from_text, genotype_from_json=Genotype.from_json,
     genotypes=GENOTYPES, defaults={'channels': 16, 'layers': 5, 'eval_channels': 16,
-                                   'eval_layers': 5})
+                                   'eval_layers': 5},
+    cell_inputs=N_INPUTS)

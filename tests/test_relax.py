@@ -1,0 +1,148 @@
+"""Relaxations against hand-computed values: mixing weights, regularisers and their
+gradients, PC-DARTS' channel split, shuffle and edge normalisation, Fair DARTS' threshold rule."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxnas import relax
+from jaxnas.spaces import cells, darts, get_space, nb201
+from jaxnas.spaces.base import init_variables
+
+A = np.array([[0.3, -1.0, 2.0], [0.0, 0.5, -0.5]], np.float32)
+
+
+def test_mixing_weights():
+  e = np.exp(A)
+  np.testing.assert_allclose(relax.mix('softmax', {'c': A})['c'], e / e.sum(1, keepdims=True), rtol=1e-6)
+  np.testing.assert_allclose(relax.mix('beta', {'c': A})['c'], e / e.sum(1, keepdims=True), rtol=1e-6)
+  np.testing.assert_allclose(relax.mix('fair', {'c': A})['c'], 1 / (1 + np.exp(-A)), rtol=1e-6)
+  np.testing.assert_allclose(relax.mix('raw', {'c': A})['c'], A)
+  # PC-DARTS' edge arrays are not op weights
+  assert set(relax.mix('pc', {'c': A, 'c_edges': np.zeros(2)})) == {'c'}
+
+
+def test_fair_zero_one_loss_and_gradient():
+  b = -A[:1] * 2
+  alpha = {'normal': A, 'reduce': b}
+  s = 1 / (1 + np.exp(-np.concatenate([A.ravel(), b.ravel()])))
+  value, grad = jax.value_and_grad(lambda a: relax.regularizer('fair', a))(alpha)
+  np.testing.assert_allclose(value, -np.mean((s - 0.5) ** 2), rtol=1e-6)
+  want = -2 * (s - 0.5) * s * (1 - s) / s.size  # d/dα of −mean((σ − ½)²)
+  got = np.concatenate([np.ravel(grad['normal']), np.ravel(grad['reduce'])])
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_beta_decay_loss_and_gradient():
+  alpha = {'normal': A, 'reduce': A[::-1] * 3}
+  rows = np.concatenate([A, A[::-1] * 3])
+  lse = np.log(np.exp(rows).sum(1))
+  value, grad = jax.value_and_grad(lambda a: relax.regularizer('beta', a))(alpha)
+  np.testing.assert_allclose(value, lse.mean(), rtol=1e-6)
+  # the gradient of mean_e logsumexp is the softmax of each edge over the number of edges
+  soft = np.exp(rows) / np.exp(rows).sum(1, keepdims=True) / len(rows)
+  np.testing.assert_allclose(np.concatenate([grad['normal'], grad['reduce']]), soft, rtol=1e-5)
+  assert float(relax.regularizer('softmax', alpha)) == 0.0
+
+
+def test_regularizer_weight_ramps_linearly_over_the_epochs():
+  assert relax.regularizer_weight(0.0, 50.0, 0, 11) == 0.0
+  assert relax.regularizer_weight(0.0, 50.0, 5, 11) == 25.0
+  assert relax.regularizer_weight(0.0, 50.0, 10, 11) == 50.0
+  assert relax.regularizer_weight(10.0, 10.0, 3, 1) == 10.0
+
+
+def test_channel_shuffle_matches_pytorch_index_formula():
+  x = jnp.arange(8.0).reshape(1, 1, 1, 8)
+  # torch: view(B, G, C/G, H, W).transpose(1, 2): new channel c·G + g holds old g·(C/G) + c
+  got = np.asarray(cells.channel_shuffle(x, 4)).ravel()
+  want = [g * 2 + c for c in range(2) for g in range(4)]
+  np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize('stride', [1, 2])
+def test_partial_channels_send_a_quarter_through_the_ops_and_bypass_the_rest(stride):
+  op = cells.MixedOp(darts.PRIMITIVES, 8, stride, train=True, pool_bn=True, partial=4)
+  x = jax.random.normal(jax.random.key(0), (2, 4, 4, 8))
+  w = jnp.full((len(darts.PRIMITIVES),), 0.125)
+  v = op.init(jax.random.key(1), x, w)
+  y, _ = op.apply(v, x, w, 0.5, mutable=['batch_stats'])
+  assert y.shape == (2, 4 // stride, 4 // stride, 8)
+  rest = np.asarray(x[..., 2:])
+  if stride == 2:  # 2x2 max pooling of the bypass
+    rest = rest.reshape(2, 2, 2, 2, 2, 6).max(axis=(2, 4))
+  # after the shuffle, old channel g·2 + c sits at c·4 + g: the bypass is old channels 2..7,
+  # scaled by the edge weight 0.5
+  new_pos = [c * 4 + g for g in range(4) for c in range(2)]
+  y = np.asarray(y)[..., new_pos]
+  np.testing.assert_allclose(y[..., 2:], 0.5 * rest, rtol=1e-6)
+  # the ops' parameters are those of a mixed op on 2 channels
+  small = cells.MixedOp(darts.PRIMITIVES, 2, stride, train=True, pool_bn=True)
+  v2 = small.init(jax.random.key(1), x[..., :2], w)
+  shapes = lambda v: jax.tree_util.tree_map(np.shape, v['params'])
+  assert shapes(v) == shapes(v2)
+
+
+def test_edge_normalisation_is_a_softmax_per_node():
+  beta = np.array([0.1, -0.2, 0.0, 1.0, 2.0, 0.3, -0.3, 0.5, 0.0, 0.0, 0.0, 0.0, 1.0, -1.0],
+                  np.float32)
+  got = np.asarray(relax.edge_weights(jnp.asarray(beta), 2))
+  start = 0
+  for size in (2, 3, 4, 5):
+    part = beta[start:start + size]
+    np.testing.assert_allclose(got[start:start + size], np.exp(part) / np.exp(part).sum(), rtol=1e-6)
+    start += size
+  with pytest.raises(ValueError, match='do not split'):
+    relax.edge_groups(13, 2)
+
+
+def test_pc_derive_multiplies_edge_strength_by_the_normalised_edge_weights():
+  w = np.full((14, 8), 0.1)
+  # node 0 (edges 0, 1), node 1 (edges 2, 3, 4): edge 2's op is strongest, but β favours 3 and 4
+  w[2, darts.PRIMITIVES.index('sep_conv_3x3')] = 0.9
+  w[3, darts.PRIMITIVES.index('dil_conv_3x3')] = 0.5
+  w[4, darts.PRIMITIVES.index('max_pool_3x3')] = 0.4
+  beta = np.zeros(14, np.float32)
+  beta[2:5] = [-3.0, 1.0, 1.0]
+  alpha = {'normal': np.log(w), 'reduce': np.log(w), 'normal_edges': beta, 'reduce_edges': beta}
+  strength = relax.edge_strength('pc', alpha, 2)
+  e = np.exp(beta[2:5])
+  np.testing.assert_allclose(strength['normal'][2:5], e / e.sum(), rtol=1e-6)
+  g = darts.derive({'normal': w, 'reduce': w}, strength)
+  assert list(g.normal[2:4]) == [('dil_conv_3x3', 1), ('max_pool_3x3', 2)]
+  # without edge normalisation edge 2 wins
+  assert darts.derive({'normal': w, 'reduce': w}).normal[2] == ('sep_conv_3x3', 0)
+
+
+def test_fair_threshold_rule():
+  w = np.full((14, 8), 0.1)
+  sep, skip = darts.PRIMITIVES.index('sep_conv_3x3'), darts.PRIMITIVES.index('skip_connect')
+  w[0, sep], w[0, skip] = 0.95, 0.9     # node 0: two ops on edge 0 pass the threshold
+  w[1, sep] = 0.8
+  w[3, skip] = 0.86                     # node 1: one passes, the best of the rest fills up
+  w[4, sep] = 0.5
+  w[5, darts.PRIMITIVES.index('none')] = 0.99  # 'none' is never chosen
+  g = darts.derive({'normal': w, 'reduce': w}, threshold=0.85)
+  assert list(g.normal[:2]) == [('sep_conv_3x3', 0), ('skip_connect', 0)]
+  assert list(g.normal[2:4]) == [('skip_connect', 1), ('sep_conv_3x3', 2)]
+  assert all(op != 'none' for op, _ in g.normal)
+  cell = np.full((6, 5), 0.2)
+  cell[0, nb201.PRIMITIVES.index('nor_conv_3x3')] = 0.9
+  cell[1, nb201.PRIMITIVES.index('none')] = 0.95
+  cell[1, nb201.PRIMITIVES.index('skip_connect')] = 0.5
+  g = nb201.derive({'cell': cell}, threshold=0.85)
+  assert g.nodes[0] == (('nor_conv_3x3', 0),)
+  assert g.nodes[1][0] == ('none', 0)
+
+
+@pytest.mark.parametrize('space', ['nb201', 'darts'])
+def test_pc_supernet_has_edge_arrays_and_fewer_weights(space):
+  sp = get_space(space)
+  alpha = sp.init_alpha(jax.random.key(0), 1e-3, 'pc')
+  sp.check_alpha(alpha, 'pc')
+  with pytest.raises(ValueError, match='keys'):
+    sp.check_alpha(alpha)
+  x = jnp.zeros((1, 8, 8, 3))
+  count = lambda r, a: sum(int(np.prod(l.shape)) for l in jax.tree_util.tree_leaves(
+      jax.eval_shape(lambda: sp.supernet(8, 2, 10, r).init(jax.random.key(0), x, a))['params']))
+  assert count('pc', alpha) < count('softmax', sp.init_alpha(jax.random.key(0)))
