@@ -1,8 +1,12 @@
 import os
 
-# Eight CPU devices for the sharding tests; must be set before JAX starts.
-os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
-if 'xla_force_host_platform_device_count' not in os.environ['XLA_FLAGS']:
-  os.environ['XLA_FLAGS'] += ' --xla_force_host_platform_device_count=8'
+# Eight CPU devices for the sharding tests, and XLA's backend optimisation off:
+# tests run tiny programs a few steps, where LLVM's optimisation passes cost
+# far more than they save (a tiny supernet's search step compiles in ~6 s
+# instead of ~35 s). Both must be set before JAX starts.
+_FLAGS = ('--xla_force_host_platform_device_count=8', '--xla_backend_optimization_level=0')
+for flag in _FLAGS:
+  if flag.split('=')[0] not in os.environ.get('XLA_FLAGS', ''):
+    os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' + flag).strip()
 
 import jaxnas  # noqa: E402,F401  (adds jaxnas' XLA flags before the backend starts)

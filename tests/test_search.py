@@ -153,3 +153,42 @@ def test_unknown_names_are_refused(tmp_path, tiny):
     search(config(tmp_path, method='implicit', implicit_solver='lu'), progress=False, dataset=tiny)
   with pytest.raises(ValueError, match="unknown alpha optimizer 'rmsprop'"):
     search(config(tmp_path, alpha_optimizer='rmsprop'), progress=False, dataset=tiny)
+
+
+@pytest.mark.parametrize('relaxation', ['softmax', 'pc', 'fair', 'beta'])
+@pytest.mark.parametrize('method', ['darts1', 'darts2', 'multistep', 'sge'])
+def test_every_estimator_with_every_relaxation(tmp_path, tiny, method, relaxation):
+  # two search steps; channels 8 so that PC-DARTS' quarter is two channels; sge with Q = 2
+  from jaxnas.spaces import nb201
+  run = Search(config(tmp_path, method=method, relaxation=relaxation, channels=8, sge_q=2,
+                      beta_weight_start=1.0, beta_weight_end=1.0), tiny)
+  state = run.init_state()
+  assert set(state.alpha) == ({'cell', 'cell_edges'} if relaxation == 'pc' else {'cell'})
+  for step in range(2):
+    state, metrics = run.step_fn(state, run.batch(0, step))
+    metrics = jax.device_get(metrics)
+    assert np.isfinite(metrics['train_loss']) and np.isfinite(metrics['val_loss'])
+    assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree_util.tree_leaves(state.alpha))
+  genotype = run.genotype(state.alpha)
+  assert isinstance(genotype, nb201.Genotype) and len(genotype.nodes) == 3
+  assert nb201.Genotype.from_text(str(genotype)) == genotype
+  # the regulariser enters with its weight: fair 10, beta 1 (set above), none otherwise
+  assert metrics['regularizer_weight'] == pytest.approx({'fair': 10.0, 'beta': 1.0}.get(relaxation, 0.0))
+  if relaxation == 'fair':
+    assert metrics['regularizer'] < 0
+
+
+def test_the_regulariser_gradient_joins_the_hypergradient(tmp_path, tiny):
+  # plain SGD on α without decay: the β-DARTS step differs from the DARTS step by exactly
+  # −lr·λ·∇R(α) = −lr·λ·softmax(α)/n_edges (the cross-entropy part is the same)
+  alphas = {}
+  for relaxation in ('softmax', 'beta'):
+    run = Search(config(tmp_path, relaxation=relaxation, alpha_optimizer='sgd', alpha_lr=0.1,
+                        alpha_weight_decay=0.0, beta_weight_start=5.0, beta_weight_end=5.0), tiny)
+    state = run.init_state()
+    alpha0 = np.asarray(state.alpha['cell'])
+    state, _ = run.step_fn(state, run.batch(0, 0))
+    alphas[relaxation] = np.asarray(state.alpha['cell'])
+  soft = np.exp(alpha0) / np.exp(alpha0).sum(1, keepdims=True)
+  np.testing.assert_allclose(alphas['beta'] - alphas['softmax'], -0.1 * 5.0 * soft / 6,
+                             rtol=1e-4, atol=1e-7)
