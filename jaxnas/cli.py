@@ -1,4 +1,4 @@
-"""The ``jaxnas`` command line: ``jaxnas search``, ``jaxnas params``."""
+"""The ``jaxnas`` command line: ``jaxnas search``, ``jaxnas free``, ``jaxnas params``."""
 from __future__ import annotations
 
 import argparse
@@ -53,6 +53,17 @@ def _cmd_search(args) -> None:
         f'{"normal.png, reduce.png" if result.config.space == "darts" else "cell.png"}, alpha_*.png, curves.png')
 
 
+def _cmd_free(args) -> None:
+  from jaxnas.free import FreeConfig, free
+  from jaxnas.xla import enable_compilation_cache
+  enable_compilation_cache()
+  fields = {f.name for f in dataclasses.fields(FreeConfig)}
+  result = free(FreeConfig(**{k: v for k, v in vars(args).items() if k in fields}))
+  print(f'genotype: {result.genotype}')
+  print(f'wall time: {result.seconds:.2f} s (compile included), '
+        f'{result.seconds_compiled:.3f} s (the saliency alone, compiled)')
+
+
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog='jaxnas', description='Differentiable neural architecture search in JAX.')
   sub = p.add_subparsers(dest='command', required=True)
@@ -76,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
   ps.add_argument('--resume', action='store_true', help='continue the search in --workdir')
   ps.add_argument('--no-progress', action='store_true', help='no progress bar')
   ps.set_defaults(func=_cmd_search)
+
+  from jaxnas.free import FreeConfig
+  pf = sub.add_parser('free', help='FreeDARTS: a genotype from α saliencies at initialisation',
+                      description='Training-free search: SNIP / GraSP / SynFlow saliency of the raw '
+                                  'α of the supernet at initialisation, then the space\'s derive rule.')
+  add_config_flags(pf, FreeConfig)
+  pf.set_defaults(func=_cmd_free)
   return p
 
 
