@@ -56,6 +56,7 @@ class SearchConfig:
   batch_size: int = 64
   channels: int | None = None
   layers: int | None = None
+  remat: bool = True               # recompute each mixed op in the backward pass (less memory)
   # weights: SGD with momentum, cosine schedule per epoch, gradient clipping
   lr: float = 0.025
   lr_min: float = 0.001
@@ -229,7 +230,7 @@ class Search:
     if self.steps_per_epoch == 0:
       raise ValueError(f'{cfg.method} takes {self.n_train} training batches per step but an epoch '
                        f'has only {self.train_spe}: lower the batch size or multistep_n')
-    extra = {'partial_channels': cfg.pc_k} if cfg.relaxation == 'pc' else {}
+    extra = {'remat': cfg.remat, **({'partial_channels': cfg.pc_k} if cfg.relaxation == 'pc' else {})}
     self.model = self.space.supernet(cfg.channels, cfg.layers, self.data.num_classes,
                                      cfg.relaxation, **extra)
     self.problem = make_problem(self.model)
