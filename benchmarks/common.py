@@ -44,3 +44,30 @@ def compile_and_time(lowered, step, steps: int) -> dict:
   return dict(compile_s=t_compile, step_s=float(np.median(times)),
               xla_temp_gib=getattr(mem, 'temp_size_in_bytes', 0) / gib if mem else None,
               peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / gib)
+
+
+def time_search_step(size: dict, steps: int, **config) -> dict:
+  """Compiles and times one search step (jaxnas.search.Search) at ``size`` (space,
+  channels, layers, batch, image) on random 32x32-style data, with ``config``
+  fields on top. Returns :func:`compile_and_time`'s figures."""
+  import numpy as np
+  import jaxnas  # noqa: F401
+  from jaxnas import data
+  from jaxnas.search import Search, SearchConfig
+
+  n = 2 * size['batch'] * config.get('multistep_n', 1) * (steps + 1)
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 256, (n, size['image'], size['image'], 3), dtype=np.uint8)
+  y = rng.integers(0, 10, n)
+  ds = data.from_arrays(x, y, x[:8], y[:8], num_classes=10)
+  cfg = SearchConfig(space=size['space'], channels=size['channels'], layers=size['layers'],
+                     batch_size=size['batch'], epochs=1, dataset='arrays', **config)
+  run = Search(cfg, ds)
+  state = run.init_state()
+  lowered = run.step_fn.lower(state, run.batch(0, 0))
+  box = [state]
+
+  def step(compiled, i):  # the compiled step itself: calling the jit would compile again
+    box[0], metrics = compiled(box[0], run.batch(0, i))
+    return metrics
+  return compile_and_time(lowered, step, steps)

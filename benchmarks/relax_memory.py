@@ -22,36 +22,14 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import RESULTS, compile_and_time, write_results  # noqa: E402
+from common import RESULTS, time_search_step, write_results  # noqa: E402
 from search_step import SIZES  # noqa: E402
 
 RELAXATIONS = ('softmax', 'pc', 'fair', 'beta')
 
 
 def measure(size: str, relaxation: str, steps: int, remat: bool = True) -> dict:
-  import numpy as np
-  import jaxnas  # noqa: F401
-  from jaxnas import data
-  from jaxnas.search import Search, SearchConfig
-
-  s = SIZES[size]
-  n = 2 * s['batch'] * (steps + 1)
-  rng = np.random.default_rng(0)
-  x = rng.integers(0, 256, (n, s['image'], s['image'], 3), dtype=np.uint8)
-  y = rng.integers(0, 10, n)
-  ds = data.from_arrays(x, y, x[:8], y[:8], num_classes=10)
-  cfg = SearchConfig(space=s['space'], method='darts1', relaxation=relaxation,
-                     channels=s['channels'], layers=s['layers'], batch_size=s['batch'], epochs=1,
-                     dataset='arrays', remat=remat)
-  run = Search(cfg, ds)
-  state = run.init_state()
-  lowered = run.step_fn.lower(state, run.batch(0, 0))
-  box = [state]
-
-  def step(compiled, i):
-    box[0], metrics = compiled(box[0], run.batch(0, i))
-    return metrics
-  return compile_and_time(lowered, step, steps)
+  return time_search_step(SIZES[size], steps, method='darts1', relaxation=relaxation, remat=remat)
 
 
 def main():

@@ -20,10 +20,9 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import RESULTS, compile_and_time, write_results  # noqa: E402
+from common import RESULTS, time_search_step, write_results  # noqa: E402
 
 SIZES = {
     'small': dict(space='darts', channels=8, layers=5, batch=32, image=32),
@@ -35,31 +34,8 @@ METHODS = {'darts1': {}, 'darts2': {}, 'darts2-fd': {}, 'multistep-2': {'multist
 
 
 def measure(size: str, method: str, steps: int) -> dict:
-  import numpy as np
-  import jaxnas  # noqa: F401
-  from jaxnas import data
-  from jaxnas.search import Search, SearchConfig
-
-  s = SIZES[size]
-  opts = METHODS[method]
-  n_train = opts.get('multistep_n', 1)
-  n = 2 * s['batch'] * n_train * (steps + 1)
-  rng = np.random.default_rng(0)
-  x = rng.integers(0, 256, (n, s['image'], s['image'], 3), dtype=np.uint8)
-  y = rng.integers(0, 10, n)
-  ds = data.from_arrays(x, y, x[:8], y[:8], num_classes=10)
-  cfg = SearchConfig(space=s['space'], method=method.split('-')[0] if method.startswith('multistep')
-                     else method, channels=s['channels'], layers=s['layers'],
-                     batch_size=s['batch'], epochs=1, dataset='arrays', **opts)
-  run = Search(cfg, ds)
-  state = run.init_state()
-  lowered = run.step_fn.lower(state, run.batch(0, 0))
-  box = [state]
-
-  def step(compiled, i):  # the compiled step itself: calling the jit would compile again
-    box[0], metrics = compiled(box[0], run.batch(0, i))
-    return metrics
-  return compile_and_time(lowered, step, steps)
+  name = method.split('-')[0] if method.startswith('multistep') else method
+  return time_search_step(SIZES[size], steps, method=name, **METHODS[method])
 
 
 def main():
