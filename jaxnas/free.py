@@ -64,10 +64,14 @@ def _losses(model, variables, alpha, batch):
   return ce
 
 
-def saliency_fn(model, name: str):
-  """``(variables, alpha, batch) -> {cell: (edges, ops) saliency}`` for one saliency."""
+def check_saliency(name: str) -> None:
   if name not in SALIENCIES:
     raise ValueError(f'unknown saliency {name!r}; known saliencies: {", ".join(SALIENCIES)}')
+
+
+def saliency_fn(model, name: str):
+  """``(variables, alpha, batch) -> {cell: (edges, ops) saliency}`` for one saliency."""
+  check_saliency(name)
 
   def snip(variables, alpha, batch):
     g = jax.grad(_losses(model, variables, alpha, batch))(alpha)
@@ -97,8 +101,7 @@ def free(config: FreeConfig, dataset: data_lib.Dataset | None = None) -> FreeRes
   t0 = time.perf_counter()
   cfg = config
   space = get_space(cfg.space)
-  if cfg.saliency not in SALIENCIES:
-    raise ValueError(f'unknown saliency {cfg.saliency!r}; known saliencies: {", ".join(SALIENCIES)}')
+  check_saliency(cfg.saliency)
   ds = dataset or data_lib.load(cfg.dataset, cfg.data_dir)
   channels = cfg.channels or space.defaults['channels']
   layers = cfg.layers or space.defaults['layers']

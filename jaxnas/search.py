@@ -217,9 +217,8 @@ class Search:
     self.space = get_space(cfg.space)
     self.estimator = hypergrad.get_estimator(cfg.method)
     relax.get_relaxation(cfg.relaxation)
-    if cfg.method == 'implicit' and cfg.implicit_solver not in hypergrad.implicit.SOLVERS:
-      raise ValueError(f'unknown implicit solver {cfg.implicit_solver!r}; known solvers: '
-                       f'{", ".join(hypergrad.implicit.SOLVERS)}')
+    if cfg.method == 'implicit':  # before anything compiles
+      hypergrad.implicit.check_solver(cfg.implicit_solver)
     self.options = cfg.estimator_options()
     self.n_train = hypergrad.train_batches_per_step(cfg.method, self.options)
     self.data = dataset or data_lib.load(cfg.dataset, cfg.data_dir, cfg.download)

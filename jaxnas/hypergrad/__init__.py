@@ -14,16 +14,6 @@ ESTIMATORS: dict[str, Estimator] = {
     'implicit': implicit.implicit,
 }
 
-# How many training batches one search step of each estimator consumes
-# (a function of its options).
-TRAIN_BATCHES = {
-    'multistep': lambda options: int(options.get('n', 2)),
-    'unroll': lambda options: int(options.get('n', 1)),
-    'sge': lambda options: int(options.get('n', 1)),
-    'esj': lambda options: int(options.get('n', 1)),
-}
-
-
 def get_estimator(name: str) -> Estimator:
   try:
     return ESTIMATORS[name]
@@ -32,8 +22,11 @@ def get_estimator(name: str) -> Estimator:
 
 
 def train_batches_per_step(name: str, options: dict) -> int:
+  """Training batches one step of an estimator reads: its option ``n`` (multistep's
+  weight steps, the inner steps of unroll / sge / esj), else 1. The estimators
+  themselves read n off the stacked batches."""
   get_estimator(name)
-  return TRAIN_BATCHES.get(name, lambda o: 1)(options)
+  return int(options.get('n', 1))
 
 
 __all__ = ['Batches', 'ESTIMATORS', 'Estimate', 'Estimator', 'Problem', 'WeightOpt', 'Weights',

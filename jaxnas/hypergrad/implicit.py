@@ -41,7 +41,12 @@ def inverse_hvp(hvp, v, solver: str = 'cg', k: int = 10, eta: float = 0.01):
       return term, optax.tree.add(total, term)
     _, total = jax.lax.fori_loop(0, k, body, (v, v))
     return optax.tree.scale(eta, total)
-  raise ValueError(f'unknown implicit solver {solver!r}; known solvers: {", ".join(SOLVERS)}')
+  check_solver(solver)
+
+
+def check_solver(solver: str) -> None:
+  if solver not in SOLVERS:
+    raise ValueError(f'unknown implicit solver {solver!r}; known solvers: {", ".join(SOLVERS)}')
 
 
 def implicit(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batches, key,

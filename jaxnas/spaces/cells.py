@@ -121,6 +121,11 @@ class _InnerEdge(nn.Module):
     return nodes.at[dst].add(y), None
 
 
+def _rows(edge_weights, rows):
+  # None (no edge normalisation) stays None: no multiply by ones in the program
+  return None if edge_weights is None else edge_weights[rows]
+
+
 _STACKED = dict(variable_axes={'params': 0, 'batch_stats': 0}, split_rngs={'params': True})
 
 
@@ -159,18 +164,17 @@ class MixedCell(nn.Module):
     if self.channels % self.partial:
       raise ValueError(f'partial channels: {self.channels} channels do not split into '
                        f'{self.partial} groups')
-    if edge_weights is None:
-      edge_weights = jnp.ones((len(edges),), weights.dtype)
     x = jnp.stack(list(inputs))
     body = nn.remat(_InputEdge) if self.remat else _InputEdge
     scan = nn.scan(body, in_axes=(nn.broadcast, 0), length=len(in_rows), **_STACKED)
     _, y = scan(self.primitives, self.channels, self.stride, self.train, self.pool_bn, self.partial,
-                name='input_edges')((), x, (in_src, weights[in_rows], edge_weights[in_rows]))
+                name='input_edges')((), x, (in_src, weights[in_rows],
+                                              _rows(edge_weights, in_rows)))
     nodes = jnp.sum(y.reshape((self.n_nodes, self.n_in) + y.shape[1:]), axis=1)
     if inner:
       src, dst, rows = (np.array(v) for v in zip(*inner))
       body = nn.remat(_InnerEdge) if self.remat else _InnerEdge
       scan = nn.scan(body, in_axes=0, length=len(inner), **_STACKED)
       nodes, _ = scan(self.primitives, self.channels, self.train, self.pool_bn, self.partial,
-                      name='inner_edges')(nodes, (src, dst, weights[rows], edge_weights[rows]))
+                      name='inner_edges')(nodes, (src, dst, weights[rows], _rows(edge_weights, rows)))
     return nodes
