@@ -5,7 +5,9 @@ data position, running metrics, anything small), under ``DIR/checkpoints/<step>`
 """
 from __future__ import annotations
 
+import json
 import os
+import signal
 from typing import Any
 
 import jax
@@ -41,3 +43,43 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def check_resume_config(workdir: str, config: dict, resumable: tuple[str, ...]) -> None:
+  """Raises unless ``workdir/config.json`` equals ``config`` in every field but ``resumable``."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'cannot resume: {path} does not exist')
+  with open(path) as f:
+    saved = json.load(f)
+  differ = sorted(k for k in set(saved) | set(config)
+                  if k not in resumable and saved.get(k) != config.get(k))
+  if differ:
+    detail = ', '.join(f'{k}: {saved.get(k)!r} -> {config.get(k)!r}' for k in differ)
+    raise ValueError(f'cannot resume {workdir}: the config differs in {detail}. Only '
+                     f'{", ".join(resumable)} may change on resume.')
+
+
+class StopSignals:
+  """Within ``with StopSignals() as stop``, SIGINT and SIGTERM set ``stop.signal``
+  instead of killing the process, so that the loop can save and leave."""
+
+  def __init__(self):
+    self.signal = None
+    self._handlers = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGINT, signal.SIGTERM):
+      try:
+        self._handlers[sig] = signal.signal(sig, self._on_signal)
+      except ValueError:  # not the main thread: no signal handling
+        pass
+    return self
+
+  def _on_signal(self, signum, frame):
+    self.signal = signum
+
+  def __exit__(self, *exc):
+    for sig, h in self._handlers.items():
+      signal.signal(sig, h)
+    return False

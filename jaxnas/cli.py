@@ -1,4 +1,4 @@
-"""The ``jaxnas`` command line: ``jaxnas search``, ``jaxnas free``, ``jaxnas params``."""
+"""The ``jaxnas`` command line: ``search``, ``train``, ``run``, ``free``, ``zc``, ``params``."""
 from __future__ import annotations
 
 import argparse
@@ -20,6 +20,16 @@ def _cmd_params(args) -> None:
   print(main)
 
 
+def _parse(value: str, kind):
+  if value.lower() == 'none':
+    return None
+  if kind is bool:  # bool('false') is True
+    if value.lower() not in ('true', 'false', '1', '0', 'yes', 'no'):
+      raise argparse.ArgumentTypeError(f'expected true or false, got {value!r}')
+    return value.lower() in ('true', '1', 'yes')
+  return kind(value)
+
+
 def add_config_flags(parser: argparse.ArgumentParser, config_cls) -> None:
   """One ``--flag`` per field of a config dataclass, defaulting to the field's default."""
   hints = typing.get_type_hints(config_cls)
@@ -31,7 +41,7 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls) -> None:
       continue
     base = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]
     kind = base[0]
-    parser.add_argument(flag, type=lambda v, kind=kind: None if v.lower() == 'none' else kind(v),
+    parser.add_argument(flag, type=lambda v, kind=kind: _parse(v, kind),
                         default=f.default, metavar=kind.__name__.upper(),
                         help=f'default: {f.default}' + (' (resolved by data set and space)'
                                                         if f.default is None else ''))
@@ -64,6 +74,21 @@ def _cmd_free(args) -> None:
         f'{result.seconds_compiled:.3f} s (the saliency alone, compiled)')
 
 
+def _cmd_train(args) -> None:
+  from jaxnas.train import TrainConfig, TrainInterrupted, format_report, train
+  from jaxnas.xla import enable_compilation_cache
+  enable_compilation_cache()
+  fields = {f.name for f in dataclasses.fields(TrainConfig)}
+  try:
+    result = train(TrainConfig(**{k: v for k, v in vars(args).items() if k in fields}),
+                   resume=args.resume, progress=not args.no_progress)
+  except TrainInterrupted as e:
+    print(e, file=sys.stderr)
+    sys.exit(130)
+  print(format_report(result.report))
+  print(f'written to {result.workdir}: report.json, metrics.jsonl, curves.png, config.json')
+
+
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog='jaxnas', description='Differentiable neural architecture search in JAX.')
   sub = p.add_subparsers(dest='command', required=True)
@@ -94,6 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
                                   'α of the supernet at initialisation, then the space\'s derive rule.')
   add_config_flags(pf, FreeConfig)
   pf.set_defaults(func=_cmd_free)
+
+  from jaxnas.train import TrainConfig
+  pt = sub.add_parser('train', help='train a genotype\'s network from scratch (evaluation)',
+                      description='Evaluation training with the DARTS recipe (darts) or the '
+                                  'NAS-Bench-201 recipe (nb201); fields left unset are resolved '
+                                  'by space and data set. Ends with a report.')
+  add_config_flags(pt, TrainConfig)
+  pt.add_argument('--resume', action='store_true', help='continue the training in --workdir')
+  pt.add_argument('--no-progress', action='store_true', help='no progress bar')
+  pt.set_defaults(func=_cmd_train)
   return p
 
 

@@ -7,8 +7,8 @@ saliency of each (edge, op) is read off the derivative with respect to α:
 
 * ``snip``:    ``S = |α ⊙ ∂L/∂α|``, L the cross-entropy of a real batch;
 * ``synflow``: ``S = |α| ⊙ ∂R/∂|α|`` with ``R = 1ᵀ f(1; |θ|, |α|)``: every weight
-  and α replaced by its absolute value, an all-ones input, BatchNorm at its
-  initial (identity) statistics, float64 — SynFlow's data-free convention;
+  and α replaced by its absolute value, an all-ones input, BatchNorm off,
+  float64 — SynFlow's data-free convention (:func:`jaxnas.proxies.saliency.synflow_inputs`);
 * ``grasp``:   ``S = −α ⊙ (H g)``, ``g = ∂L/∂α`` and ``H = ∂²L/∂α²``, the
   Hessian-gradient product exact (reverse over reverse).
 
@@ -29,6 +29,7 @@ import numpy as np
 import optax
 
 from jaxnas import data as data_lib
+from jaxnas.proxies.saliency import synflow_inputs
 from jaxnas.spaces import get_space
 from jaxnas.spaces.base import init_variables
 
@@ -85,11 +86,10 @@ def saliency_fn(model, name: str):
 
   def synflow(variables, alpha, batch):
     with jax.enable_x64():
-      v = jax.tree_util.tree_map(lambda p: jnp.abs(p.astype(jnp.float64)), variables)
+      v, ones = synflow_inputs(variables, batch[0].shape)
       a_abs = jax.tree_util.tree_map(lambda a: jnp.abs(a.astype(jnp.float64)), alpha)
-      ones = jnp.ones((1,) + batch[0].shape[1:], jnp.float64)
 
-      def r(a):  # train=False: BN at its initial statistics (mean 0, variance 1)
+      def r(a):
         return jnp.sum(model.apply(v, ones, a, train=False))
       g = jax.grad(r)(a_abs)
       return jax.tree_util.tree_map(lambda a, g: (a * g).astype(jnp.float32), a_abs, g)

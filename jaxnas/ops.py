@@ -175,6 +175,18 @@ def torch_uniform(fan_in: int) -> Callable:
   return init
 
 
+RELU_CODES = 'relu_codes'   # collection of ReLU sign patterns (NASWOT), recorded when mutable
+FEATURES = 'intermediates'  # collection of the pre-pooling feature map (Zen-score), as 'features'
+
+
+def relu(module: nn.Module, x: Array) -> Array:
+  """``max(x, 0)``; where ``module`` may write the :data:`RELU_CODES` collection,
+  also records ``x > 0`` per sample, flattened, shape (B, -1) (NASWOT's binary codes)."""
+  if module.is_mutable_collection(RELU_CODES):
+    module.sow(RELU_CODES, 'codes', (x > 0).reshape(x.shape[0], -1))
+  return nn.relu(x)
+
+
 def batch_norm(train: bool, affine: bool, name: str | None = None) -> nn.BatchNorm:
   """BatchNorm with PyTorch's momentum 0.1 and eps 1e-5."""
   return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
@@ -244,7 +256,7 @@ class ReLUConvBN(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     x = Conv(self.c_out, self.kernel_size, self.stride, self.padding,
-             use_bias=self.use_bias)(nn.relu(x))
+             use_bias=self.use_bias)(relu(self, x))
     return batch_norm(train, self.affine)(x)
 
 
@@ -258,7 +270,7 @@ class DilConv(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    x = DepthwiseConv(self.kernel_size, self.stride, self.dilation)(nn.relu(x))
+    x = DepthwiseConv(self.kernel_size, self.stride, self.dilation)(relu(self, x))
     x = Conv(self.c_out)(x)
     return batch_norm(train, self.affine)(x)
 
@@ -287,7 +299,7 @@ class FactorizedReduce(nn.Module):
       raise ValueError(f'FactorizedReduce needs an even number of output channels, got {self.c_out}')
     if x.shape[1] % 2 or x.shape[2] % 2:
       raise ValueError(f'FactorizedReduce needs even height and width, got {x.shape[1:3]}')
-    x = nn.relu(x)
+    x = relu(self, x)
     a = Conv(self.c_out // 2, stride=2)(x)
     b = Conv(self.c_out // 2, stride=2)(x[:, 1:, 1:, :])
     return batch_norm(train, self.affine)(jnp.concatenate([a, b], axis=-1))

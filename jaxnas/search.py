@@ -19,7 +19,6 @@ import dataclasses
 import json
 import math
 import os
-import signal
 import time
 from typing import Any, NamedTuple
 
@@ -30,7 +29,7 @@ import optax
 
 from jaxnas import data as data_lib
 from jaxnas import hypergrad, plot, relax
-from jaxnas.checkpoint import Checkpointer
+from jaxnas.checkpoint import Checkpointer, StopSignals, check_resume_config
 from jaxnas.spaces import get_space
 from jaxnas.spaces.base import init_variables
 
@@ -311,21 +310,6 @@ class Search:
 # The loop
 # ----------------------------------------------------------------------------
 
-def _check_resume_config(workdir: str, cfg: SearchConfig) -> None:
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'cannot resume: {path} does not exist')
-  with open(path) as f:
-    saved = json.load(f)
-  new = cfg.to_json()
-  differ = sorted(k for k in set(saved) | set(new)
-                  if k not in SearchConfig.RESUMABLE_CHANGES and saved.get(k) != new.get(k))
-  if differ:
-    detail = ', '.join(f'{k}: {saved.get(k)!r} -> {new.get(k)!r}' for k in differ)
-    raise ValueError(f'cannot resume {workdir}: the config differs in {detail}. Only '
-                     f'{", ".join(SearchConfig.RESUMABLE_CHANGES)} may change on resume.')
-
-
 def _edge_names(space: str) -> list[str]:
   from jaxnas.spaces import darts, nb201
   if space == 'darts':
@@ -383,7 +367,7 @@ def search(config: SearchConfig, resume: bool = False, progress: bool = True,
   # step of a process includes compilation and is not timed)
   epoch, step, sums, count, seconds, timed = 0, 0, {}, 0, 0.0, 0
   if resume:
-    _check_resume_config(workdir, cfg)
+    check_resume_config(workdir, cfg.to_json(), SearchConfig.RESUMABLE_CHANGES)
     if ckpt.latest_step() is not None:
       state, meta = ckpt.restore(state)
       epoch, step = meta['epoch'], meta['step']
@@ -398,17 +382,6 @@ def search(config: SearchConfig, resume: bool = False, progress: bool = True,
   with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
     f.writelines(json.dumps(r) + '\n' for r in history)
 
-  stop = {'signal': None}
-  handlers = {}
-
-  def on_signal(signum, frame):
-    stop['signal'] = signum
-  for sig in (signal.SIGINT, signal.SIGTERM):
-    try:
-      handlers[sig] = signal.signal(sig, on_signal)
-    except ValueError:  # not the main thread: no signal handling
-      pass
-
   def save(epoch, step):
     meta = {'epoch': epoch, 'step': step, 'sums': sums, 'count': count, 'seconds': seconds,
             'timed': timed}
@@ -420,6 +393,7 @@ def search(config: SearchConfig, resume: bool = False, progress: bool = True,
     bar = tqdm(total=cfg.epochs * S, initial=epoch * S + step, unit='step', mininterval=1.0,
                desc=f'{cfg.method} search', dynamic_ncols=True)
   done_this_call = 0
+  stop = StopSignals().__enter__()
   try:
     while epoch < cfg.epochs:
       while step < S:
@@ -447,7 +421,7 @@ def search(config: SearchConfig, resume: bool = False, progress: bool = True,
           bar.set_postfix(epoch=epoch, loss=f"{metrics.get('train_loss', 0):.3f}",
                           acc=f"{metrics.get('train_acc', 0):.3f}",
                           val_acc=f"{metrics.get('val_acc', 0):.3f}", refresh=False)
-        if stop['signal'] is not None or (stop_after_steps and done_this_call >= stop_after_steps):
+        if stop.signal is not None or (stop_after_steps and done_this_call >= stop_after_steps):
           save(epoch, step)
           raise SearchInterrupted(
               f'search stopped at epoch {epoch} step {step}; checkpoint saved in {ckpt.directory}. '
@@ -467,8 +441,7 @@ def search(config: SearchConfig, resume: bool = False, progress: bool = True,
   finally:
     if bar is not None:
       bar.close()
-    for sig, h in handlers.items():
-      signal.signal(sig, h)
+    stop.__exit__()
     ckpt.close()
   alpha = {k: np.asarray(v) for k, v in state.alpha.items()}
   genotype = _write_outputs(run, workdir, history, state.alpha)

@@ -114,7 +114,9 @@ def init_variables(model: nn.Module, key: jax.Array, x: jax.Array, *args) -> dic
   seed = np.asarray(jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
                     else key).ravel()
   rng = np.random.default_rng(seed.astype(np.uint64))
-  flat = traverse_util.flatten_dict(flax.core.unfreeze(shapes))
+  # only the variables: `init` also returns what the network sows (ops.FEATURES, ...)
+  flat = traverse_util.flatten_dict({k: v for k, v in flax.core.unfreeze(shapes).items()
+                                     if k in ('params', 'batch_stats')})
   out = {}
   for path in sorted(flat):
     leaf, name = flat[path], path[-1]

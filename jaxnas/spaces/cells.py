@@ -126,7 +126,8 @@ def _rows(edge_weights, rows):
   return None if edge_weights is None else edge_weights[rows]
 
 
-_STACKED = dict(variable_axes={'params': 0, 'batch_stats': 0}, split_rngs={'params': True})
+_STACKED = dict(variable_axes={'params': 0, 'batch_stats': 0, ops.RELU_CODES: 0},
+                split_rngs={'params': True})
 
 
 class MixedCell(nn.Module):

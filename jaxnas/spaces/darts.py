@@ -276,6 +276,7 @@ class Supernet(nn.Module):
       kind = 'reduce' if reduction else 'normal'
       s0, s1 = s1, cell(s0, s1, weights[kind], edge_weights[kind])
       reduction_prev = reduction
+    self.sow(ops.FEATURES, 'features', s1)
     out = jnp.mean(s1, axis=(1, 2))
     return ops.Linear(self.num_classes, name='classifier')(out)
 
@@ -366,6 +367,7 @@ class NetworkCIFAR(nn.Module):
         head = AuxiliaryHead(self.num_classes, name='auxiliary_head')
         if train or self.is_initializing():
           aux = head(s1, train)
+    self.sow(ops.FEATURES, 'features', s1)
     out = jnp.mean(s1, axis=(1, 2))
     logits = ops.Linear(self.num_classes, name='classifier')(out)
     return logits, (aux if train else None)

@@ -119,13 +119,15 @@ def _stem(x, c, train):
   return ops.batch_norm(train, True, name='stem_bn')(x)
 
 
-def _head(x, num_classes, train):
-  x = nn.relu(ops.batch_norm(train, True, name='lastact_bn')(x))
+def _head(module, x, num_classes, train):
+  x = ops.relu(module, ops.batch_norm(train, True, name='lastact_bn')(x))
+  module.sow(ops.FEATURES, 'features', x)
   x = jnp.mean(x, axis=(1, 2))
   return ops.Linear(num_classes, name='classifier')(x)
 
 
-_STACKED = dict(variable_axes={'params': 0, 'batch_stats': 0}, split_rngs={'params': True})
+_STACKED = dict(variable_axes={'params': 0, 'batch_stats': 0, ops.RELU_CODES: 0},
+                split_rngs={'params': True})
 
 
 class _SearchCellStep(nn.Module):
@@ -198,7 +200,7 @@ class Supernet(nn.Module):
                 _SearchCellStep,
                 lambda c: (tuple(self.primitives), c, train, self.remat, partial),
                 (weights, edge_weights))
-    return _head(x, self.num_classes, train)
+    return _head(self, x, self.num_classes, train)
 
 
 class TinyNetwork(nn.Module):
@@ -213,7 +215,7 @@ class TinyNetwork(nn.Module):
     x = _stem(x, self.channels, train)
     x = _stages(x, self.channels, self.layers, train, _EvalCellStep,
                 lambda c: (self.genotype, c, train), None)
-    return _head(x, self.num_classes, train), None
+    return _head(self, x, self.num_classes, train), None
 
 
 def _supernet(channels=16, layers=5, num_classes=10, relaxation='softmax', **kw):

@@ -1,0 +1,97 @@
+"""The empirical neural tangent kernel (TE-NAS, Chen et al. 2021) and NASWOT (Mellor et al. 2021)."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxnas import ops
+from jaxnas.proxies.base import logits_train, merge, normal_like, split_weights
+
+NTK_STATISTICS = ('cond', 'trace', 'logdet')
+
+
+def _outputs(apply_fn, variables):
+  """``weights -> s``, ``s_i = Σ_c f(x)_{i,c}`` (TE-NAS differentiates the sum of
+  each sample's logits), BatchNorm in training mode as TE-NAS' default."""
+  _, rest = split_weights(variables['params'])
+
+  def outputs(weights, x):
+    v = dict(variables, params=merge(variables['params'], weights, rest))
+    return jnp.sum(logits_train(apply_fn, v, x)[0], axis=-1)
+  return outputs
+
+
+def ntk_matrix(apply_fn, variables, x, mode: str = 'auto') -> jax.Array:
+  """``Θ = J Jᵀ`` (B, B), ``J = ∂s/∂θ`` over the conv and linear weights.
+
+  ``mode``: ``'rev'`` builds J from B vector-Jacobian products (``jax.jacrev``),
+  ``'fwd'`` from P Jacobian-vector products (``jax.jacfwd``); ``'auto'`` takes
+  the one with fewer products, min(B, P) — reverse for any real network.
+  (Forward mode cannot pass the DARTS ops' hand-written depthwise VJP.)
+  """
+  weights, _ = split_weights(variables['params'])
+  n_params = sum(int(np.prod(w.shape)) for w in weights.values())
+  if mode == 'auto':
+    mode = 'rev' if x.shape[0] <= n_params else 'fwd'
+  if mode not in ('rev', 'fwd'):
+    raise ValueError(f"unknown NTK mode {mode!r}; known: 'auto', 'rev', 'fwd'")
+  jac = (jax.jacrev if mode == 'rev' else jax.jacfwd)(_outputs(apply_fn, variables))(weights, x)
+  j = jnp.concatenate([v.reshape(x.shape[0], -1) for v in jax.tree_util.tree_leaves(jac)], axis=1)
+  return j @ j.T
+
+
+def ntk_statistic(theta: jax.Array, statistic: str) -> jax.Array:
+  if statistic == 'trace':
+    return jnp.trace(theta)
+  if statistic == 'logdet':
+    return jnp.linalg.slogdet(theta)[1]
+  if statistic == 'cond':
+    eig = jnp.linalg.eigvalsh(theta)
+    return eig[-1] / eig[0]
+  raise ValueError(f'unknown NTK statistic {statistic!r}; known: {", ".join(NTK_STATISTICS)}')
+
+
+def ntk(apply_fn, variables, batch, key, statistic: str = 'cond', mode: str = 'auto'):
+  """A statistic of the empirical NTK ``Θ = J Jᵀ`` on a real batch (TE-NAS).
+
+  ``cond`` (TE-NAS' score, ``λ_max / λ_min``; lower means more trainable),
+  ``trace`` (``Σ_i ‖∂s_i/∂θ‖²``) or ``logdet``. ``s_i`` is the sum of sample
+  i's logits, BatchNorm in training mode, as TE-NAS' ``get_ntk_n``; θ the conv
+  and linear weights (TE-NAS also counts BatchNorm γ).
+  """
+  return ntk_statistic(ntk_matrix(apply_fn, variables, batch[0], mode), statistic)
+
+
+def ntk_trace_estimate(apply_fn, variables, x, key, eps: float = 1e-3):
+  """An unbiased (to O(ε)) two-forward-pass estimate of ``tr Θ``:
+  ``‖s(θ + εu) − s(θ)‖² / ε²``, ``u ~ N(0, I)`` over the weights, since
+  ``E_u ‖J u‖² = tr(JᵀJ) = tr Θ``. Its gradient needs one backward pass
+  (no Jacobian, no second derivative): the warm-up's objective uses it."""
+  weights, _ = split_weights(variables['params'])
+  u = normal_like(key, weights)
+  s = _outputs(apply_fn, variables)
+  shifted = {k: w + eps * u[k] for k, w in weights.items()}
+  return jnp.sum((s(shifted, x) - s(weights, x)) ** 2) / eps ** 2
+
+
+def relu_codes(apply_fn, variables, x) -> jax.Array:
+  """The binary codes ``c_i ∈ {0, 1}^{N_A}`` of sample i: ``x > 0`` at the input
+  of every ReLU the network records (:func:`jaxnas.ops.relu`), shape (B, N_A)."""
+  _, state = apply_fn(variables, x, True, mutable=['batch_stats', ops.RELU_CODES])
+  leaves = jax.tree_util.tree_leaves(state.get(ops.RELU_CODES, {}))
+  if not leaves:
+    raise ValueError('the network records no ReLU codes: its ReLUs must be jaxnas.ops.relu')
+  b = x.shape[0]
+  # leaves are (scan axes..., B, d): bring the batch axis first
+  return jnp.concatenate([jnp.moveaxis(c, -2, 0).reshape(b, -1) for c in leaves], axis=1)
+
+
+def naswot(apply_fn, variables, batch, key):
+  """NASWOT (Mellor et al. 2021): ``log |det K_H|`` with
+  ``K_H = C Cᵀ + (1 − C)(1 − C)ᵀ``, i.e. ``(K_H)_ij = N_A − d_Hamming(c_i, c_j)``,
+  C the binary codes of the ReLU inputs (:func:`relu_codes`) on a real batch,
+  BatchNorm in training mode."""
+  c = relu_codes(apply_fn, variables, batch[0]).astype(jnp.float32)
+  k = c @ c.T + (1 - c) @ (1 - c).T
+  return jnp.linalg.slogdet(k)[1]

@@ -1,0 +1,209 @@
+"""Every proxy against an oracle written out in NumPy (float64) on a network small
+enough to differentiate by hand."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxnas import ops, proxies
+from jaxnas.proxies import kernels as ntk_lib
+from jaxnas.proxies import expressivity as zen
+from jaxnas.proxies import saliency
+
+D, H, C, B = 6, 32, 4, 8
+
+
+class MLP(nn.Module):
+  """``z = relu(x W1 + b1) W2 + b2``; the ReLU records its codes (NASWOT)."""
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    h = ops.Linear(H, name='l1')(x)
+    a = ops.relu(self, h)
+    return ops.Linear(C, name='l2')(a), None
+
+
+def _mlp(seed=0):
+  rng = np.random.default_rng(seed)
+  params = {'l1': {'weight': rng.normal(0, 0.5, (D, H)), 'bias': rng.normal(0, 0.1, H)},
+            'l2': {'weight': rng.normal(0, 0.5, (H, C)), 'bias': rng.normal(0, 0.1, C)}}
+  x = rng.normal(size=(B, D))
+  y = rng.integers(0, C, B)
+  v = {'params': jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), params)}
+  return params, x, y, v, (jnp.asarray(x, jnp.float32), jnp.asarray(y))
+
+
+def _np_grads(p, x, y):
+  """Per-weight gradients of the mean cross-entropy, backpropagation written out."""
+  h = x @ p['l1']['weight'] + p['l1']['bias']
+  a = np.maximum(h, 0)
+  z = a @ p['l2']['weight'] + p['l2']['bias']
+  e = np.exp(z - z.max(1, keepdims=True))
+  prob = e / e.sum(1, keepdims=True)
+  dz = (prob - np.eye(C)[y]) / len(x)
+  dw2 = a.T @ dz
+  dh = (dz @ p['l2']['weight'].T) * (h > 0)
+  return {'l1': x.T @ dh, 'l2': dw2}
+
+
+APPLY = proxies.network_apply(MLP())
+KEY = jax.random.key(0)
+
+
+def test_ntk_against_stacked_per_sample_gradients():
+  p, x, _, v, batch = _mlp()
+  w1, b1, w2 = p['l1']['weight'], p['l1']['bias'], p['l2']['weight']
+  rows = []
+  for xi in x:  # s_i = Σ_c z_ic; its gradient by hand
+    h = xi @ w1 + b1
+    d_w2 = np.outer(np.maximum(h, 0), np.ones(C))
+    d_w1 = np.outer(xi, (w2 @ np.ones(C)) * (h > 0))
+    rows.append(np.concatenate([d_w1.ravel(), d_w2.ravel()]))
+  j = np.stack(rows)
+  theta = j @ j.T
+  for mode in ('rev', 'fwd'):
+    np.testing.assert_allclose(ntk_lib.ntk_matrix(APPLY, v, batch[0], mode), theta, rtol=1e-4,
+                               atol=1e-4)
+  eig = np.linalg.eigvalsh(theta)
+  expected = {'trace': np.trace(theta), 'cond': eig[-1] / eig[0],
+              'logdet': np.linalg.slogdet(theta)[1]}
+  for stat, value in expected.items():
+    got = proxies.score('ntk', APPLY, v, batch, KEY, statistic=stat)
+    np.testing.assert_allclose(got, value, rtol=2e-3, err_msg=stat)
+
+
+def test_ntk_trace_estimate_is_unbiased():
+  _, _, _, v, batch = _mlp()
+  exact = float(jnp.trace(ntk_lib.ntk_matrix(APPLY, v, batch[0])))
+  keys = jax.random.split(jax.random.key(1), 4000)
+  est = jax.jit(jax.vmap(lambda k: ntk_lib.ntk_trace_estimate(APPLY, v, batch[0], k)))(keys)
+  se = float(jnp.std(est)) / np.sqrt(len(keys))
+  assert abs(float(jnp.mean(est)) - exact) < 4 * se + 1e-3 * exact
+  assert se < 0.05 * exact  # the test has power
+
+
+def test_snip_grasp_grad_norm_against_their_definitions():
+  p, x, y, v, batch = _mlp()
+  g = _np_grads(p, x, y)
+  w = {k: p[k]['weight'] for k in g}
+  np.testing.assert_allclose(proxies.score('snip', APPLY, v, batch, KEY),
+                             sum(np.abs(w[k] * g[k]).sum() for k in g), rtol=1e-4)
+  np.testing.assert_allclose(proxies.score('grad_norm', APPLY, v, batch, KEY),
+                             sum(np.linalg.norm(g[k]) for k in g), rtol=1e-4)
+  # H g by a central difference of the hand-written gradient along g
+  eps = 1e-5
+
+  def shifted(s):
+    q = {k: dict(p[k], weight=p[k]['weight'] + s * g[k]) for k in p}
+    return _np_grads(q, x, y)
+  plus, minus = shifted(eps), shifted(-eps)
+  hg = {k: (plus[k] - minus[k]) / (2 * eps) for k in g}
+  expected = sum((-w[k] * hg[k]).sum() for k in g)
+  np.testing.assert_allclose(proxies.score('grasp', APPLY, v, batch, KEY), expected, rtol=2e-3)
+
+
+def test_synflow_of_a_linear_network():
+  ws = [np.random.default_rng(i).normal(size=s) for i, s in enumerate([(D, 5), (5, 7), (7, 3)])]
+  params = {f'layer{i}': {'weight': jnp.asarray(w, jnp.float32)} for i, w in enumerate(ws)}
+
+  def apply(variables, x, train, mutable=False):
+    for i in range(3):
+      x = x @ variables['params'][f'layer{i}']['weight']
+    return (x, {}) if mutable else x
+  batch = (jnp.zeros((4, D)), jnp.zeros(4, jnp.int32))
+  a = [np.abs(w) for w in ws]
+  r = np.ones(D) @ a[0] @ a[1] @ a[2] @ np.ones(3)
+  per_weight = saliency.synflow_per_weight(apply, {'params': params}, batch)
+  # ∂R/∂|W_l| = (1ᵀ Π_{k<l} |W_k|)ᵀ (Π_{k>l} |W_k| 1)ᵀ
+  left = [np.ones(D), np.ones(D) @ a[0], np.ones(D) @ a[0] @ a[1]]
+  right = [a[1] @ a[2] @ np.ones(3), a[2] @ np.ones(3), np.ones(3)]
+  for i in range(3):
+    np.testing.assert_allclose(per_weight[f"['layer{i}']['weight']"],
+                               a[i] * np.outer(left[i], right[i]), rtol=1e-6)
+  # each layer's saliencies sum to R (homogeneity), so the score is 3R
+  np.testing.assert_allclose(proxies.score('synflow', apply, {'params': params}, batch, KEY),
+                             3 * r, rtol=1e-6)
+
+
+def test_naswot_against_the_hand_built_code_kernel():
+  p, x, _, v, batch = _mlp()
+  codes = (x @ p['l1']['weight'] + p['l1']['bias'] > 0).astype(float)
+  k = codes @ codes.T + (1 - codes) @ (1 - codes).T
+  hamming = (codes[:, None, :] != codes[None, :, :]).sum(-1)
+  np.testing.assert_array_equal(k, H - hamming)
+  np.testing.assert_allclose(proxies.score('naswot', APPLY, v, batch, KEY),
+                             np.linalg.slogdet(k)[1], rtol=1e-4)
+
+
+class TinyConv(nn.Module):
+  """conv 3x3 -> BN -> ReLU -> (features) -> global pool -> linear."""
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    x = ops.Conv(3, 3, 1, 1)(x)
+    x = ops.relu(self, ops.batch_norm(train, True)(x))
+    self.sow(ops.FEATURES, 'features', x)
+    return ops.Linear(C)(jnp.mean(x, axis=(1, 2))), None
+
+
+def _np_tiny_conv(w, x):
+  """The tiny conv net's pre-pooling features and BN batch variance, in NumPy."""
+  b, h, wd, _ = x.shape
+  xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  y = np.zeros((b, h, wd, w.shape[-1]))
+  for i in range(3):
+    for j in range(3):
+      y += np.einsum('bhwc,cd->bhwd', xp[:, i:i + h, j:j + wd], w[i, j])
+  var = y.var(axis=(0, 1, 2))
+  f = np.maximum((y - y.mean(axis=(0, 1, 2))) / np.sqrt(var + 1e-5), 0)
+  return f, var
+
+
+def test_zen_against_numpy_on_a_tiny_conv_net():
+  from jaxnas.spaces.base import init_variables
+  net = TinyConv()
+  x0 = jnp.zeros((6, 5, 5, 2))
+  v = init_variables(net, jax.random.key(0), x0)
+  batch = (x0, jnp.zeros(6, jnp.int32))
+  apply = proxies.network_apply(net)
+  # the draws Zen makes, with its own keys; the arithmetic in NumPy
+  k_init, k_x, k_eps = jax.random.split(KEY, 3)
+  w = np.asarray(zen.gaussian_init(v, k_init)['params']['Conv_0']['kernel'], np.float64)
+  x = np.asarray(jax.random.normal(k_x, x0.shape), np.float64)
+  eps = np.asarray(jax.random.normal(k_eps, x0.shape), np.float64)
+  f, var = _np_tiny_conv(w, x)
+  f_mixed, _ = _np_tiny_conv(w, x + 1e-2 * eps)
+  bn_term = np.log(np.sqrt(var.mean()))
+  expected = np.log(np.abs(f - f_mixed).sum(axis=(1, 2, 3)).mean()) + bn_term
+  np.testing.assert_allclose(proxies.score('zen', apply, v, batch, KEY), expected, rtol=1e-4)
+  # bn: the same term, from its own draws
+  k_init, k_x = jax.random.split(KEY)
+  w = np.asarray(zen.gaussian_init(v, k_init)['params']['Conv_0']['kernel'], np.float64)
+  _, var = _np_tiny_conv(w, np.asarray(jax.random.normal(k_x, x0.shape), np.float64))
+  np.testing.assert_allclose(proxies.score('bn', apply, v, batch, KEY),
+                             np.log(np.sqrt(var.mean())), rtol=1e-4)
+
+
+def test_zen_f_combines_log_ntk_trace_and_bn():
+  from jaxnas.spaces.base import init_variables
+  net = TinyConv()
+  x0 = jnp.zeros((6, 5, 5, 2))
+  v = init_variables(net, jax.random.key(0), x0)
+  batch = (x0, jnp.zeros(6, jnp.int32))
+  apply = proxies.network_apply(net)
+  k_x, _ = jax.random.split(KEY)
+  x = jax.random.normal(k_x, x0.shape)
+  trace = float(jnp.trace(ntk_lib.ntk_matrix(apply, v, x)))
+  conv = np.asarray(v['params']['Conv_0']['kernel'], np.float64)  # the given weights, not re-drawn
+  _, var = _np_tiny_conv(conv, np.asarray(x, np.float64))
+  got = proxies.score('zen_f', apply, v, batch, KEY, beta1=0.7, beta2=2.0)
+  np.testing.assert_allclose(got, 0.7 * np.log(trace) + 2.0 * np.log(np.sqrt(var.mean())), rtol=1e-4)
+
+
+def test_unknown_proxy_and_statistic():
+  with pytest.raises(ValueError, match='known proxies'):
+    proxies.get_proxy('zen-score')
+  _, _, _, v, batch = _mlp()
+  with pytest.raises(ValueError, match='known: cond'):
+    proxies.score('ntk', APPLY, v, batch, KEY, statistic='max')
