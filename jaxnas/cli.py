@@ -89,6 +89,21 @@ def _cmd_train(args) -> None:
   print(f'written to {result.workdir}: report.json, metrics.jsonl, curves.png, config.json')
 
 
+def _cmd_zc(args) -> None:
+  from jaxnas.xla import enable_compilation_cache
+  from jaxnas.zc import ZCConfig, zc
+  enable_compilation_cache()
+  fields = {f.name for f in dataclasses.fields(ZCConfig)}
+  result = zc(ZCConfig(**{k: v for k, v in vars(args).items() if k in fields}))
+  print(f'{args.proxy} on {len(result.ranking)} {args.space} architectures (through the {result.via}); '
+        f'best first:')
+  for rank, (g, s) in enumerate(result.ranking[:args.show], 1):
+    print(f'{rank:4d}  {s:12.5g}  {g}')
+  print(f'{result.seconds:.1f} s in all (compile included), {result.archs_per_second:.1f} '
+        f'architectures per second compiled; ranking.json and genotype.json in {args.workdir}')
+  print(f'best: {result.best}')
+
+
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog='jaxnas', description='Differentiable neural architecture search in JAX.')
   sub = p.add_subparsers(dest='command', required=True)
@@ -129,6 +144,16 @@ def build_parser() -> argparse.ArgumentParser:
   pt.add_argument('--resume', action='store_true', help='continue the training in --workdir')
   pt.add_argument('--no-progress', action='store_true', help='no progress bar')
   pt.set_defaults(func=_cmd_train)
+
+  from jaxnas.zc import ZCConfig
+  pz = sub.add_parser('zc', help='zero-cost NAS: score sampled architectures with a proxy',
+                      description='Samples architectures, scores each with a zero-cost proxy '
+                                  '(ntk, zen, bn, zen_f, synflow, snip, grasp, grad_norm, naswot) '
+                                  'and keeps the best. --via supernet scores NAS-Bench-201 cells '
+                                  'through the one-hot supernet, vmapped (auto: where exact).')
+  add_config_flags(pz, ZCConfig)
+  pz.add_argument('--show', type=int, default=10, help='rows of the ranking to print')
+  pz.set_defaults(func=_cmd_zc)
   return p
 
 

@@ -10,3 +10,16 @@ for flag in _FLAGS:
     os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' + flag).strip()
 
 import jaxnas  # noqa: E402,F401  (adds jaxnas' XLA flags before the backend starts)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope='session', autouse=True)
+def compilation_cache(tmp_path_factory):
+  # Each search() and train() builds its own jitted step; the persistent cache makes
+  # the repeats cheap. One directory for all pytest-xdist workers (getbasetemp() is
+  # per worker, its parent shared).
+  path = tmp_path_factory.getbasetemp().parent / 'xla-cache'
+  path.mkdir(exist_ok=True)
+  jaxnas.xla.enable_compilation_cache(str(path))

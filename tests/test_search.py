@@ -12,15 +12,6 @@ from jaxnas.checkpoint import Checkpointer
 from jaxnas.search import Search, SearchConfig, SearchInterrupted, search
 
 
-@pytest.fixture(scope='module', autouse=True)
-def compilation_cache(tmp_path_factory):
-  # Each search() builds its own jitted step; the cache makes the repeats cheap. One
-  # directory for all pytest-xdist workers (getbasetemp() is per worker, its parent shared).
-  path = tmp_path_factory.getbasetemp().parent / 'xla-cache'
-  path.mkdir(exist_ok=True)
-  xla.enable_compilation_cache(str(path))
-
-
 @pytest.fixture(scope='module')
 def tiny():
   ds = data.load('digits')

@@ -159,7 +159,7 @@ class MixedCell(nn.Module):
     # α order is node-major, so the input edges of node j are rows j·n_in .. j·n_in + n_in - 1
     # of the input group.
     in_rows = np.array([r for r, (i, j) in enumerate(edges) if i < self.n_in])
-    in_src = np.array([i for i, j in edges if i < self.n_in])
+    in_src = np.array([i for i, j in edges if i < self.n_in], np.int32)  # int32 under x64 too
     inner = [(i - self.n_in, j, r) for r, (i, j) in enumerate(edges) if i >= self.n_in]
 
     if self.channels % self.partial:
@@ -173,7 +173,7 @@ class MixedCell(nn.Module):
                                               _rows(edge_weights, in_rows)))
     nodes = jnp.sum(y.reshape((self.n_nodes, self.n_in) + y.shape[1:]), axis=1)
     if inner:
-      src, dst, rows = (np.array(v) for v in zip(*inner))
+      src, dst, rows = (np.array(v, np.int32) for v in zip(*inner))
       body = nn.remat(_InnerEdge) if self.remat else _InnerEdge
       scan = nn.scan(body, in_axes=0, length=len(inner), **_STACKED)
       nodes, _ = scan(self.primitives, self.channels, self.train, self.pool_bn, self.partial,

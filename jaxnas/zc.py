@@ -1,0 +1,212 @@
+"""Zero-cost NAS: sample architectures, score each with a proxy, keep the best.
+
+Two ways to score an architecture:
+
+* ``network``: build its discrete network (one compile per architecture);
+* ``supernet``: the raw-α supernet (output of an edge ``Σ_o α_o op_o(x)``) with
+  a one-hot α — one compile for all architectures, ``vmap``-ped over α in
+  chunks, one set of weights for all. The logits are those of the discrete
+  network with the supernet's weights, and the weights of the unused ops get
+  exactly zero gradient, so the proxies built from the logits and their
+  gradients (:data:`SUPERNET_PROXIES`) score exactly that network. Proxies
+  that read the network's insides (ReLU codes, BatchNorm statistics) would
+  also see the unused ops: they always go through ``network``.
+
+``via='auto'`` takes the supernet where it is exact and the space is
+NAS-Bench-201 (DARTS' supernet pools with an extra BatchNorm and its
+discrete cells differ in preprocessing), the networks otherwise.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxnas import data as data_lib
+from jaxnas import proxies
+from jaxnas.spaces import darts as darts_space
+from jaxnas.spaces import get_space, nb201
+from jaxnas.spaces.base import init_variables
+
+SUPERNET_PROXIES = ('synflow', 'snip', 'grasp', 'grad_norm', 'ntk')
+VIAS = ('auto', 'supernet', 'network')
+
+
+def random_genotype(space: str, rng: np.random.Generator):
+  """A uniformly random architecture of the space (DARTS: per node two distinct
+  inputs and a non-``none`` op for each, as the derive rule produces)."""
+  if space == 'nb201':
+    ops = [nb201.PRIMITIVES[i] for i in rng.integers(0, len(nb201.PRIMITIVES), len(nb201.EDGES))]
+    nodes = [[] for _ in range(nb201.N_NODES)]
+    for op, (src, node) in zip(ops, nb201.EDGES):
+      nodes[node].append((op, src))
+    return nb201.Genotype(tuple(tuple(n) for n in nodes))
+  if space == 'darts':
+    choices = [p for p in darts_space.PRIMITIVES if p != 'none']
+
+    def cell():
+      gene = []
+      for node in range(darts_space.N_NODES):
+        for src in sorted(rng.choice(node + darts_space.N_INPUTS, 2, replace=False)):
+          gene.append((choices[rng.integers(len(choices))], int(src)))
+      return gene
+    concat = list(range(2, 2 + darts_space.N_NODES))
+    return darts_space.Genotype(cell(), concat, cell(), concat)
+  get_space(space)  # raises for an unknown space
+  raise ValueError(f'no sampler for space {space!r}')
+
+
+def sample_genotypes(space: str, k: int, seed: int = 0) -> list:
+  """``k`` distinct random architectures."""
+  if k < 1:
+    raise ValueError(f'samples must be >= 1, got {k}')
+  if space == 'nb201' and k > len(nb201.PRIMITIVES) ** len(nb201.EDGES):
+    raise ValueError(f'NAS-Bench-201 has {len(nb201.PRIMITIVES) ** len(nb201.EDGES)} architectures')
+  rng = np.random.default_rng(seed)
+  out, seen = [], set()
+  while len(out) < k:
+    g = random_genotype(space, rng)
+    if str(g) not in seen:
+      seen.add(str(g))
+      out.append(g)
+  return out
+
+
+def onehot_alpha(space: str, genotype) -> dict[str, np.ndarray]:
+  """The α that selects ``genotype`` in the raw-α supernet: one-hot rows on the
+  genotype's edges, zero rows on the edges it does not keep."""
+  sp = get_space(space)
+  alpha = {k: np.zeros(s, np.float32) for k, s in sp.alpha_shapes.items()}
+  if space == 'nb201':
+    for row, op in enumerate(genotype.edge_ops()):
+      alpha['cell'][row, sp.primitives.index(op)] = 1.0
+    return alpha
+  for kind, gene in (('normal', genotype.normal), ('reduce', genotype.reduce)):
+    for k, (op, src) in enumerate(gene):
+      node = k // 2
+      row = darts_space.EDGES.index((src, node))
+      alpha[kind][row, sp.primitives.index(op)] = 1.0
+  return alpha
+
+
+@dataclasses.dataclass(frozen=True)
+class ZCConfig:
+  space: str = 'nb201'
+  proxy: str = 'synflow'
+  samples: int = 100
+  dataset: str = 'digits'
+  data_dir: str | None = None
+  channels: int | None = None     # None: 8 on digits, else the space's evaluation size
+  layers: int | None = None
+  batch_size: int = 64
+  via: str = 'auto'
+  chunk: int = 16                 # supernet: architectures vmapped at once
+  seed: int = 0
+  workdir: str = 'runs/zc'
+
+
+@dataclasses.dataclass
+class ZCResult:
+  best: Any
+  best_score: float
+  ranking: list[tuple[str, float]]   # best first
+  via: str
+  seconds: float                     # all scoring, compile included
+  archs_per_second: float            # compile excluded
+
+
+def resolve_via(space: str, proxy: str, via: str) -> str:
+  if via not in VIAS:
+    raise ValueError(f'unknown via {via!r}; known: {", ".join(VIAS)}')
+  if via == 'supernet' and proxy not in SUPERNET_PROXIES:
+    raise ValueError(f'{proxy} reads the network\'s insides and is not exact through the '
+                     f'supernet: use via network (supernet-exact: {", ".join(SUPERNET_PROXIES)})')
+  if via == 'auto':
+    return 'supernet' if space == 'nb201' and proxy in SUPERNET_PROXIES else 'network'
+  return via
+
+
+def _batch(ds: data_lib.Dataset, batch_size: int, seed: int):
+  idx = np.random.default_rng(seed).choice(len(ds.x_train), min(batch_size, len(ds.x_train)),
+                                           replace=False)
+  return jnp.asarray(ds.normalize(ds.x_train[idx])), jnp.asarray(ds.y_train[idx])
+
+
+def score_genotypes(space: str, genotypes: list, proxy: str, dataset: data_lib.Dataset,
+                    channels: int, layers: int, batch_size: int = 64, via: str = 'auto',
+                    chunk: int = 16, seed: int = 0, **options) -> tuple[np.ndarray, str, float, float]:
+  """Scores of ``genotypes`` (in order); also the way used, the seconds spent
+  (compile included) and the architectures per second (compile excluded)."""
+  proxies.get_proxy(proxy)
+  via = resolve_via(space, proxy, via)
+  sp = get_space(space)
+  batch = _batch(dataset, batch_size, seed)
+  key = jax.random.key(seed)
+  x0 = batch[0][:1]
+  t0 = time.perf_counter()
+  if via == 'supernet':
+    model = sp.supernet(channels, layers, dataset.num_classes, 'raw')
+    alphas = [onehot_alpha(space, g) for g in genotypes]
+    stacked = {k: jnp.asarray(np.stack([a[k] for a in alphas])) for k in alphas[0]}
+    variables = init_variables(model, key, x0, {k: v[0] for k, v in stacked.items()})
+    fn = proxies.get_proxy(proxy)
+
+    def one(alpha):
+      return fn(proxies.supernet_apply(model, alpha), variables, batch, key, **options)
+    run = jax.jit(lambda a: jax.lax.map(one, a, batch_size=chunk))
+    first = {k: v[:min(chunk, len(genotypes))] for k, v in stacked.items()}
+    jax.block_until_ready(run(first))  # compiles (for the first chunk's shape) and warms up
+    t1 = time.perf_counter()
+    scores = np.asarray(run(stacked))
+    elapsed = time.perf_counter() - t1
+    return scores, via, time.perf_counter() - t0, len(genotypes) / elapsed
+  scores, run_seconds = [], 0.0
+  for g in genotypes:
+    net = sp.network(g, channels, layers, dataset.num_classes,
+                     **({'auxiliary': False} if space == 'darts' else {}))
+    variables = init_variables(net, key, x0)
+    fn = proxies.jitted(proxy, proxies.network_apply(net), **options)
+    compiled = fn.lower(variables, batch, key).compile()
+    t1 = time.perf_counter()
+    scores.append(float(compiled(variables, batch, key)))
+    run_seconds += time.perf_counter() - t1
+  return np.asarray(scores), via, time.perf_counter() - t0, len(genotypes) / run_seconds
+
+
+def zc(config: ZCConfig, dataset: data_lib.Dataset | None = None, **options) -> ZCResult:
+  """Samples ``config.samples`` architectures, scores them, writes ``ranking.json``
+  and the best genotype (``genotype.json``, ``genotype.txt``) to the work directory."""
+  cfg = config
+  sp = get_space(cfg.space)
+  proxies.get_proxy(cfg.proxy)
+  resolve_via(cfg.space, cfg.proxy, cfg.via)
+  ds = dataset or data_lib.load(cfg.dataset, cfg.data_dir)
+  small = cfg.dataset == 'digits'
+  channels = cfg.channels or (8 if small else sp.defaults['eval_channels'])
+  layers = cfg.layers or ((5 if cfg.space == 'darts' else 1) if small else sp.defaults['eval_layers'])
+  genotypes = sample_genotypes(cfg.space, cfg.samples, cfg.seed)
+  scores, via, seconds, rate = score_genotypes(cfg.space, genotypes, cfg.proxy, ds, channels,
+                                               layers, cfg.batch_size, cfg.via, cfg.chunk,
+                                               cfg.seed, **options)
+  sign = proxies.sign(cfg.proxy, options)
+  ranked = np.argsort(-sign * np.nan_to_num(scores, nan=-sign * np.inf), kind='stable')
+  ranking = [(str(genotypes[i]), float(scores[i])) for i in ranked]
+  best = genotypes[int(ranked[0])]
+  result = ZCResult(best, float(scores[ranked[0]]), ranking, via, seconds, rate)
+  os.makedirs(cfg.workdir, exist_ok=True)
+  with open(os.path.join(cfg.workdir, 'ranking.json'), 'w') as f:
+    json.dump({'config': dataclasses.asdict(cfg), 'options': options, 'via': via,
+               'seconds': seconds, 'archs_per_second': rate,
+               'ranking': [{'genotype': g, 'score': s} for g, s in ranking]}, f, indent=1)
+  with open(os.path.join(cfg.workdir, 'genotype.json'), 'w') as f:
+    json.dump(best.to_json(), f, indent=1)
+  with open(os.path.join(cfg.workdir, 'genotype.txt'), 'w') as f:
+    f.write(str(best) + '\n')
+  return result
