@@ -89,12 +89,13 @@ def draw_alpha_trajectory(weights: np.ndarray, primitives, edge_names, path: str
 def draw_curves(history: list[dict], keys, path: str, title: str) -> None:
   """Metric curves over epochs from a list of per-epoch records."""
   fig, ax = plt.subplots(figsize=(5, 3.2))
-  epochs = [h['epoch'] for h in history]
-  for k in keys:
-    if all(k in h for h in history):
-      ax.plot(epochs, [h[k] for h in history], marker='o', ms=3, label=k)
+  for k in keys:  # a key may be missing from some epochs (a label-free warm-up has no loss)
+    points = [(h['epoch'], h[k]) for h in history if h.get(k) is not None]
+    if points:
+      ax.plot(*zip(*points), marker='o', ms=3, label=k)
   ax.set_xlabel('epoch')
-  ax.legend(fontsize=8)
+  if ax.get_legend_handles_labels()[0]:
+    ax.legend(fontsize=8)
   ax.set_title(title, fontsize=10)
   fig.tight_layout()
   fig.savefig(path, dpi=110)

@@ -28,7 +28,7 @@ import numpy as np
 import optax
 
 from jaxnas import data as data_lib
-from jaxnas import hypergrad, plot, relax
+from jaxnas import hypergrad, plot, proxies, relax
 from jaxnas.checkpoint import Checkpointer, StopSignals, check_resume_config
 from jaxnas.spaces import get_space
 from jaxnas.spaces.base import init_variables
@@ -79,6 +79,16 @@ class SearchConfig:
   xi: float | None = None          # darts2: virtual step size; None = current weight lr
   fd_r: float = 1e-2               # darts2-fd: ε = fd_r / ‖v‖
   multistep_n: int = 2             # multistep: weight steps per α step
+  # multistep: label-free warm-up. The first m epochs maximise Zen(F) =
+  # β1·log tr NTK + β2·BN on Gaussian inputs (no data is read). By default it
+  # moves the weights only: a label-free score that rewards NTK trace and BN
+  # variance favours ops by their gain, not by the task, so α is left to the
+  # labelled search (as DARTS-style warm-ups train w alone before moving α).
+  zen_warmup_epochs: int = 0
+  zen_warmup_moves: str = 'w'      # 'w', 'alpha' or 'both'
+  zen_beta1: float = 1.0
+  zen_beta2: float = 1.0
+  zen_batch_size: int = 16         # Gaussian inputs per warm-up weight step
   # sge, esj, unroll: N inner SGD steps of size p (unroll is the exact
   # hypergradient through the same steps); sge: Q directions, smoothing μ
   sge_q: int = 10
@@ -182,6 +192,7 @@ def weight_optimizer(cfg: SearchConfig, weight_steps_per_epoch: int) -> hypergra
 
 
 ALPHA_OPTIMIZERS = ('adam', 'sgd')
+WARMUP_MOVES = ('w', 'alpha', 'both')
 
 
 def alpha_optimizer(cfg: SearchConfig) -> optax.GradientTransformation:
@@ -218,6 +229,16 @@ class Search:
     relax.get_relaxation(cfg.relaxation)
     if cfg.method == 'implicit':  # before anything compiles
       hypergrad.implicit.check_solver(cfg.implicit_solver)
+    if cfg.zen_warmup_epochs:
+      if cfg.method != 'multistep':
+        raise ValueError(f'the Zen(F) warm-up (zen_warmup_epochs) belongs to method multistep, '
+                         f'not {cfg.method}')
+      if cfg.zen_warmup_moves not in WARMUP_MOVES:
+        raise ValueError(f'unknown zen_warmup_moves {cfg.zen_warmup_moves!r}; known: '
+                         f'{", ".join(WARMUP_MOVES)}')
+      if not 0 < cfg.zen_warmup_epochs < cfg.epochs:
+        raise ValueError(f'zen_warmup_epochs must lie in 1..epochs-1 = {cfg.epochs - 1}, got '
+                         f'{cfg.zen_warmup_epochs}')
     self.options = cfg.estimator_options()
     self.n_train = hypergrad.train_batches_per_step(cfg.method, self.options)
     self.data = dataset or data_lib.load(cfg.dataset, cfg.data_dir, cfg.download)
@@ -238,6 +259,7 @@ class Search:
     self.augment = data_lib.default_train_augment(cfg.dataset) if cfg.augment else data_lib.NO_AUGMENT
     self.traces = 0
     self.step_fn = jax.jit(self._step, donate_argnums=0)
+    self.warmup_fn = jax.jit(self._warmup_step, donate_argnums=0)
 
   # -- state ------------------------------------------------------------------
 
@@ -294,6 +316,47 @@ class Search:
                    regularizer_weight=jnp.asarray(reg_weight, jnp.float32))
     return new, metrics
 
+  def _warmup_step(self, state: SearchState):
+    """One label-free warm-up step: ascend Zen(F) on Gaussian inputs (no data).
+
+    Moving w: n weight steps (multistep's n), each on its own Gaussian batch, by
+    the weight optimiser on −∇w Zen(F), so that the schedule counts them as the
+    labelled steps. Moving α: one α step on −∇α Zen(F) at the step's start
+    weights. Zen(F)'s NTK trace is the two-pass estimate
+    (:func:`jaxnas.proxies.kernels.ntk_trace_estimate`): one backward pass per
+    gradient. BatchNorm statistics are left as they are.
+    """
+    self.traces += 1  # trace time only
+    cfg = self.config
+    key = jax.random.wrap_key_data(state.key)
+    key, k_alpha, k_w = jax.random.split(key, 3)
+    shape = jax.ShapeDtypeStruct((cfg.zen_batch_size,) + self.data.image_shape, jnp.float32)
+
+    def zen_f(params, alpha, k):
+      return proxies.expressivity.zen_f(
+          proxies.supernet_apply(self.model, alpha),
+          {'params': params, 'batch_stats': state.batch_stats}, (shape, None), k,
+          cfg.zen_beta1, cfg.zen_beta2, estimate=True)
+    params, w_opt, wstep, alpha, a_opt = (state.params, state.w_opt, state.wstep, state.alpha,
+                                          state.a_opt)
+    values = []
+    if cfg.zen_warmup_moves in ('alpha', 'both'):
+      value, ga = jax.value_and_grad(zen_f, argnums=1)(params, alpha, k_alpha)
+      updates, a_opt = self.aopt.update(jax.tree_util.tree_map(jnp.negative, ga), a_opt, alpha)
+      alpha = optax.apply_updates(alpha, updates)
+      values.append(value)
+    if cfg.zen_warmup_moves in ('w', 'both'):
+      def body(carry, k):
+        params, w_opt = carry
+        value, g = jax.value_and_grad(zen_f)(params, state.alpha, k)
+        updates, w_opt = self.wopt.tx.update(jax.tree_util.tree_map(jnp.negative, g), w_opt, params)
+        return (optax.apply_updates(params, updates), w_opt), value
+      (params, w_opt), vals = jax.lax.scan(body, (params, w_opt), jax.random.split(k_w, self.n_train))
+      wstep = wstep + self.n_train
+      values.append(jnp.mean(vals))
+    new = SearchState(params, state.batch_stats, w_opt, alpha, a_opt, wstep, jax.random.key_data(key))
+    return new, {'zen_f': values[-1], 'lr': self.wopt.lr(state.wstep)}
+
   # -- derived views ------------------------------------------------------------
 
   def mixing_weights(self, alpha) -> dict[str, np.ndarray]:
@@ -338,7 +401,7 @@ def _write_outputs(run: Search, workdir: str, history: list[dict], alpha) -> Any
     plot.draw_alpha_trajectory(traj[cell], run.space.primitives, _edge_names(cfg.space),
                                os.path.join(workdir, f'alpha_{cell}.png'),
                                f'{cfg.space} {cell}: mixing weights per edge ({cfg.relaxation})')
-  plot.draw_curves(history, ('train_loss', 'val_loss', 'train_acc', 'val_acc'),
+  plot.draw_curves(history, ('train_loss', 'val_loss', 'train_acc', 'val_acc', 'zen_f'),
                    os.path.join(workdir, 'curves.png'), f'{cfg.method} search on {cfg.dataset}')
   return genotype
 
@@ -398,11 +461,13 @@ def search(config: SearchConfig, resume: bool = False, progress: bool = True,
     while epoch < cfg.epochs:
       while step < S:
         t0 = time.perf_counter()
-        batch = run.batch(epoch, step)
-        state, metrics = run.step_fn(state, batch)
+        if epoch < cfg.zen_warmup_epochs:  # label-free: reads no batch
+          state, metrics = run.warmup_fn(state)
+        else:
+          state, metrics = run.step_fn(state, run.batch(epoch, step))
         metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
         dt = time.perf_counter() - t0
-        bad = [k for k in ('train_loss', 'val_loss') if k in metrics and not math.isfinite(metrics[k])]
+        bad = [k for k in ('train_loss', 'val_loss', 'zen_f') if k in metrics and not math.isfinite(metrics[k])]
         if bad:
           last = ckpt.latest_step()
           raise FloatingPointError(

@@ -186,3 +186,30 @@ def test_the_regulariser_gradient_joins_the_hypergradient(tmp_path, tiny):
   soft = np.exp(alpha0) / np.exp(alpha0).sum(1, keepdims=True)
   np.testing.assert_allclose(alphas['beta'] - alphas['softmax'], -0.1 * 5.0 * soft / 6,
                              rtol=1e-4, atol=1e-7)
+
+
+def test_zen_warmup_reads_no_labels(tmp_path, tiny):
+  # Two searches whose data differ in every label and in the images' order of classes:
+  # identical through the warm-up epoch, different after the first labelled epoch.
+  rng = np.random.default_rng(0)
+  corrupted = data.from_arrays(tiny.x_train, rng.permutation((tiny.y_train + 3) % 10),
+                               tiny.x_test, tiny.y_test, name='digits', num_classes=10)
+  kw = dict(method='multistep', multistep_n=2, zen_warmup_epochs=1, epochs=2, zen_batch_size=8)
+  runs = [search(config(tmp_path / name, **kw), progress=False, dataset=ds)
+          for name, ds in (('clean', tiny), ('corrupted', corrupted))]
+  warm = [r.history[0] for r in runs]
+  assert set(warm[0]) >= {'zen_f', 'weights'} and 'train_loss' not in warm[0]
+  assert warm[0]['zen_f'] == warm[1]['zen_f'] and warm[0]['weights'] == warm[1]['weights']
+  assert runs[0].history[1]['train_loss'] != runs[1].history[1]['train_loss']
+  # the warm-up ascends Zen(F)
+  run = Search(config(tmp_path / 'w', **kw), tiny)
+  state = run.init_state()
+  values = []
+  for _ in range(4):
+    state, m = run.warmup_fn(state)
+    values.append(float(m['zen_f']))
+  assert values[-1] > values[0] and run.traces == 1
+  with pytest.raises(ValueError, match='belongs to method multistep'):
+    Search(config(tmp_path, method='darts1', zen_warmup_epochs=1), tiny)
+  with pytest.raises(ValueError, match='known: w, alpha, both'):
+    Search(config(tmp_path, **{**kw, 'zen_warmup_moves': 'beta'}), tiny)

@@ -32,14 +32,14 @@ def gaussian_init(variables, key):
 
 
 def forward_stats(apply_fn, variables, x):
-  """``(features, log_bn)``: the pre-pooling feature map (sown by the network as
+  """``(logits, features, log_bn)``: the logits, the pre-pooling feature map (sown by the network as
   ``intermediates/features``) and ``Σ_BN log sqrt(mean_c σ²_c)``, σ² the batch
   variance at the input of every BatchNorm, in training mode.
 
   The batch variance is read back from the running variance the forward pass
   writes, ``σ² = (v_new − m·v_old)/(1 − m)``, so the networks need no hook.
   """
-  _, state = apply_fn(variables, x, True, mutable=['batch_stats', ops.FEATURES])
+  logits, state = apply_fn(variables, x, True, mutable=['batch_stats', ops.FEATURES])
   features = state[ops.FEATURES]['features'][0]
   old = traverse_util.flatten_dict(variables.get('batch_stats', {}))
   new = traverse_util.flatten_dict(state['batch_stats'])
@@ -49,7 +49,7 @@ def forward_stats(apply_fn, variables, x):
       var = (v_new - BN_MOMENTUM * old[path]) / (1 - BN_MOMENTUM)
       # leading axes stack BatchNorms (scanned cells, edges): one term per BatchNorm
       log_bn = log_bn + jnp.sum(0.5 * jnp.log(jnp.mean(var, axis=-1)))
-  return features, log_bn
+  return logits, features, log_bn
 
 
 def zen(apply_fn, variables, batch, key, gamma: float = 1e-2):
@@ -66,8 +66,8 @@ def zen(apply_fn, variables, batch, key, gamma: float = 1e-2):
   v = gaussian_init(variables, k_init)
   x = jax.random.normal(k_x, batch[0].shape, jnp.float32)
   mixed = x + gamma * jax.random.normal(k_eps, x.shape, jnp.float32)
-  f, log_bn = forward_stats(apply_fn, v, x)
-  f_mixed, _ = forward_stats(apply_fn, v, mixed)
+  _, f, log_bn = forward_stats(apply_fn, v, x)
+  _, f_mixed, _ = forward_stats(apply_fn, v, mixed)
   delta = jnp.mean(jnp.sum(jnp.abs(f - f_mixed), axis=tuple(range(1, f.ndim))))
   return jnp.log(delta) + log_bn
 
@@ -77,7 +77,7 @@ def bn(apply_fn, variables, batch, key):
   Zen's setting (N(0, 1) weights and inputs)."""
   k_init, k_x = jax.random.split(key)
   x = jax.random.normal(k_x, batch[0].shape, jnp.float32)
-  return forward_stats(apply_fn, gaussian_init(variables, k_init), x)[1]
+  return forward_stats(apply_fn, gaussian_init(variables, k_init), x)[2]
 
 
 def zen_f(apply_fn, variables, batch, key, beta1: float = 1.0, beta2: float = 1.0,
@@ -91,11 +91,14 @@ def zen_f(apply_fn, variables, batch, key, beta1: float = 1.0, beta2: float = 1.
   (the condition number needs an eigendecomposition and jumps when
   eigenvalues cross); and it has an unbiased two-forward-pass estimate
   (``estimate=True``, :func:`ntk_trace_estimate`), which makes the score
-  cheap to differentiate — what the label-free warm-up needs.
+  cheap to differentiate — what the label-free warm-up needs. Only the shape
+  of ``batch[0]`` is read.
   """
   k_x, k_u = jax.random.split(key)
   x = jax.random.normal(k_x, batch[0].shape, jnp.float32)
-  trace = (ntk_trace_estimate(apply_fn, variables, x, k_u, eps) if estimate
-           else jnp.trace(ntk_matrix(apply_fn, variables, x)))
-  _, log_bn = forward_stats(apply_fn, variables, x)
+  logits, _, log_bn = forward_stats(apply_fn, variables, x)
+  if estimate:  # the clean pass above is the estimate's s(θ): two passes in all
+    trace = ntk_trace_estimate(apply_fn, variables, x, k_u, eps, jnp.sum(logits, -1))
+  else:
+    trace = jnp.trace(ntk_matrix(apply_fn, variables, x))
   return beta1 * jnp.log(trace) + beta2 * log_bn

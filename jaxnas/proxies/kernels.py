@@ -63,16 +63,18 @@ def ntk(apply_fn, variables, batch, key, statistic: str = 'cond', mode: str = 'a
   return ntk_statistic(ntk_matrix(apply_fn, variables, batch[0], mode), statistic)
 
 
-def ntk_trace_estimate(apply_fn, variables, x, key, eps: float = 1e-3):
+def ntk_trace_estimate(apply_fn, variables, x, key, eps: float = 1e-3, s0=None):
   """An unbiased (to O(ε)) two-forward-pass estimate of ``tr Θ``:
   ``‖s(θ + εu) − s(θ)‖² / ε²``, ``u ~ N(0, I)`` over the weights, since
   ``E_u ‖J u‖² = tr(JᵀJ) = tr Θ``. Its gradient needs one backward pass
-  (no Jacobian, no second derivative): the warm-up's objective uses it."""
+  (no Jacobian, no second derivative): the warm-up's objective uses it.
+  ``s0``, if given, is ``s(θ)`` from a pass the caller already made."""
   weights, _ = split_weights(variables['params'])
   u = normal_like(key, weights)
   s = _outputs(apply_fn, variables)
   shifted = {k: w + eps * u[k] for k, w in weights.items()}
-  return jnp.sum((s(shifted, x) - s(weights, x)) ** 2) / eps ** 2
+  s0 = s(weights, x) if s0 is None else s0
+  return jnp.sum((s(shifted, x) - s0) ** 2) / eps ** 2
 
 
 def relu_codes(apply_fn, variables, x) -> jax.Array:
