@@ -30,12 +30,17 @@ def _parse(value: str, kind):
   return kind(value)
 
 
-def add_config_flags(parser: argparse.ArgumentParser, config_cls) -> None:
-  """One ``--flag`` per field of a config dataclass, defaulting to the field's default."""
+def add_config_flags(parser: argparse.ArgumentParser, config_cls, prefix: str = '',
+                     skip: tuple[str, ...] = ()) -> None:
+  """One ``--flag`` per field of a config dataclass, defaulting to the field's default
+  (``--{prefix}-field``, stored as ``{prefix}_field``, with a prefix)."""
   hints = typing.get_type_hints(config_cls)
   for f in dataclasses.fields(config_cls):
+    if f.name in skip:
+      continue
     hint = hints[f.name]
-    flag = '--' + f.name.replace('_', '-')
+    name = f'{prefix}_{f.name}' if prefix else f.name
+    flag = '--' + name.replace('_', '-')
     if hint is bool:
       parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
       continue
@@ -91,6 +96,17 @@ def _cmd_train(args) -> None:
 
 def _cmd_zc(args) -> None:
   from jaxnas.xla import enable_compilation_cache
+  pr = sub.add_parser('run', help='search, derive, train and report in one resumable run',
+                      description='The search flags as for jaxnas search, the evaluation flags '
+                                  'as --train-*; stages go to WORKDIR/search and WORKDIR/train, '
+                                  'the report to WORKDIR/report.json and report.md.')
+  add_config_flags(pr, SearchConfig)
+  add_config_flags(pr, TrainConfig, prefix='train', skip=RUN_TRAIN_SKIP)
+  pr.set_defaults(workdir='runs/run')
+  pr.add_argument('--resume', action='store_true', help='continue the run in --workdir')
+  pr.add_argument('--no-progress', action='store_true', help='no progress bar')
+  pr.set_defaults(func=_cmd_run)
+
   from jaxnas.zc import ZCConfig, zc
   enable_compilation_cache()
   fields = {f.name for f in dataclasses.fields(ZCConfig)}
@@ -102,6 +118,30 @@ def _cmd_zc(args) -> None:
   print(f'{result.seconds:.1f} s in all (compile included), {result.archs_per_second:.1f} '
         f'architectures per second compiled; ranking.json and genotype.json in {args.workdir}')
   print(f'best: {result.best}')
+
+
+def _cmd_run(args) -> None:
+  from jaxnas.pipeline import run
+  from jaxnas.search import SearchConfig, SearchInterrupted
+  from jaxnas.train import TrainConfig, TrainInterrupted, format_report
+  from jaxnas.xla import enable_compilation_cache
+  enable_compilation_cache()
+  fields = {f.name for f in dataclasses.fields(SearchConfig)}
+  scfg = SearchConfig(**{k: v for k, v in vars(args).items() if k in fields})
+  overrides = {f.name: getattr(args, 'train_' + f.name) for f in dataclasses.fields(TrainConfig)
+               if f.name not in RUN_TRAIN_SKIP}
+  try:
+    report = run(scfg, overrides, args.workdir, resume=args.resume, progress=not args.no_progress)
+  except (SearchInterrupted, TrainInterrupted) as e:
+    print(f'{e} (jaxnas run --resume continues the whole run)', file=sys.stderr)
+    sys.exit(130)
+  print(format_report(report))
+  print(f'search {report["search_seconds"]:.1f} s; written to {args.workdir}: search/, train/, '
+        f'report.json, report.md')
+
+
+# what jaxnas run takes from the search rather than from --train-* flags
+RUN_TRAIN_SKIP = ('space', 'genotype', 'dataset', 'data_dir', 'download', 'workdir')
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,6 +184,17 @@ def build_parser() -> argparse.ArgumentParser:
   pt.add_argument('--resume', action='store_true', help='continue the training in --workdir')
   pt.add_argument('--no-progress', action='store_true', help='no progress bar')
   pt.set_defaults(func=_cmd_train)
+
+  pr = sub.add_parser('run', help='search, derive, train and report in one resumable run',
+                      description='The search flags as for jaxnas search, the evaluation flags '
+                                  'as --train-*; stages go to WORKDIR/search and WORKDIR/train, '
+                                  'the report to WORKDIR/report.json and report.md.')
+  add_config_flags(pr, SearchConfig)
+  add_config_flags(pr, TrainConfig, prefix='train', skip=RUN_TRAIN_SKIP)
+  pr.set_defaults(workdir='runs/run')
+  pr.add_argument('--resume', action='store_true', help='continue the run in --workdir')
+  pr.add_argument('--no-progress', action='store_true', help='no progress bar')
+  pr.set_defaults(func=_cmd_run)
 
   from jaxnas.zc import ZCConfig
   pz = sub.add_parser('zc', help='zero-cost NAS: score sampled architectures with a proxy',
