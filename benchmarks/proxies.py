@@ -33,6 +33,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import RESULTS, write_results  # noqa: E402
 
+KEY = ('part', 'space', 'proxy', 'via')
 GROUND_TRUTH = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'nb201_ground_truth.json')
 
 
@@ -42,7 +43,7 @@ def kendall_tau(a, b) -> float:
   return float(kendalltau(a, b).statistic)
 
 
-def quality(proxy_names) -> list[dict]:
+def quality(proxy_names, out: str) -> list[dict]:
   import jaxnas  # noqa: F401
   from jaxnas import data, proxies
   from jaxnas.spaces import get_space
@@ -65,6 +66,7 @@ def quality(proxy_names) -> list[dict]:
     rows.append(dict(part='quality', proxy=name, via=via, tau=tau, n=int(finite.sum()),
                      seconds=seconds))
     print(f'{name:10s} {via:8s} {tau:7.3f} {seconds:8.1f}', flush=True)
+    write_results(out, rows, KEY)  # row by row: an interrupted run keeps what it measured
   return rows
 
 
@@ -135,16 +137,15 @@ def main():
   names = args.proxies.split(',')
   parts = args.part.split(',')
   rows = []
-  key = ('part', 'space', 'proxy', 'via')
   if 'quality' in parts:
-    rows += quality(names)
-    write_results(args.out, rows, key)
+    rows += quality(names, args.out)
+    write_results(args.out, rows, KEY)
   if 'rate' in parts:
     rows += supernet_rate(names)
-    write_results(args.out, rows, key)
+    write_results(args.out, rows, KEY)
   if 'speed' in parts:
     rows += speed(args.spaces.split(','), names)
-    write_results(args.out, rows, key)
+    write_results(args.out, rows, KEY)
 
 
 if __name__ == '__main__':

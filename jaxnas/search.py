@@ -427,7 +427,7 @@ def search(config: SearchConfig, resume: bool = False, progress: bool = True,
   history: list[dict] = []
   state = run.init_state()
   # running sums of this epoch's metrics; seconds and steps timed (the first
-  # step of a process includes compilation and is not timed)
+  # call of each step function in a process includes compilation and is not timed)
   epoch, step, sums, count, seconds, timed = 0, 0, {}, 0, 0.0, 0
   if resume:
     check_resume_config(workdir, cfg.to_json(), SearchConfig.RESUMABLE_CHANGES)
@@ -456,15 +456,17 @@ def search(config: SearchConfig, resume: bool = False, progress: bool = True,
     bar = tqdm(total=cfg.epochs * S, initial=epoch * S + step, unit='step', mininterval=1.0,
                desc=f'{cfg.method} search', dynamic_ncols=True)
   done_this_call = 0
+  called = set()
   stop = StopSignals().__enter__()
   try:
     while epoch < cfg.epochs:
       while step < S:
         t0 = time.perf_counter()
         if epoch < cfg.zen_warmup_epochs:  # label-free: reads no batch
-          state, metrics = run.warmup_fn(state)
+          fn, args = run.warmup_fn, ()
         else:
-          state, metrics = run.step_fn(state, run.batch(epoch, step))
+          fn, args = run.step_fn, (run.batch(epoch, step),)
+        state, metrics = fn(state, *args)
         metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
         dt = time.perf_counter() - t0
         bad = [k for k in ('train_loss', 'val_loss', 'zen_f') if k in metrics and not math.isfinite(metrics[k])]
@@ -477,8 +479,9 @@ def search(config: SearchConfig, resume: bool = False, progress: bool = True,
         for k, v in metrics.items():
           sums[k] = sums.get(k, 0.0) + v
         count += 1
-        if done_this_call:
+        if fn in called:  # a function's first call in this process compiles: not timed
           seconds, timed = seconds + dt, timed + 1
+        called.add(fn)
         step += 1
         done_this_call += 1
         if bar is not None:
