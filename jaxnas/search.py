@@ -497,7 +497,7 @@ def search(config: SearchConfig, resume: bool = False, progress: bool = True,
         if cfg.checkpoint_every and (epoch * S + step) % cfg.checkpoint_every == 0 and step < S:
           save(epoch, step)
       record = {'epoch': epoch, **{k: v / max(count, 1) for k, v in sums.items()},
-                'seconds_per_step': seconds / timed if timed else None,
+                'steps': count, 'seconds_per_step': seconds / timed if timed else None,
                 'weights': {k: v.tolist() for k, v in run.mixing_weights(state.alpha).items()},
                 'genotype': str(run.genotype(state.alpha))}
       history.append(record)
