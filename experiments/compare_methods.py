@@ -112,8 +112,8 @@ def markdown(results: dict, cfg: dict) -> str:
            f"Made by `python experiments/compare_methods.py` on {results['machine']}, "
            f"{results['date']} (the rows were computed between {results['first']} and "
            f"{results['last']}).", '',
-           f"Budget: searches {json.dumps(cfg.get('search', {}))} (the other fields at the "
-           f"jaxnas defaults for the data set), evaluation training "
+           f"Budget: searches {json.dumps(cfg.get('search') or 'at their defaults')} (fields not "
+           f"named at the jaxnas defaults for the data set), evaluation training "
            f"{json.dumps(cfg.get('train', {}))} with the space's recipe, seeds "
            f"{', '.join(map(str, cfg['seeds']))}. Mean ± sample std over the seeds.", '',
            '| method | seeds | search s (compiled) | search s wall, seed 0 | parameters | '
@@ -190,6 +190,8 @@ def main(argv=None) -> int:
           f'({row["search_wall_seconds"]:.1f} s wall); {time.perf_counter() - t0:.0f} s in all',
           flush=True)
   if results['rows']:
+    with open(args.results + '.md', 'w') as f:
+      f.write(markdown(results, results.get('config', cfg)))
     print(open(args.results + '.md').read())
   return 0
 
