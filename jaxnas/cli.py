@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import typing
 
@@ -141,11 +142,15 @@ def _cmd_run(args) -> None:
 
 
 # what jaxnas run takes from the search rather than from --train-* flags
-RUN_TRAIN_SKIP = ('space', 'genotype', 'dataset', 'data_dir', 'download', 'workdir')
+RUN_TRAIN_SKIP = ('space', 'genotype', 'dataset', 'data_dir', 'download', 'workdir', 'devices')
 
 
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog='jaxnas', description='Differentiable neural architecture search in JAX.')
+  p.add_argument('--distributed', action='store_true',
+                 help='multi-host: jax.distributed.initialize from JAX_COORDINATOR_ADDRESS, '
+                      'JAX_NUM_PROCESSES, JAX_PROCESS_ID (auto-detected on TPU, SLURM, Open MPI); '
+                      'give it before the command, on every host')
   sub = p.add_subparsers(dest='command', required=True)
   pp = sub.add_parser('params', help='count the parameters of a network or supernet',
                       description='Prints the parameter count (auxiliary head counted apart, as '
@@ -211,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
   try:
+    if args.distributed:
+      from jaxnas import sharding
+      sharding.initialize_distributed()
+      if not sharding.is_main_process():  # one process speaks for all
+        sys.stdout = open(os.devnull, 'w')
     args.func(args)
   except (ValueError, FileNotFoundError, FloatingPointError) as e:
     print(f'jaxnas {args.command}: error: {e}', file=sys.stderr)

@@ -29,6 +29,7 @@ import numpy as np
 import optax
 
 from jaxnas import data as data_lib
+from jaxnas import sharding
 from jaxnas.proxies.saliency import synflow_inputs
 from jaxnas.spaces import get_space
 from jaxnas.spaces.base import init_variables
@@ -47,6 +48,7 @@ class FreeConfig:
   batch_size: int = 64
   alpha_scale: float = 1e-3
   seed: int = 0
+  devices: str | None = None      # 'all' or N: the batch split over a mesh (None: $JAXNAS_DEVICES, else all)
   workdir: str | None = None      # if given: genotype.json, genotype.txt, saliency.npz there
 
 
@@ -113,8 +115,13 @@ def free(config: FreeConfig, dataset: data_lib.Dataset | None = None) -> FreeRes
   idx = np.asarray(jax.random.choice(k_batch, len(ds.x_train), (min(cfg.batch_size, len(ds.x_train)),),
                                      replace=False))
   x = data_lib.NO_AUGMENT(k_batch, ds.x_train[idx], ds.mean, ds.std)
-  batch = (jnp.asarray(x), jnp.asarray(ds.y_train[idx]))
-  fn = jax.jit(saliency_fn(model, cfg.saliency))
+  # data parallel: the batch split over the mesh, α and the weights replicated
+  mesh = sharding.make_mesh(cfg.devices)
+  sharding.check_batch(len(idx), mesh)
+  rows = sharding.process_rows(len(idx))
+  batch = sharding.put((np.asarray(x)[rows], ds.y_train[idx][rows]), sharding.batch_sharding(mesh))
+  variables, alpha = sharding.put((variables, alpha), sharding.replicated(mesh))
+  fn = jax.jit(saliency_fn(model, cfg.saliency), out_shardings=sharding.replicated(mesh))
   scores = jax.device_get(fn(variables, alpha, batch))
   genotype = space.derive({k: np.asarray(v) for k, v in scores.items()})
   seconds = time.perf_counter() - t0

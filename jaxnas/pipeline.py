@@ -55,7 +55,7 @@ def run(search_config: SearchConfig, train_overrides: dict | None = None, workdi
   tcfg = TrainConfig(**{**(train_overrides or {}), 'space': scfg.space,
                         'genotype': info['genotype_text'], 'dataset': scfg.dataset,
                         'data_dir': scfg.data_dir, 'download': scfg.download,
-                        'workdir': train_dir})
+                        'devices': scfg.devices, 'workdir': train_dir})
   done = _done(train_dir)
   if done is None:
     has_ckpt = os.path.isdir(os.path.join(train_dir, 'checkpoints'))

@@ -28,7 +28,7 @@ import numpy as np
 import optax
 
 from jaxnas import data as data_lib
-from jaxnas import hypergrad, plot, proxies, relax
+from jaxnas import hypergrad, plot, proxies, relax, sharding
 from jaxnas.checkpoint import Checkpointer, StopSignals, check_resume_config
 from jaxnas.spaces import get_space
 from jaxnas.spaces.base import init_variables
@@ -102,12 +102,13 @@ class SearchConfig:
   implicit_eta: float = 0.01       # implicit: Neumann step
   implicit_damping: float = 0.0    # implicit: solve (H + δI) z = ∇w L_val
   seed: int = 2
+  devices: str | None = None       # 'all' or N: the data-parallel mesh (None: $JAXNAS_DEVICES, else all)
   workdir: str = 'runs/search'
   checkpoint_every: int = 0        # also every this many steps (0: only at epoch ends)
 
   # Fields that may change when a run is resumed: the length of the run and
   # where and how often it is saved.
-  RESUMABLE_CHANGES = ('epochs', 'checkpoint_every', 'workdir', 'data_dir', 'download')
+  RESUMABLE_CHANGES = ('epochs', 'checkpoint_every', 'workdir', 'data_dir', 'download', 'devices')
 
   def resolved(self) -> 'SearchConfig':
     space = get_space(self.space)
@@ -120,7 +121,8 @@ class SearchConfig:
                 'layers': (5 if self.space == 'darts' else 1) if small else space.defaults['layers'],
                 'epochs': 10 if small else 50,
                 'alpha_optimizer': alpha_opt,
-                'alpha_lr': 3e-4 if alpha_opt == 'adam' else 0.01}
+                'alpha_lr': 3e-4 if alpha_opt == 'adam' else 0.01,
+                'devices': os.environ.get('JAXNAS_DEVICES', 'all')}
     return dataclasses.replace(self, **{k: v for k, v in defaults.items()
                                         if getattr(self, k) is None})
 
@@ -257,9 +259,20 @@ class Search:
     self.wopt = weight_optimizer(cfg, self.weight_steps_per_epoch)
     self.aopt = alpha_optimizer(cfg)
     self.augment = data_lib.default_train_augment(cfg.dataset) if cfg.augment else data_lib.NO_AUGMENT
+    # data parallel: the batch split over the mesh, everything else replicated
+    self.mesh = sharding.make_mesh(cfg.devices)
+    sharding.check_batch(cfg.batch_size, self.mesh)
+    self.layout = sharding.describe(self.mesh, cfg.batch_size)
+    self.replicated = sharding.replicated(self.mesh)
+    train_sh, val_sh = sharding.batch_sharding(self.mesh, 1), sharding.batch_sharding(self.mesh, 0)
+    self.batch_shardings = {'train_x': train_sh, 'train_y': train_sh, 'val_x': val_sh,
+                            'val_y': val_sh}
     self.traces = 0
-    self.step_fn = jax.jit(self._step, donate_argnums=0)
-    self.warmup_fn = jax.jit(self._warmup_step, donate_argnums=0)
+    self.step_fn = jax.jit(self._step, donate_argnums=0,
+                           in_shardings=(self.replicated, self.batch_shardings),
+                           out_shardings=self.replicated)
+    self.warmup_fn = jax.jit(self._warmup_step, donate_argnums=0, in_shardings=(self.replicated,),
+                             out_shardings=self.replicated)
 
   # -- state ------------------------------------------------------------------
 
@@ -270,11 +283,13 @@ class Search:
     alpha = self.space.init_alpha(k_alpha, cfg.alpha_init_scale, cfg.relaxation)
     x = jnp.zeros((1,) + self.data.image_shape, jnp.float32)
     v = init_variables(self.model, k_w, x, alpha)
-    return SearchState(v['params'], v.get('batch_stats', {}), self.wopt.tx.init(v['params']),
-                       alpha, self.aopt.init(alpha), jnp.zeros((), jnp.int32),
-                       jax.random.key_data(k_run))
+    state = SearchState(v['params'], v.get('batch_stats', {}), self.wopt.tx.init(v['params']),
+                        alpha, self.aopt.init(alpha), jnp.zeros((), jnp.int32),
+                        jax.random.key_data(k_run))
+    return sharding.put(state, self.replicated)
 
   def batch(self, epoch: int, step: int) -> dict[str, np.ndarray]:
+    """This process' rows of step ``step``'s batches (on one host: all of them)."""
     cfg, n = self.config, self.n_train
     if not 0 <= step < self.steps_per_epoch:
       raise IndexError(f'step {step} of epoch {epoch}: an epoch has {self.steps_per_epoch} steps')
@@ -283,7 +298,9 @@ class Search:
     k = epoch * self.steps_per_epoch + step
     va = data_lib.batch_indices(cfg.seed + 1, k // self.val_spe, k % self.val_spe,
                                 len(self.val.x), cfg.batch_size)
-    return {'train_x': self.train.x[np.stack(tr)], 'train_y': self.train.y[np.stack(tr)],
+    rows = sharding.process_rows(cfg.batch_size)
+    tr, va = np.stack(tr)[:, rows], va[rows]
+    return {'train_x': self.train.x[tr], 'train_y': self.train.y[tr],
             'val_x': self.val.x[va], 'val_y': self.val.y[va]}
 
   # -- the jitted step ----------------------------------------------------------
@@ -297,6 +314,9 @@ class Search:
     train_x = jax.vmap(lambda k, x: self.augment(k, x, mean, std))(jax.random.split(k_train, n),
                                                                    batch['train_x'])
     val_x = self.augment(k_val, batch['val_x'], mean, std)
+    # the augmented batches stay split over the data axis
+    train_x = jax.lax.with_sharding_constraint(train_x, self.batch_shardings['train_x'])
+    val_x = jax.lax.with_sharding_constraint(val_x, self.batch_shardings['val_x'])
     weights = hypergrad.Weights(state.params, state.batch_stats, state.w_opt, state.wstep)
     batches = hypergrad.Batches((train_x, batch['train_y']), (val_x, batch['val_y']))
     est = self.estimator(self.problem, self.wopt, weights, state.alpha, batches, k_est,
@@ -385,6 +405,8 @@ def _write_outputs(run: Search, workdir: str, history: list[dict], alpha) -> Any
   """genotype.json/.txt, alpha.npz, and the pictures; returns the genotype."""
   cfg = run.config
   genotype = run.genotype(alpha)
+  if not sharding.is_main_process():
+    return genotype
   with open(os.path.join(workdir, 'genotype.json'), 'w') as f:
     json.dump(genotype.to_json(), f, indent=1)
   with open(os.path.join(workdir, 'genotype.txt'), 'w') as f:
@@ -440,10 +462,12 @@ def search(config: SearchConfig, resume: bool = False, progress: bool = True,
   elif ckpt.latest_step() is not None:
     raise ValueError(f'{workdir} already holds a search (checkpoint step {ckpt.latest_step()}): '
                      f'pass --resume to continue it, or choose another --workdir')
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    json.dump(cfg.to_json(), f, indent=1)
-  with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
-    f.writelines(json.dumps(r) + '\n' for r in history)
+  main = sharding.is_main_process()  # only process 0 writes logs and pictures
+  if main:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      json.dump(cfg.to_json(), f, indent=1)
+    with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
+      f.writelines(json.dumps(r) + '\n' for r in history)
 
   def save(epoch, step):
     meta = {'epoch': epoch, 'step': step, 'sums': sums, 'count': count, 'seconds': seconds,
@@ -451,10 +475,12 @@ def search(config: SearchConfig, resume: bool = False, progress: bool = True,
     ckpt.save(epoch * S + step, state, meta)
 
   bar = None
-  if progress:
+  if progress and main:
     from tqdm.auto import tqdm
+    lay = run.layout
     bar = tqdm(total=cfg.epochs * S, initial=epoch * S + step, unit='step', mininterval=1.0,
-               desc=f'{cfg.method} search', dynamic_ncols=True)
+               desc=f"{cfg.method} search, batch {lay['global_batch']} = {lay['devices']} "
+                    f"{lay['platform']} x {lay['per_device_batch']}", dynamic_ncols=True)
   done_this_call = 0
   called = set()
   stop = StopSignals().__enter__()
@@ -465,7 +491,7 @@ def search(config: SearchConfig, resume: bool = False, progress: bool = True,
         if epoch < cfg.zen_warmup_epochs:  # label-free: reads no batch
           fn, args = run.warmup_fn, ()
         else:
-          fn, args = run.step_fn, (run.batch(epoch, step),)
+          fn, args = run.step_fn, (sharding.put(run.batch(epoch, step), run.batch_shardings),)
         state, metrics = fn(state, *args)
         metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
         dt = time.perf_counter() - t0
@@ -498,11 +524,13 @@ def search(config: SearchConfig, resume: bool = False, progress: bool = True,
           save(epoch, step)
       record = {'epoch': epoch, **{k: v / max(count, 1) for k, v in sums.items()},
                 'steps': count, 'seconds_per_step': seconds / timed if timed else None,
+                **{k: run.layout[k] for k in ('devices', 'global_batch', 'per_device_batch')},
                 'weights': {k: v.tolist() for k, v in run.mixing_weights(state.alpha).items()},
                 'genotype': str(run.genotype(state.alpha))}
       history.append(record)
-      with open(os.path.join(workdir, 'metrics.jsonl'), 'a') as f:
-        f.write(json.dumps(record) + '\n')
+      if main:
+        with open(os.path.join(workdir, 'metrics.jsonl'), 'a') as f:
+          f.write(json.dumps(record) + '\n')
       epoch, step, sums, count, seconds, timed = epoch + 1, 0, {}, 0, 0.0, 0
       save(epoch, step)
       _write_outputs(run, workdir, history, state.alpha)

@@ -34,7 +34,7 @@ import numpy as np
 import optax
 
 from jaxnas import data as data_lib
-from jaxnas import plot
+from jaxnas import plot, sharding
 from jaxnas.checkpoint import Checkpointer, StopSignals, check_resume_config
 from jaxnas.spaces import get_space
 from jaxnas.search import cosine_per_epoch
@@ -64,10 +64,11 @@ class TrainConfig:
   cutout: int | None = None         # cutout length (0: none); None: the data set's recipe
   augment: bool = True              # crop/flip of the data set's recipe
   seed: int = 0
+  devices: str | None = None        # 'all' or N: the data-parallel mesh (None: $JAXNAS_DEVICES, else all)
   workdir: str = 'runs/train'
   checkpoint_every: int = 0         # also every this many steps (0: only at epoch ends)
 
-  RESUMABLE_CHANGES = ('epochs', 'checkpoint_every', 'workdir', 'data_dir', 'download')
+  RESUMABLE_CHANGES = ('epochs', 'checkpoint_every', 'workdir', 'data_dir', 'download', 'devices')
 
   def resolved(self) -> 'TrainConfig':
     space = get_space(self.space)
@@ -88,6 +89,7 @@ class TrainConfig:
         'auxiliary': darts,
         'drop_path': 0.2 if darts else 0.0,
         'cutout': data_lib.default_train_augment(self.dataset).cutout if darts else 0,
+        'devices': os.environ.get('JAXNAS_DEVICES', 'all'),
     }
     out = dataclasses.replace(self, **{k: v for k, v in recipe.items() if getattr(self, k) is None})
     if not darts and (out.auxiliary or out.drop_path):
@@ -166,20 +168,31 @@ class Trainer:
     self.tx, self.lr = optimizer(cfg, self.steps_per_epoch)
     base = data_lib.default_train_augment(cfg.dataset) if cfg.augment else data_lib.NO_AUGMENT
     self.augment = dataclasses.replace(base, cutout=cfg.cutout)
+    # data parallel: the batch split over the mesh, everything else replicated
+    self.mesh = sharding.make_mesh(cfg.devices)
+    sharding.check_batch(cfg.batch_size, self.mesh)
+    self.layout = sharding.describe(self.mesh, cfg.batch_size)
+    self.replicated = sharding.replicated(self.mesh)
+    self.batch_sharding = sharding.batch_sharding(self.mesh)
     self.traces = 0
-    self.train_step = jax.jit(self._train_step, donate_argnums=0)
-    self.eval_step = jax.jit(self._eval_step)
+    repl, batch = self.replicated, self.batch_sharding
+    self.train_step = jax.jit(self._train_step, donate_argnums=0,
+                              in_shardings=(repl, batch, batch), out_shardings=repl)
+    self.eval_step = jax.jit(self._eval_step, in_shardings=(repl, repl, batch, batch, repl),
+                             out_shardings=repl)
 
   def init_state(self) -> TrainState:
     k_w, k_run = jax.random.split(jax.random.key(self.config.seed))
     x = jnp.zeros((1,) + self.data.image_shape, jnp.float32)
     v = init_variables(self.model, k_w, x)
-    return TrainState(v['params'], v.get('batch_stats', {}), self.tx.init(v['params']),
-                      jnp.zeros((), jnp.int32), jax.random.key_data(k_run))
+    state = TrainState(v['params'], v.get('batch_stats', {}), self.tx.init(v['params']),
+                       jnp.zeros((), jnp.int32), jax.random.key_data(k_run))
+    return sharding.put(state, self.replicated)
 
   def batch(self, epoch: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """This process' rows of the batch of step ``step`` (on one host: all of them)."""
     idx = data_lib.batch_indices(self.config.seed, epoch, step, len(self.data.x_train),
-                                 self.config.batch_size)
+                                 self.config.batch_size)[sharding.process_rows(self.config.batch_size)]
     return self.data.x_train[idx], self.data.y_train[idx]
 
   def drop_prob(self, step):
@@ -220,8 +233,11 @@ class Trainer:
   def evaluate(self, state: TrainState) -> dict[str, float]:
     """Loss and top-1 / top-5 accuracy over the whole test split."""
     totals = {'loss': 0.0, 'top1': 0, 'top5': 0}
+    rows = sharding.process_rows(self.config.batch_size)
     for x, y, n in data_lib.eval_batches(self.test_split, self.config.batch_size):
-      out = jax.device_get(self.eval_step(state.params, state.batch_stats, x, y, n))
+      x, y = sharding.put((x[rows], y[rows]), self.batch_sharding)
+      out = jax.device_get(self.eval_step(state.params, state.batch_stats, x, y,
+                                          sharding.put(np.int32(n), self.replicated)))
       totals = {k: totals[k] + out[k] for k in totals}
     n = len(self.test_split.x)
     result = {'test_loss': float(totals['loss']) / n, 'test_acc': float(totals['top1']) / n}
@@ -257,27 +273,32 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
   elif ckpt.latest_step() is not None:
     raise ValueError(f'{workdir} already holds a training run (checkpoint step {ckpt.latest_step()}): '
                      f'pass --resume to continue it, or choose another --workdir')
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    json.dump(cfg.to_json(), f, indent=1)
-  with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
-    f.writelines(json.dumps(r) + '\n' for r in history)
+  main = sharding.is_main_process()  # only process 0 writes logs, pictures and the report
+  if main:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      json.dump(cfg.to_json(), f, indent=1)
+    with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
+      f.writelines(json.dumps(r) + '\n' for r in history)
 
   def save(epoch, step):
     ckpt.save(epoch * S + step, state, {'epoch': epoch, 'step': step, 'sums': sums,
                                         'count': count, 'seconds': seconds})
 
   bar = None
-  if progress:
+  if progress and main:
     from tqdm.auto import tqdm
+    lay = run.layout
     bar = tqdm(total=cfg.epochs * S, initial=epoch * S + step, unit='step', mininterval=1.0,
-               desc=f'train {cfg.space}', dynamic_ncols=True)
+               desc=f"train {cfg.space}, batch {lay['global_batch']} = {lay['devices']} "
+                    f"{lay['platform']} x {lay['per_device_batch']}", dynamic_ncols=True)
   done = 0
   stop = StopSignals().__enter__()
   try:
     while epoch < cfg.epochs:
       t0 = time.perf_counter()
       while step < S:
-        state, metrics = run.train_step(state, *run.batch(epoch, step))
+        state, metrics = run.train_step(state, *sharding.put(run.batch(epoch, step),
+                                                             run.batch_sharding))
         metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
         if not math.isfinite(metrics['train_loss']):
           raise FloatingPointError(f'non-finite training loss at epoch {epoch} step {step}; '
@@ -301,21 +322,24 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
                 'drop_prob': float(run.drop_prob(epoch * S)) if cfg.drop_path else 0.0,
                 **run.evaluate(state), 'seconds': seconds}
       history.append(record)
-      with open(os.path.join(workdir, 'metrics.jsonl'), 'a') as f:
-        f.write(json.dumps(record) + '\n')
+      if main:
+        with open(os.path.join(workdir, 'metrics.jsonl'), 'a') as f:
+          f.write(json.dumps(record) + '\n')
       epoch, step, sums, count, seconds = epoch + 1, 0, {}, 0, 0.0
       save(epoch, step)
-      plot.draw_curves(history, ('train_loss', 'test_loss', 'train_acc', 'test_acc'),
-                       os.path.join(workdir, 'curves.png'),
-                       f'{cfg.space} {run.genotype} on {cfg.dataset}'[:90])
+      if main:
+        plot.draw_curves(history, ('train_loss', 'test_loss', 'train_acc', 'test_acc'),
+                         os.path.join(workdir, 'curves.png'),
+                         f'{cfg.space} {run.genotype} on {cfg.dataset}'[:90])
   finally:
     if bar is not None:
       bar.close()
     stop.__exit__()
     ckpt.close()
   report = make_report(run, state, history)
-  with open(os.path.join(workdir, 'report.json'), 'w') as f:
-    json.dump(report, f, indent=1)
+  if main:
+    with open(os.path.join(workdir, 'report.json'), 'w') as f:
+      json.dump(report, f, indent=1)
   return TrainResult(report, history, workdir, cfg)
 
 
@@ -329,7 +353,8 @@ def make_report(run: Trainer, state: TrainState, history: list[dict]) -> dict:
             'auxiliary_params': aux,
             'multiply_adds': multiply_adds(run.model, run.data.image_shape),
             'test_acc': final['test_acc'], 'test_loss': final['test_loss'],
-            'seconds_per_epoch': float(np.mean(times)) if times else None}
+            'seconds_per_epoch': float(np.mean(times)) if times else None,
+            **{k: run.layout[k] for k in ('devices', 'global_batch', 'per_device_batch')}}
   if 'test_top5' in final:
     report['test_top5'] = final['test_top5']
   return report

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnas import data as data_lib
+from jaxnas import sharding
 from jaxnas import proxies
 from jaxnas.spaces import darts as darts_space
 from jaxnas.spaces import get_space, nb201
@@ -109,6 +110,7 @@ class ZCConfig:
   via: str = 'auto'
   chunk: int = 16                 # supernet: architectures vmapped at once
   seed: int = 0
+  devices: str | None = None      # 'all' or N: the batch split over a mesh (None: $JAXNAS_DEVICES, else all)
   workdir: str = 'runs/zc'
 
 
@@ -141,15 +143,21 @@ def _batch(ds: data_lib.Dataset, batch_size: int, seed: int):
 
 def score_genotypes(space: str, genotypes: list, proxy: str, dataset: data_lib.Dataset,
                     channels: int, layers: int, batch_size: int = 64, via: str = 'auto',
-                    chunk: int = 16, seed: int = 0, **options) -> tuple[np.ndarray, str, float, float]:
+                    chunk: int = 16, seed: int = 0, devices: str | None = None,
+                    **options) -> tuple[np.ndarray, str, float, float]:
   """Scores of ``genotypes`` (in order); also the way used, the seconds spent
-  (compile included) and the architectures per second (compile excluded)."""
+  (compile included) and the architectures per second (compile excluded).
+  The batch is split over the ``devices`` mesh (:mod:`jaxnas.sharding`)."""
   proxies.get_proxy(proxy)
   via = resolve_via(space, proxy, via)
   sp = get_space(space)
   batch = _batch(dataset, batch_size, seed)
   key = jax.random.key(seed)
   x0 = batch[0][:1]
+  mesh = sharding.make_mesh(devices)
+  sharding.check_batch(len(batch[0]), mesh)
+  rows = sharding.process_rows(len(batch[0]))
+  batch = sharding.put(tuple(np.asarray(b)[rows] for b in batch), sharding.batch_sharding(mesh))
   t0 = time.perf_counter()
   if via == 'supernet':
     model = sp.supernet(channels, layers, dataset.num_classes, 'raw')
@@ -194,7 +202,7 @@ def zc(config: ZCConfig, dataset: data_lib.Dataset | None = None, **options) -> 
   genotypes = sample_genotypes(cfg.space, cfg.samples, cfg.seed)
   scores, via, seconds, rate = score_genotypes(cfg.space, genotypes, cfg.proxy, ds, channels,
                                                layers, cfg.batch_size, cfg.via, cfg.chunk,
-                                               cfg.seed, **options)
+                                               cfg.seed, cfg.devices, **options)
   sign = proxies.sign(cfg.proxy, options)
   ranked = np.argsort(-sign * np.nan_to_num(scores, nan=-sign * np.inf), kind='stable')
   ranking = [(str(genotypes[i]), float(scores[i])) for i in ranked]

@@ -9,6 +9,10 @@ for flag in _FLAGS:
   if flag.split('=')[0] not in os.environ.get('XLA_FLAGS', ''):
     os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' + flag).strip()
 
+# Runs use one device unless a test asks for more (tests/test_sharding.py): the
+# other tests' batches need not split over 8, and they compile without SPMD.
+os.environ.setdefault('JAXNAS_DEVICES', '1')
+
 import jaxnas  # noqa: E402,F401  (adds jaxnas' XLA flags before the backend starts)
 
 

@@ -1,0 +1,99 @@
+"""Data parallelism on 8 fake CPU devices (conftest): a sharded step computes the
+one-device step on the same global batch; checkpoints move between meshes."""
+import jax
+import numpy as np
+import pytest
+
+from jaxnas import data, sharding
+from jaxnas.checkpoint import Checkpointer
+from jaxnas.search import Search, SearchConfig
+from jaxnas.train import TrainConfig, Trainer
+
+
+@pytest.fixture(scope='module')
+def tiny():
+  ds = data.load('digits')
+  return data.from_arrays(ds.x_train[:128], ds.y_train[:128], ds.x_test[:40], ds.y_test[:40],
+                          name='digits', num_classes=10)
+
+
+def search_config(tmp_path, **kw):
+  # α by plain SGD: Adam's first steps divide by |g| and would magnify the float
+  # noise of near-zero hypergradient entries into visible differences
+  return SearchConfig(**{**dict(space='nb201', channels=4, layers=1, epochs=2, batch_size=16,
+                                augment=True, alpha_optimizer='sgd', alpha_lr=0.1,
+                                workdir=str(tmp_path / 'run')), **kw})
+
+
+def assert_trees_close(a, b, rtol, atol):
+  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+def test_mesh_and_layout_errors():
+  assert len(jax.devices()) == 8
+  mesh = sharding.make_mesh(4)
+  assert mesh.devices.size == 4 and mesh.axis_names == (sharding.DATA,)
+  assert sharding.describe(mesh, 16)['per_device_batch'] == 4
+  with pytest.raises(ValueError, match='does not split over 4 devices: choose a multiple of 4'):
+    sharding.check_batch(18, mesh)
+  with pytest.raises(ValueError, match='asked for 9 devices; this process sees 8'):
+    sharding.make_mesh(9)
+  with pytest.raises(ValueError, match="'all' or a positive number"):
+    sharding.make_mesh('many')
+  assert sharding.process_rows(16) == slice(0, 16)
+
+
+# darts2 is left out: on the mesh its α step differs from the one-device step by
+# about 1% (a known defect, open in issue 9), as does FreeDARTS' SNIP saliency.
+@pytest.mark.parametrize('method', ['darts1', 'sge'])
+def test_sharded_search_step_equals_one_device(tmp_path, tiny, method):
+  # two steps, so that the second starts from sharded-step outputs (BN statistics,
+  # momentum, Adam moments); augmentation on, so its random numbers are compared too
+  states, metrics = {}, {}
+  for devices in ('1', '8'):
+    run = Search(search_config(tmp_path, method=method, devices=devices, sge_q=2), tiny)
+    assert run.mesh.devices.size == int(devices)
+    state = run.init_state()
+    for step in range(2):
+      state, m = run.step_fn(state, sharding.put(run.batch(0, step), run.batch_shardings))
+    if devices == '8':
+      for leaf in jax.tree_util.tree_leaves(state):
+        assert leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == 8
+    states[devices], metrics[devices] = jax.device_get((state, m))
+  assert_trees_close(metrics['8'], metrics['1'], rtol=1e-4, atol=1e-6)
+  assert_trees_close(states['8'], states['1'], rtol=1e-4, atol=1e-6)
+
+
+def test_sharded_train_step_equals_one_device(tmp_path, tiny):
+  out = {}
+  for devices in ('1', '8'):
+    run = Trainer(TrainConfig(space='nb201', genotype='NB201_BEST', channels=4, layers=1,
+                              batch_size=16, epochs=1, devices=devices,
+                              workdir=str(tmp_path / devices)), tiny)
+    state = run.init_state()
+    state, m = run.train_step(state, *sharding.put(run.batch(0, 0), run.batch_sharding))
+    out[devices] = jax.device_get((state, m, run.evaluate(state)))
+  assert_trees_close(out['8'], out['1'], rtol=1e-4, atol=1e-6)
+
+
+def test_checkpoint_written_on_8_devices_restores_on_1_and_4(tmp_path, tiny):
+  run = Search(search_config(tmp_path, devices='8'), tiny)
+  state, _ = run.step_fn(run.init_state(), sharding.put(run.batch(0, 0), run.batch_shardings))
+  saved = jax.device_get(state)
+  ckpt = Checkpointer(str(tmp_path / 'ck'))
+  ckpt.save(1, state, {'epoch': 0, 'step': 1})
+  ckpt.close()
+  for devices in ('1', '4'):
+    other = Search(search_config(tmp_path, devices=devices), tiny)
+    ckpt = Checkpointer(str(tmp_path / 'ck'))
+    restored, meta = ckpt.restore(other.init_state())
+    ckpt.close()
+    assert meta == {'epoch': 0, 'step': 1}
+    for leaf in jax.tree_util.tree_leaves(restored):
+      assert leaf.sharding == other.replicated
+    jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(restored), saved)
+  # and the restored state steps on its new mesh
+  state, metrics = other.step_fn(restored, sharding.put(other.batch(0, 1), other.batch_shardings))
+  assert np.isfinite(float(metrics['val_loss']))
+
