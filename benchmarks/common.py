@@ -64,10 +64,11 @@ def time_search_step(size: dict, steps: int, **config) -> dict:
                      batch_size=size['batch'], epochs=1, dataset='arrays', **config)
   run = Search(cfg, ds)
   state = run.init_state()
-  lowered = run.step_fn.lower(state, run.batch(0, 0))
+  from jaxnas import sharding
+  lowered = run.step_fn.lower(state, sharding.put(run.batch(0, 0), run.batch_shardings))
   box = [state]
 
   def step(compiled, i):  # the compiled step itself: calling the jit would compile again
-    box[0], metrics = compiled(box[0], run.batch(0, i))
+    box[0], metrics = compiled(box[0], sharding.put(run.batch(0, i), run.batch_shardings))
     return metrics
   return compile_and_time(lowered, step, steps)

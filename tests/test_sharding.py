@@ -46,7 +46,8 @@ def test_mesh_and_layout_errors():
 
 # darts2 is left out: on the mesh its α step differs from the one-device step by
 # about 1% (a known defect, open in issue 9), as does FreeDARTS' SNIP saliency.
-@pytest.mark.parametrize('method', ['darts1', 'sge'])
+# sge (which agrees, ~80 s) is left out to keep the suite under 10 minutes.
+@pytest.mark.parametrize('method', ['darts1'])
 def test_sharded_search_step_equals_one_device(tmp_path, tiny, method):
   # two steps, so that the second starts from sharded-step outputs (BN statistics,
   # momentum, Adam moments); augmentation on, so its random numbers are compared too
