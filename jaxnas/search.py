@@ -314,9 +314,6 @@ class Search:
     train_x = jax.vmap(lambda k, x: self.augment(k, x, mean, std))(jax.random.split(k_train, n),
                                                                    batch['train_x'])
     val_x = self.augment(k_val, batch['val_x'], mean, std)
-    # the augmented batches stay split over the data axis
-    train_x = jax.lax.with_sharding_constraint(train_x, self.batch_shardings['train_x'])
-    val_x = jax.lax.with_sharding_constraint(val_x, self.batch_shardings['val_x'])
     weights = hypergrad.Weights(state.params, state.batch_stats, state.w_opt, state.wstep)
     batches = hypergrad.Batches((train_x, batch['train_y']), (val_x, batch['val_y']))
     est = self.estimator(self.problem, self.wopt, weights, state.alpha, batches, k_est,
