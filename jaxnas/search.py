@@ -398,8 +398,9 @@ def _edge_names(space: str) -> list[str]:
   return [f'{j + 1}←{i}' for i, j in nb201.EDGES]
 
 
-def _write_outputs(run: Search, workdir: str, history: list[dict], alpha) -> Any:
-  """genotype.json/.txt, alpha.npz, and the pictures; returns the genotype."""
+def _write_outputs(run: Search, workdir: str, history: list[dict], alpha, pictures: bool = True
+                   ) -> Any:
+  """genotype.json/.txt, alpha.npz, and (if ``pictures``) the pictures; returns the genotype."""
   cfg = run.config
   genotype = run.genotype(alpha)
   if not sharding.is_main_process():
@@ -414,6 +415,8 @@ def _write_outputs(run: Search, workdir: str, history: list[dict], alpha) -> Any
   np.savez(os.path.join(workdir, 'alpha.npz'), epochs=np.array([h['epoch'] for h in history]),
            **{f'weights_{k}': v for k, v in traj.items()},
            **{f'alpha_{k}': np.asarray(v) for k, v in alpha.items()})
+  if not pictures:
+    return genotype
   cells = ('normal', 'reduce') if cfg.space == 'darts' else ('cell',)
   for cell in cells:
     plot.draw_cell(cfg.space, genotype, os.path.join(workdir, f'{cell}.png'), cell)
@@ -480,6 +483,7 @@ def search(config: SearchConfig, resume: bool = False, progress: bool = True,
                     f"{lay['platform']} x {lay['per_device_batch']}", dynamic_ncols=True)
   done_this_call = 0
   called = set()
+  redraw = plot.Redraw()
   stop = StopSignals().__enter__()
   try:
     while epoch < cfg.epochs:
@@ -530,7 +534,7 @@ def search(config: SearchConfig, resume: bool = False, progress: bool = True,
           f.write(json.dumps(record) + '\n')
       epoch, step, sums, count, seconds, timed = epoch + 1, 0, {}, 0, 0.0, 0
       save(epoch, step)
-      _write_outputs(run, workdir, history, state.alpha)
+      _write_outputs(run, workdir, history, state.alpha, pictures=epoch < cfg.epochs and redraw())
   finally:
     if bar is not None:
       bar.close()

@@ -292,6 +292,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
                desc=f"train {cfg.space}, batch {lay['global_batch']} = {lay['devices']} "
                     f"{lay['platform']} x {lay['per_device_batch']}", dynamic_ncols=True)
   done = 0
+  redraw = plot.Redraw()
   stop = StopSignals().__enter__()
   try:
     while epoch < cfg.epochs:
@@ -327,7 +328,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
           f.write(json.dumps(record) + '\n')
       epoch, step, sums, count, seconds = epoch + 1, 0, {}, 0, 0.0
       save(epoch, step)
-      if main:
+      if main and redraw(final=epoch == cfg.epochs):
         plot.draw_curves(history, ('train_loss', 'test_loss', 'train_acc', 'test_acc'),
                          os.path.join(workdir, 'curves.png'),
                          f'{cfg.space} {run.genotype} on {cfg.dataset}'[:90])
