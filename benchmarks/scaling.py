@@ -6,9 +6,9 @@
 Each device count runs in its own process (on CPU with
 ``--xla_force_host_platform_device_count`` set to the largest count, so that
 the fake devices exist). Printed: devices, global batch, compile seconds of the
-search step on that mesh (1 device: the same program without partitioning),
-median seconds per step, examples per second. Writes
-benchmarks/results/scaling.json.
+search step on that mesh and of the same program (same global batch) on one
+device without partitioning, median seconds per step, examples per second.
+Writes benchmarks/results/scaling.json.
 
 On a CPU the fake devices share the same cores: the numbers only show that
 the machinery works (the step compiles, runs and scales its batch), not a
@@ -34,8 +34,11 @@ SIZES = {'tiny': dict(space='nb201', channels=8, layers=1, image=16),
 def measure(size: str, devices: int, per_device_batch: int, method: str, steps: int) -> dict:
   shape = dict(SIZES[size], batch=devices * per_device_batch)
   r = time_search_step(shape, steps, method=method, devices=str(devices))
+  # the same global batch on one device: what SPMD partitioning adds to the compile
+  plain = r if devices == 1 else time_search_step(shape, 1, method=method, devices='1')
   return dict(size=size, method=method, devices=devices, global_batch=shape['batch'],
-              per_device_batch=per_device_batch, compile_s=r['compile_s'], step_s=r['step_s'],
+              per_device_batch=per_device_batch, compile_s=r['compile_s'],
+              compile_no_mesh_s=plain['compile_s'], step_s=r['step_s'],
               examples_per_s=shape['batch'] / r['step_s'])
 
 
@@ -60,7 +63,8 @@ def main() -> None:
     print('CPU: the devices are fake and share the same cores; the figures only show that '
           'the sharded step works, not a speed-up.')
   rows = []
-  print(f"{'devices':>7} {'global batch':>12} {'compile s':>9} {'s/step':>8} {'examples/s':>10}")
+  print(f"{'devices':>7} {'global batch':>12} {'compile s':>9} {'no mesh':>8} {'s/step':>8} "
+        f"{'examples/s':>10}")
   for n in counts:
     out = subprocess.run([sys.executable, __file__, '--one', str(n), '--size', args.size,
                           '--per-device-batch', str(args.per_device_batch), '--method', args.method,
@@ -69,8 +73,9 @@ def main() -> None:
       sys.exit(f'{n} devices failed:\n{out.stderr[-2000:]}')
     row = json.loads(out.stdout.strip().splitlines()[-1])
     rows.append(row)
-    print(f"{n:7d} {row['global_batch']:12d} {row['compile_s']:9.1f} {row['step_s']:8.3f} "
-          f"{row['examples_per_s']:10.1f}", flush=True)
+    print(f"{n:7d} {row['global_batch']:12d} {row['compile_s']:9.1f} "
+          f"{row['compile_no_mesh_s']:8.1f} {row['step_s']:8.3f} {row['examples_per_s']:10.1f}",
+          flush=True)
   write_results(os.path.join(RESULTS, 'scaling.json'), rows, key=('size', 'method', 'devices'))
 
 

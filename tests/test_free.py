@@ -62,6 +62,18 @@ def test_snip_and_grasp_are_their_definitions(tiny):
     assert np.linalg.norm(grasp + alpha['cell'] * hg) <= 1e-5 * np.linalg.norm(grasp)
 
 
+def test_snip_does_not_depend_on_the_order_of_the_batch(tiny):
+  # α at its initial scale, 1e-3: with a one-pass BatchNorm variance, permuting the
+  # rows moved SNIP by ~2% of its largest entry (tests/test_ops.py says why)
+  alpha = {'cell': 1e-3 * jax.random.normal(jax.random.key(3), (6, 5))}
+  space, model, v, (x, y) = _setup(tiny, alpha)
+  fn = jax.jit(free.saliency_fn(model, 'snip'))
+  perm = np.random.default_rng(1).permutation(len(y))
+  a = np.asarray(fn(v, alpha, (x, y))['cell'])
+  b = np.asarray(fn(v, alpha, (x[perm], y[perm]))['cell'])
+  assert np.abs(a - b).max() <= 1e-4 * np.abs(a).max()
+
+
 @pytest.mark.parametrize('space,saliencies', [('nb201', free.SALIENCIES),
                                               ('darts', ('snip', 'synflow'))])
 def test_every_saliency_gives_a_valid_genotype(tiny, space, saliencies, tmp_path):

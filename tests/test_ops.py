@@ -17,6 +17,20 @@ def grouped_conv(x, kernel, stride, dilation):
                                   feature_group_count=x.shape[-1])
 
 
+def test_batch_norm_is_exact_for_channels_far_from_zero():
+  # E[x²] − E[x]² (Flax's default, one pass) cancels catastrophically where a channel's
+  # mean dwarfs its spread: here it is off by orders of magnitude in float32. Supernet
+  # channels are often so (NAS-Bench-201's convolution biases before BN, α at 1e-3);
+  # that noise made SNIP move by 2% when the batch rows were permuted.
+  x = 1000 + 0.01 * np.random.default_rng(0).standard_normal((64, 4, 4, 3))
+  x = x.astype(np.float32)
+  bn = ops.batch_norm(train=True, affine=False)
+  y, _ = bn.apply(bn.init(jax.random.key(0), x), x, mutable=['batch_stats'])
+  x64 = x.astype(np.float64)
+  want = (x64 - x64.mean((0, 1, 2))) / np.sqrt(x64.var((0, 1, 2)) + 1e-5)
+  np.testing.assert_allclose(y, want, atol=2e-2)
+
+
 @pytest.mark.parametrize('k,stride,dilation', [(3, 1, 1), (5, 1, 1), (3, 2, 1), (5, 2, 2), (3, 1, 2)])
 def test_depthwise_conv_matches_grouped_conv(k, stride, dilation):
   kx, kw, kg = jax.random.split(jax.random.key(0), 3)
