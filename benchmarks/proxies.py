@@ -61,10 +61,12 @@ def quality(proxy_names, out: str) -> list[dict]:
   for name in proxy_names:
     scores, via, seconds, _ = score_genotypes('nb201', genotypes, name, ds, setup['channels'],
                                               setup['layers'], batch_size=64)
-    finite = np.isfinite(scores)
-    tau = kendall_tau(proxies.sign(name) * scores[finite], acc[finite])
-    rows.append(dict(part='quality', proxy=name, via=via, tau=tau, n=int(finite.sum()),
-                     seconds=seconds))
+    # a non-finite score (a disconnected cell: log 0) ranks last, not out of the table
+    signed = proxies.sign(name) * np.asarray(scores, np.float64)
+    signed = np.where(np.isnan(signed), -np.inf, signed)
+    tau = kendall_tau(signed, acc)
+    rows.append(dict(part='quality', proxy=name, via=via, tau=tau, n=len(acc),
+                     nonfinite=int((~np.isfinite(signed)).sum()), seconds=seconds))
     print(f'{name:10s} {via:8s} {tau:7.3f} {seconds:8.1f}', flush=True)
     write_results(out, rows, KEY)  # row by row: an interrupted run keeps what it measured
   return rows
