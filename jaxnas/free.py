@@ -117,9 +117,7 @@ def free(config: FreeConfig, dataset: data_lib.Dataset | None = None) -> FreeRes
   x = data_lib.NO_AUGMENT(k_batch, ds.x_train[idx], ds.mean, ds.std)
   # data parallel: the batch split over the mesh, α and the weights replicated
   mesh = sharding.make_mesh(cfg.devices)
-  sharding.check_batch(len(idx), mesh)
-  rows = sharding.process_rows(len(idx))
-  batch = sharding.put((np.asarray(x)[rows], ds.y_train[idx][rows]), sharding.batch_sharding(mesh))
+  batch = sharding.put_batch((x, ds.y_train[idx]), mesh)
   variables, alpha = sharding.put((variables, alpha), sharding.replicated(mesh))
   fn = jax.jit(saliency_fn(model, cfg.saliency), out_shardings=sharding.replicated(mesh))
   scores = jax.device_get(fn(variables, alpha, batch))

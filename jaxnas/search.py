@@ -122,7 +122,7 @@ class SearchConfig:
                 'epochs': 10 if small else 50,
                 'alpha_optimizer': alpha_opt,
                 'alpha_lr': 3e-4 if alpha_opt == 'adam' else 0.01,
-                'devices': os.environ.get('JAXNAS_DEVICES', 'all')}
+                'devices': sharding.default_devices()}
     return dataclasses.replace(self, **{k: v for k, v in defaults.items()
                                         if getattr(self, k) is None})
 
@@ -261,7 +261,6 @@ class Search:
     self.augment = data_lib.default_train_augment(cfg.dataset) if cfg.augment else data_lib.NO_AUGMENT
     # data parallel: the batch split over the mesh, everything else replicated
     self.mesh = sharding.make_mesh(cfg.devices)
-    sharding.check_batch(cfg.batch_size, self.mesh)
     self.layout = sharding.describe(self.mesh, cfg.batch_size)
     self.replicated = sharding.replicated(self.mesh)
     train_sh, val_sh = sharding.batch_sharding(self.mesh, 1), sharding.batch_sharding(self.mesh, 0)

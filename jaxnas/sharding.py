@@ -43,11 +43,16 @@ def initialize_distributed() -> None:
   jax.distributed.initialize(**{k: int(v) for k, v in env.items() if v is not None})
 
 
+def default_devices() -> str:
+  """What ``devices=None`` means: ``$JAXNAS_DEVICES``, else ``'all'``."""
+  return os.environ.get('JAXNAS_DEVICES', 'all')
+
+
 def resolve_devices(devices: str | int | None = None) -> list:
   """The devices a run uses: ``'all'`` (every device of every process), or the
-  first N. None: ``$JAXNAS_DEVICES``, else all."""
+  first N. None: :func:`default_devices`."""
   if devices is None:
-    devices = os.environ.get('JAXNAS_DEVICES', 'all')
+    devices = default_devices()
   available = jax.devices()
   if str(devices) == 'all':
     return available
@@ -110,13 +115,23 @@ def put(tree: Any, shardings: Any) -> Any:
       lambda x, s: jax.make_array_from_process_local_data(s, np.asarray(x)), tree, shardings)
 
 
+def put_batch(arrays: tuple, mesh: Mesh) -> tuple:
+  """A global batch that every process holds whole (host arrays, examples first)
+  -> global arrays split over ``mesh``; raises unless the devices divide it."""
+  n = len(arrays[0])
+  check_batch(n, mesh)
+  rows = process_rows(n)
+  return put(tuple(np.asarray(a)[rows] for a in arrays), batch_sharding(mesh))
+
+
 def is_main_process() -> bool:
   """Only process 0 writes logs, pictures and reports."""
   return jax.process_index() == 0
 
 
 def describe(mesh: Mesh, global_batch: int) -> dict:
-  """What a run reports about its layout."""
-  n = mesh.devices.size
-  return {'devices': n, 'platform': mesh.devices.flat[0].platform, 'processes': jax.process_count(),
-          'global_batch': global_batch, 'per_device_batch': global_batch // n}
+  """What a run reports about its layout; raises unless the devices divide the batch."""
+  per_device = check_batch(global_batch, mesh)
+  return {'devices': mesh.devices.size, 'platform': mesh.devices.flat[0].platform,
+          'processes': jax.process_count(), 'global_batch': global_batch,
+          'per_device_batch': per_device}

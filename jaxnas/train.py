@@ -89,7 +89,7 @@ class TrainConfig:
         'auxiliary': darts,
         'drop_path': 0.2 if darts else 0.0,
         'cutout': data_lib.default_train_augment(self.dataset).cutout if darts else 0,
-        'devices': os.environ.get('JAXNAS_DEVICES', 'all'),
+        'devices': sharding.default_devices(),
     }
     out = dataclasses.replace(self, **{k: v for k, v in recipe.items() if getattr(self, k) is None})
     if not darts and (out.auxiliary or out.drop_path):
@@ -170,7 +170,6 @@ class Trainer:
     self.augment = dataclasses.replace(base, cutout=cfg.cutout)
     # data parallel: the batch split over the mesh, everything else replicated
     self.mesh = sharding.make_mesh(cfg.devices)
-    sharding.check_batch(cfg.batch_size, self.mesh)
     self.layout = sharding.describe(self.mesh, cfg.batch_size)
     self.replicated = sharding.replicated(self.mesh)
     self.batch_sharding = sharding.batch_sharding(self.mesh)

@@ -154,10 +154,7 @@ def score_genotypes(space: str, genotypes: list, proxy: str, dataset: data_lib.D
   batch = _batch(dataset, batch_size, seed)
   key = jax.random.key(seed)
   x0 = batch[0][:1]
-  mesh = sharding.make_mesh(devices)
-  sharding.check_batch(len(batch[0]), mesh)
-  rows = sharding.process_rows(len(batch[0]))
-  batch = sharding.put(tuple(np.asarray(b)[rows] for b in batch), sharding.batch_sharding(mesh))
+  batch = sharding.put_batch(batch, sharding.make_mesh(devices))
   t0 = time.perf_counter()
   if via == 'supernet':
     model = sp.supernet(channels, layers, dataset.num_classes, 'raw')
