@@ -3,6 +3,7 @@
     python benchmarks/proxies.py                     # both tables (~40 min on 2 cores)
     python benchmarks/proxies.py --part quality
     python benchmarks/proxies.py --part speed --spaces nb201
+    python benchmarks/proxies.py --part free
 
 Quality: every proxy scores the NAS-Bench-201 architectures of
 benchmarks/nb201_ground_truth.json (made by benchmarks/nb201_ground_truth.py:
@@ -18,6 +19,10 @@ excluded (median of 3 calls) and the compile time, on NAS-Bench-201's
 network (C=16, 5 cells per stage) and a DARTS network (C=16, 8 cells; the
 search size), 32x32 inputs, batch 32 of random images; plus architectures
 per second through the vmapped NAS-Bench-201 supernet.
+FreeDARTS (``--part free``): wall seconds of ``jaxnas.free`` per saliency on
+each space's search supernet (C=16; DARTS 8 cells, NAS-Bench-201 5 cells per
+stage), batch 64 of random 32x32 images: compile included (a cold process
+without the persistent cache) and excluded (the saliency again, compiled).
 Writes benchmarks/results/proxies.json (a partial re-run updates its rows).
 """
 from __future__ import annotations
@@ -129,9 +134,28 @@ def supernet_rate(proxy_names, samples: int = 64) -> list[dict]:
   return rows
 
 
+def free_seconds(spaces, batch: int = 64) -> list[dict]:
+  import jaxnas  # noqa: F401
+  from jaxnas import data
+  from jaxnas.free import SALIENCIES, FreeConfig, free
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 256, (batch, 32, 32, 3), dtype=np.uint8)
+  y = rng.integers(0, 10, batch)
+  ds = data.from_arrays(x, y, x[:8], y[:8], num_classes=10)
+  rows = []
+  print(f'{"space":6s} {"saliency":9s} {"s (compile incl.)":>17s} {"s (compiled)":>12s}', flush=True)
+  for space in spaces:
+    for name in SALIENCIES:
+      r = free(FreeConfig(space=space, saliency=name, batch_size=batch), ds)
+      rows.append(dict(part='free', space=space, proxy=name, via='supernet', batch=batch, image=32,
+                       seconds=r.seconds, seconds_compiled=r.seconds_compiled))
+      print(f'{space:6s} {name:9s} {r.seconds:17.1f} {r.seconds_compiled:12.2f}', flush=True)
+  return rows
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument('--part', default='quality,rate,speed')
+  p.add_argument('--part', default='quality,rate,speed,free')
   p.add_argument('--proxies', default='synflow,snip,grasp,grad_norm,ntk,naswot,zen,bn,zen_f')
   p.add_argument('--spaces', default='nb201,darts')
   p.add_argument('--out', default=os.path.join(RESULTS, 'proxies.json'))
@@ -147,6 +171,9 @@ def main():
     write_results(args.out, rows, KEY)
   if 'speed' in parts:
     rows += speed(args.spaces.split(','), names)
+    write_results(args.out, rows, KEY)
+  if 'free' in parts:
+    rows += free_seconds(args.spaces.split(','))
     write_results(args.out, rows, KEY)
 
 

@@ -80,13 +80,17 @@ def _dw_bwd(stride, dilation, res, g):
   x, kernel = res
   k = kernel.shape[0]
   pad = dilation * (k - 1) // 2
-  if stride == 1:
-    # The transpose of a 'same' stride-1 correlation is the correlation with
-    # the flipped kernel: as cheap as the forward pass.
-    dx = _dw_forward(g, kernel[::-1, ::-1], 1, dilation)
+  # The transpose of a 'same' correlation is the stride-1 correlation of g with
+  # the flipped kernel, g zero-upsampled by the stride first (and zero-filled
+  # to x's size at the end): one pad, then the forward pass's k*k slices. (The
+  # transpose JAX derives for the strided slices pads g once per tap.)
+  if stride > 1:
+    hi = [x.shape[a] - stride * (g.shape[a] - 1) - 1 for a in (1, 2)]
+    g_up = lax.pad(g, jnp.zeros((), g.dtype),
+                   ((0, 0, 0), (0, hi[0], stride - 1), (0, hi[1], stride - 1), (0, 0, 0)))
   else:
-    _, transpose = jax.vjp(lambda t: _dw_forward(t, kernel, stride, dilation), x)
-    (dx,) = transpose(g)
+    g_up = g
+  dx = _dw_forward(g_up, kernel[::-1, ::-1], 1, dilation)
   xp = lax.optimization_barrier(jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))))
   # One variadic reduction for all k*k taps: XLA emits a single loop over the
   # data instead of k*k passes (4.5x faster for a 5x5 kernel on CPU).

@@ -31,10 +31,11 @@ def test_batch_norm_is_exact_for_channels_far_from_zero():
   np.testing.assert_allclose(y, want, atol=2e-2)
 
 
-@pytest.mark.parametrize('k,stride,dilation', [(3, 1, 1), (5, 1, 1), (3, 2, 1), (5, 2, 2), (3, 1, 2)])
-def test_depthwise_conv_matches_grouped_conv(k, stride, dilation):
+@pytest.mark.parametrize('k,stride,dilation,size', [(3, 1, 1, 8), (5, 1, 1, 8), (3, 2, 1, 8),
+                                                    (5, 2, 2, 8), (3, 1, 2, 8), (5, 2, 1, 7)])
+def test_depthwise_conv_matches_grouped_conv(k, stride, dilation, size):
   kx, kw, kg = jax.random.split(jax.random.key(0), 3)
-  x = jax.random.normal(kx, (2, 8, 8, 3))
+  x = jax.random.normal(kx, (2, size, size + 1, 3))
   w = jax.random.normal(kw, (k, k, 3))
   got = ops.depthwise_conv(x, w, stride, dilation)
   want = grouped_conv(x, w, stride, dilation)

@@ -11,48 +11,71 @@ import jax
 import jax.numpy as jnp
 
 from jaxnas.hypergrad.base import (Batches, Estimate, Problem, WeightOpt, Weights,
-                                   exact_mixed_product, first, momentum_buffer, tree_norm,
-                                   val_grads, weight_step)
+                                   apply_weight_grad, first, momentum_buffer, tree_norm,
+                                   val_alpha_grad, val_grads, weight_step)
 
 
 def darts1(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batches, key,
            **_) -> Estimate:
   """First order: ``g_α = ∇α L_val(w, α)``, then one weight step on the training batch."""
-  _, ga, val_metrics = val_grads(problem, weights.w, alpha, batches.val, weights.state)
+  ga, val_metrics = val_alpha_grad(problem, weights.w, alpha, batches.val, weights.state)
   new, train_metrics = weight_step(problem, opt, weights, alpha, first(batches.train))
   return Estimate(ga, new, {**val_metrics, **train_metrics})
 
 
-def virtual_step(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batch, xi):
-  """DARTS' unrolled weights ``w' = w − ξ (μ m + ∇w L_train(w, α) + λ w)``: the
-  SGD-with-momentum step the weight optimiser would take (without clipping)."""
-  g = jax.grad(lambda w: problem.train_loss(w, alpha, batch, weights.state)[0])(weights.w)
+def virtual_step(opt: WeightOpt, weights: Weights, g, xi):
+  """DARTS' unrolled weights ``w' = w − ξ (μ m + g + λ w)`` with ``g = ∇w L_train(w, α)``:
+  the SGD-with-momentum step the weight optimiser would take (without clipping)."""
   m = momentum_buffer(weights.opt_state, weights.w)
   return jax.tree_util.tree_map(
       lambda w, g, m: w - xi * (opt.momentum * m + g + opt.weight_decay * w), weights.w, g, m)
 
 
-def _second_order(problem, opt, weights, alpha, batches, mixed_product, xi=None):
+def _train_grad(problem: Problem, weights: Weights, batch):
+  """``(w, α) -> (∇w L_train(w, α), (new BN state, metrics))``."""
+  def grad(w, alpha):
+    (_, (state, metrics)), g = jax.value_and_grad(problem.train_loss, has_aux=True)(
+        w, alpha, batch, weights.state)
+    return g, (state, metrics)
+  return grad
+
+
+def _second_order(problem, opt, weights, alpha, batches, fd_r=None, xi=None):
+  """Both second-order estimators. ``∇w L_train(w, α)`` is computed once and serves
+  the virtual step, the mixed product and the weight step (the estimator's
+  weight step is at the same w, α and batch). Exact (``fd_r`` None): the
+  gradient is taken as a function of α under ``jax.vjp``, whose pullback maps
+  ``v = ∇w' L_val`` to ``∇α ⟨∇w L_train, v⟩ = ∇²_{α,w} L_train v`` exactly
+  (reverse over reverse; forward over reverse cannot pass the depthwise
+  convolution's custom VJP), without running L_train's forward and backward
+  pass a second time."""
   batch = first(batches.train)
   xi = opt.lr(weights.step) if xi is None else xi
-  w_virtual = virtual_step(problem, opt, weights, alpha, batch, xi)
+  grad = _train_grad(problem, weights, batch)
+  if fd_r is None:
+    g, pullback, (state, metrics) = jax.vjp(lambda a: grad(weights.w, a), alpha, has_aux=True)
+  else:
+    g, (state, metrics) = grad(weights.w, alpha)
+  w_virtual = virtual_step(opt, weights, g, xi)
   gw, ga, val_metrics = val_grads(problem, w_virtual, alpha, batches.val, weights.state)
-  train_loss = lambda w, a: problem.train_loss(w, a, batch, weights.state)[0]
-  hvp = mixed_product(train_loss, weights.w, alpha, gw)
-  alpha_grad = jax.tree_util.tree_map(lambda a, h: a - xi * h, ga, hvp)
-  new, train_metrics = weight_step(problem, opt, weights, alpha, batch)
+  if fd_r is None:
+    (mixed,) = pullback(gw)
+  else:
+    mixed = fd_mixed_product(lambda w, a: problem.train_loss(w, a, batch, weights.state)[0],
+                             weights.w, alpha, gw, fd_r)
+  alpha_grad = jax.tree_util.tree_map(lambda a, h: a - xi * h, ga, mixed)
+  new = apply_weight_grad(opt, weights, g, state)
+  train_metrics = {f'train_{k}': v for k, v in metrics.items()}
   return Estimate(alpha_grad, new, {**val_metrics, **train_metrics, 'xi': jnp.asarray(xi)})
 
 
-def make_fd_mixed_product(r: float = 1e-2):
+def fd_mixed_product(loss, w, alpha, v, r: float = 1e-2):
   """DARTS' central difference ``(∇α L(w + εv) − ∇α L(w − εv)) / 2ε``, ε = r/‖v‖."""
-  def fd(loss, w, alpha, v):
-    eps = r / (tree_norm(v) + 1e-12)
-    grad_alpha = jax.grad(loss, argnums=1)
-    plus = grad_alpha(jax.tree_util.tree_map(lambda a, b: a + eps * b, w, v), alpha)
-    minus = grad_alpha(jax.tree_util.tree_map(lambda a, b: a - eps * b, w, v), alpha)
-    return jax.tree_util.tree_map(lambda p, m: (p - m) / (2 * eps), plus, minus)
-  return fd
+  eps = r / (tree_norm(v) + 1e-12)
+  grad_alpha = jax.grad(loss, argnums=1)
+  plus = grad_alpha(jax.tree_util.tree_map(lambda a, b: a + eps * b, w, v), alpha)
+  minus = grad_alpha(jax.tree_util.tree_map(lambda a, b: a - eps * b, w, v), alpha)
+  return jax.tree_util.tree_map(lambda p, m: (p - m) / (2 * eps), plus, minus)
 
 
 def darts2(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batches, key,
@@ -60,16 +83,17 @@ def darts2(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: B
   """Second order, exact:
   ``g_α = ∇α L_val(w', α) − ξ ∇²_{α,w} L_train(w, α) ∇w' L_val(w', α)``
   with ``w'`` the virtual step (:func:`virtual_step`); the mixed second
-  derivative times a vector exactly (:func:`exact_mixed_product`), no finite
-  difference. Then one weight step on the same training batch, as DARTS."""
-  return _second_order(problem, opt, weights, alpha, batches, exact_mixed_product, xi)
+  derivative times a vector exactly, by the pullback of ``α ↦ ∇w L_train(w, α)``,
+  no finite difference. Then one weight step on the same training batch along
+  the same ``∇w L_train(w, α)``, as DARTS."""
+  return _second_order(problem, opt, weights, alpha, batches, xi=xi)
 
 
 def darts2_fd(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batches, key,
               xi=None, fd_r: float = 1e-2, **_) -> Estimate:
   """Second order as quark0/darts computes it: the mixed product of :func:`darts2`
   by a central finite difference with ε = r/‖∇w' L_val‖ (r = 1e-2)."""
-  return _second_order(problem, opt, weights, alpha, batches, make_fd_mixed_product(fd_r), xi)
+  return _second_order(problem, opt, weights, alpha, batches, fd_r=fd_r, xi=xi)
 
 
 def multistep(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batches, key,
@@ -77,7 +101,7 @@ def multistep(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches
   """Multi-step: ``g_α = ∇α L_val(w, α)`` at the current weights, then one weight
   step on each of the n stacked training batches (``lax.scan``), so that the
   weights move n times per architecture step. n = 1 is DARTS' first order."""
-  _, ga, val_metrics = val_grads(problem, weights.w, alpha, batches.val, weights.state)
+  ga, val_metrics = val_alpha_grad(problem, weights.w, alpha, batches.val, weights.state)
 
   def body(weights, batch):
     return weight_step(problem, opt, weights, alpha, batch)
