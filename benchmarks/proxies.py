@@ -80,7 +80,7 @@ def quality(proxy_names, out: str) -> list[dict]:
 SPEED_SIZES = {'nb201': dict(channels=16, layers=5), 'darts': dict(channels=16, layers=8)}
 
 
-def speed(spaces, proxy_names, batch: int = 32) -> list[dict]:
+def speed(spaces, proxy_names, out: str, batch: int = 32) -> list[dict]:
   import jax
   import jax.numpy as jnp
   import jaxnas  # noqa: F401
@@ -113,6 +113,7 @@ def speed(spaces, proxy_names, batch: int = 32) -> list[dict]:
       rows.append(dict(part='speed', space=space, proxy=name, batch=batch, **size,
                        compile_s=t_compile, seconds_per_arch=float(np.median(times))))
       print(f'{space:6s} {name:10s} {t_compile:9.1f} {np.median(times):8.3f}', flush=True)
+      write_results(out, rows, KEY)  # row by row: some rows take minutes
   return rows
 
 
@@ -134,7 +135,7 @@ def supernet_rate(proxy_names, samples: int = 64) -> list[dict]:
   return rows
 
 
-def free_seconds(spaces, batch: int = 64) -> list[dict]:
+def free_seconds(spaces, out: str, batch: int = 64) -> list[dict]:
   import jaxnas  # noqa: F401
   from jaxnas import data
   from jaxnas.free import SALIENCIES, FreeConfig, free
@@ -150,12 +151,13 @@ def free_seconds(spaces, batch: int = 64) -> list[dict]:
       rows.append(dict(part='free', space=space, proxy=name, via='supernet', batch=batch, image=32,
                        seconds=r.seconds, seconds_compiled=r.seconds_compiled))
       print(f'{space:6s} {name:9s} {r.seconds:17.1f} {r.seconds_compiled:12.2f}', flush=True)
+      write_results(out, rows, KEY)
   return rows
 
 
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument('--part', default='quality,rate,speed,free')
+  p.add_argument('--part', default='quality,rate,free,speed')
   p.add_argument('--proxies', default='synflow,snip,grasp,grad_norm,ntk,naswot,zen,bn,zen_f')
   p.add_argument('--spaces', default='nb201,darts')
   p.add_argument('--out', default=os.path.join(RESULTS, 'proxies.json'))
@@ -169,12 +171,10 @@ def main():
   if 'rate' in parts:
     rows += supernet_rate(names)
     write_results(args.out, rows, KEY)
-  if 'speed' in parts:
-    rows += speed(args.spaces.split(','), names)
-    write_results(args.out, rows, KEY)
   if 'free' in parts:
-    rows += free_seconds(args.spaces.split(','))
-    write_results(args.out, rows, KEY)
+    rows += free_seconds(args.spaces.split(','), args.out)
+  if 'speed' in parts:
+    rows += speed(args.spaces.split(','), names, args.out)
 
 
 if __name__ == '__main__':
