@@ -70,32 +70,44 @@ def first(tree: PyTree) -> PyTree:
   return jax.tree_util.tree_map(lambda a: a[0], tree)
 
 
+def train_grad(problem: Problem, w, alpha, batch, state):
+  """``∇w L_train(w, α)`` and ``(new model state, metrics)``."""
+  (_, aux), g = jax.value_and_grad(problem.train_loss, has_aux=True)(w, alpha, batch, state)
+  return g, aux
+
+
 def apply_weight_grad(opt: WeightOpt, weights: Weights, g: PyTree, state: PyTree) -> Weights:
   """One optimiser step along the weight gradient ``g``; ``state`` the new model state."""
   updates, opt_state = opt.tx.update(g, weights.opt_state, weights.w)
   return Weights(optax.apply_updates(weights.w, updates), state, opt_state, weights.step + 1)
 
 
+def prefixed(prefix: str, metrics: dict) -> dict:
+  return {f'{prefix}_{k}': v for k, v in metrics.items()}
+
+
 def weight_step(problem: Problem, opt: WeightOpt, weights: Weights, alpha: PyTree,
                 batch: PyTree) -> tuple[Weights, dict]:
   """One optimiser step on ``L_train(w, α)``."""
-  (loss, (state, metrics)), g = jax.value_and_grad(problem.train_loss, has_aux=True)(
-      weights.w, alpha, batch, weights.state)
-  return apply_weight_grad(opt, weights, g, state), {f'train_{k}': v for k, v in metrics.items()}
+  g, (state, metrics) = train_grad(problem, weights.w, alpha, batch, weights.state)
+  return apply_weight_grad(opt, weights, g, state), prefixed('train', metrics)
+
+
+def _val(problem: Problem, argnums, w, alpha, batch, state):
+  (_, (_, metrics)), grads = jax.value_and_grad(problem.val_loss, argnums=argnums,
+                                                has_aux=True)(w, alpha, batch, state)
+  return grads, prefixed('val', metrics)
 
 
 def val_grads(problem: Problem, w, alpha, batch, state):
   """``∇w L_val``, ``∇α L_val`` and the validation metrics (prefixed ``val_``)."""
-  (_, (_, metrics)), (gw, ga) = jax.value_and_grad(problem.val_loss, argnums=(0, 1),
-                                                   has_aux=True)(w, alpha, batch, state)
-  return gw, ga, {f'val_{k}': v for k, v in metrics.items()}
+  (gw, ga), metrics = _val(problem, (0, 1), w, alpha, batch, state)
+  return gw, ga, metrics
 
 
 def val_alpha_grad(problem: Problem, w, alpha, batch, state):
   """``∇α L_val`` and the validation metrics, without the weight gradient."""
-  (_, (_, metrics)), ga = jax.value_and_grad(problem.val_loss, argnums=1, has_aux=True)(
-      w, alpha, batch, state)
-  return ga, {f'val_{k}': v for k, v in metrics.items()}
+  return _val(problem, 1, w, alpha, batch, state)
 
 
 def _grad_of_inner_product(loss, w, alpha, v, argnum):

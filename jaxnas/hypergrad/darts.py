@@ -11,8 +11,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxnas.hypergrad.base import (Batches, Estimate, Problem, WeightOpt, Weights,
-                                   apply_weight_grad, first, momentum_buffer, tree_norm,
-                                   val_alpha_grad, val_grads, weight_step)
+                                   apply_weight_grad, first, momentum_buffer, prefixed,
+                                   train_grad, tree_norm, val_alpha_grad, val_grads,
+                                   weight_step)
 
 
 def darts1(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batches, key,
@@ -31,15 +32,6 @@ def virtual_step(opt: WeightOpt, weights: Weights, g, xi):
       lambda w, g, m: w - xi * (opt.momentum * m + g + opt.weight_decay * w), weights.w, g, m)
 
 
-def _train_grad(problem: Problem, weights: Weights, batch):
-  """``(w, α) -> (∇w L_train(w, α), (new BN state, metrics))``."""
-  def grad(w, alpha):
-    (_, (state, metrics)), g = jax.value_and_grad(problem.train_loss, has_aux=True)(
-        w, alpha, batch, weights.state)
-    return g, (state, metrics)
-  return grad
-
-
 def _second_order(problem, opt, weights, alpha, batches, fd_r=None, xi=None):
   """Both second-order estimators. ``∇w L_train(w, α)`` is computed once and serves
   the virtual step, the mixed product and the weight step (the estimator's
@@ -51,11 +43,12 @@ def _second_order(problem, opt, weights, alpha, batches, fd_r=None, xi=None):
   pass a second time."""
   batch = first(batches.train)
   xi = opt.lr(weights.step) if xi is None else xi
-  grad = _train_grad(problem, weights, batch)
+  def grad(a):
+    return train_grad(problem, weights.w, a, batch, weights.state)
   if fd_r is None:
-    g, pullback, (state, metrics) = jax.vjp(lambda a: grad(weights.w, a), alpha, has_aux=True)
+    g, pullback, (state, metrics) = jax.vjp(grad, alpha, has_aux=True)
   else:
-    g, (state, metrics) = grad(weights.w, alpha)
+    g, (state, metrics) = grad(alpha)
   w_virtual = virtual_step(opt, weights, g, xi)
   gw, ga, val_metrics = val_grads(problem, w_virtual, alpha, batches.val, weights.state)
   if fd_r is None:
@@ -65,8 +58,7 @@ def _second_order(problem, opt, weights, alpha, batches, fd_r=None, xi=None):
                              weights.w, alpha, gw, fd_r)
   alpha_grad = jax.tree_util.tree_map(lambda a, h: a - xi * h, ga, mixed)
   new = apply_weight_grad(opt, weights, g, state)
-  train_metrics = {f'train_{k}': v for k, v in metrics.items()}
-  return Estimate(alpha_grad, new, {**val_metrics, **train_metrics, 'xi': jnp.asarray(xi)})
+  return Estimate(alpha_grad, new, {**val_metrics, **prefixed('train', metrics), 'xi': jnp.asarray(xi)})
 
 
 def fd_mixed_product(loss, w, alpha, v, r: float = 1e-2):

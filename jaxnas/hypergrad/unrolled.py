@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxnas.hypergrad.base import Batches, Estimate, Problem, WeightOpt, Weights, val_grads
+from jaxnas.hypergrad.base import (Batches, Estimate, Problem, WeightOpt, Weights, prefixed,
+                                   val_grads)
 
 
 def sgd_steps(problem: Problem, alpha, w, state, train_batches, p: float, remat: bool = False):
@@ -62,7 +63,7 @@ def unroll(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: B
     y, state, train_metrics = sgd_steps(problem, a, weights.w, weights.state, batches.train, p,
                                         remat)
     loss, (_, metrics) = problem.val_loss(y, a, batches.val, state)
-    return loss, (y, state, {**train_metrics, **{f'val_{k}': v for k, v in metrics.items()}})
+    return loss, (y, state, {**train_metrics, **prefixed('val', metrics)})
   (_, (y, state, metrics)), g = jax.value_and_grad(objective, has_aux=True)(alpha)
   return Estimate(g, _advance(weights, y, state, n), metrics)
 
