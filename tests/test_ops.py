@@ -47,6 +47,35 @@ def test_depthwise_conv_matches_grouped_conv(k, stride, dilation, size):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+def dense_conv(x, kernel, stride, padding, dilation):
+  return lax.conv_general_dilated(x, kernel, (stride, stride), [(padding, padding)] * 2,
+                                  rhs_dilation=(dilation, dilation),
+                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+@pytest.mark.parametrize('k,stride,padding,dilation,size', [
+    (3, 1, 1, 1, 8), (3, 2, 1, 1, 7), (5, 2, 2, 2, 9), (2, 2, 0, 1, 8), (5, 1, 0, 1, 6)])
+def test_conv2d_and_its_vjp_match_xla_convolution(k, stride, padding, dilation, size):
+  kx, kw, kg = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(kx, (2, size, size + 1, 3))
+  w = jax.random.normal(kw, (k, k, 3, 4))
+  want = dense_conv(x, w, stride, padding, dilation)
+  np.testing.assert_allclose(ops.conv2d(x, w, stride, padding, dilation), want, rtol=1e-5, atol=1e-5)
+  g = jax.random.normal(kg, want.shape)
+
+  def loss(conv):  # a nonlinear loss, so that the second derivative is not trivial
+    return lambda x, w: jnp.sum(jnp.sin(conv(x, w, stride, padding, dilation)) * g)
+  got = jax.grad(loss(ops.conv2d), (0, 1))(x, w)
+  ref = jax.grad(loss(dense_conv), (0, 1))(x, w)
+  for a, b in zip(got, ref):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  # reverse over reverse (darts2, GraSP) differentiates the hand-written VJP itself
+  hvp = [jax.grad(lambda x, w: jnp.vdot(jax.grad(loss(c), 1)(x, w), w), (0, 1))(x, w)
+         for c in (ops.conv2d, dense_conv)]
+  for a, b in zip(*hvp):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
+
+
 @pytest.mark.parametrize('stride', [1, 2])
 def test_max_pool_matches_reduce_window(stride):
   x = jax.random.normal(jax.random.key(1), (2, 8, 8, 3))
