@@ -132,7 +132,9 @@ def conv2d(x: Array, kernel: Array, stride: int = 1, padding: int = 0, dilation:
 
 
 def _conv_fwd(x, kernel, stride, padding, dilation):
-  return _conv_forward(x, kernel, stride, padding, dilation), (x, kernel)
+  # Through conv2d itself (as in depthwise_conv): a second derivative then
+  # differentiates the primal by this VJP too, not by the slow transposes.
+  return conv2d(x, kernel, stride, padding, dilation), (x, kernel)
 
 
 def _conv_bwd(stride, padding, dilation, res, g):

@@ -76,6 +76,22 @@ def test_conv2d_and_its_vjp_match_xla_convolution(k, stride, padding, dilation, 
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
 
 
+def test_conv2d_second_derivative_under_scan_and_remat():
+  # darts2's mixed product on NAS-Bench-201: the α-pullback of a weight gradient taken
+  # through rematerialised scan bodies of convolutions
+  x = jax.random.normal(jax.random.key(0), (2, 6, 6, 3))
+  w = 0.5 * jax.random.normal(jax.random.key(1), (3, 3, 3, 3))
+
+  def mixed_product(conv):
+    def inner(w, a):
+      def body(h, _):
+        return jax.checkpoint(lambda h: jnp.sin(conv(h, w, 1, 1, 1)))(h), None
+      return jnp.sum(lax.scan(body, a * x, None, length=2)[0])
+    g, pullback = jax.vjp(lambda a: jax.grad(inner)(w, a), 0.5)
+    return pullback(g)[0]
+  np.testing.assert_allclose(mixed_product(ops.conv2d), mixed_product(dense_conv), rtol=1e-4)
+
+
 @pytest.mark.parametrize('stride', [1, 2])
 def test_max_pool_matches_reduce_window(stride):
   x = jax.random.normal(jax.random.key(1), (2, 8, 8, 3))
