@@ -21,8 +21,10 @@ search size), 32x32 inputs, batch 32 of random images; plus architectures
 per second through the vmapped NAS-Bench-201 supernet.
 FreeDARTS (``--part free``): wall seconds of ``jaxnas.free`` per saliency on
 each space's search supernet (C=16; DARTS 8 cells, NAS-Bench-201 5 cells per
-stage), batch 64 of random 32x32 images: compile included (a cold process
-without the persistent cache) and excluded (the saliency again, compiled).
+stage), batch 64, of the embedded digits (8x8, what ``jaxnas free`` reads by
+default) and of random 32x32 images (CIFAR's size): compile included (a
+process without the persistent cache) and excluded (the saliency again,
+compiled).
 Writes benchmarks/results/proxies.json (a partial re-run updates its rows).
 """
 from __future__ import annotations
@@ -38,7 +40,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import RESULTS, write_results  # noqa: E402
 
-KEY = ('part', 'space', 'proxy', 'via')
+KEY = ('part', 'space', 'proxy', 'via', 'data')
 GROUND_TRUTH = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'nb201_ground_truth.json')
 
 
@@ -142,16 +144,21 @@ def free_seconds(spaces, out: str, batch: int = 64) -> list[dict]:
   rng = np.random.default_rng(0)
   x = rng.integers(0, 256, (batch, 32, 32, 3), dtype=np.uint8)
   y = rng.integers(0, 10, batch)
-  ds = data.from_arrays(x, y, x[:8], y[:8], num_classes=10)
+  inputs = {'digits': data.load('digits'),  # what `jaxnas free` reads by default (8x8)
+            'random32': data.from_arrays(x, y, x[:8], y[:8], num_classes=10)}
   rows = []
-  print(f'{"space":6s} {"saliency":9s} {"s (compile incl.)":>17s} {"s (compiled)":>12s}', flush=True)
+  print(f'{"space":6s} {"saliency":9s} {"data":9s} {"s (compile incl.)":>17s} {"s (compiled)":>12s}',
+        flush=True)
   for space in spaces:
     for name in SALIENCIES:
-      r = free(FreeConfig(space=space, saliency=name, batch_size=batch), ds)
-      rows.append(dict(part='free', space=space, proxy=name, via='supernet', batch=batch, image=32,
-                       seconds=r.seconds, seconds_compiled=r.seconds_compiled))
-      print(f'{space:6s} {name:9s} {r.seconds:17.1f} {r.seconds_compiled:12.2f}', flush=True)
-      write_results(out, rows, KEY)
+      for data_name, ds in inputs.items():
+        r = free(FreeConfig(space=space, saliency=name, batch_size=batch), ds)
+        rows.append(dict(part='free', space=space, proxy=name, via='supernet', data=data_name,
+                         batch=batch, image=ds.image_shape[0], seconds=r.seconds,
+                         seconds_compiled=r.seconds_compiled))
+        print(f'{space:6s} {name:9s} {data_name:9s} {r.seconds:17.1f} {r.seconds_compiled:12.2f}',
+              flush=True)
+        write_results(out, rows, KEY)
   return rows
 
 
