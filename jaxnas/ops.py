@@ -132,15 +132,16 @@ def conv2d(x: Array, kernel: Array, stride: int = 1, padding: int = 0, dilation:
 
 
 def _conv_fwd(x, kernel, stride, padding, dilation):
-  # Through conv2d itself (as in depthwise_conv): a second derivative then
-  # differentiates the primal by this VJP too, not by the slow transposes.
+  # Through conv2d itself: a second derivative (GraSP, darts2) then takes the
+  # primal's derivative by this VJP too, not by the slow transposes. (The same
+  # for depthwise_conv fails inside JAX under remat + scan: residuals mixed up.)
   return conv2d(x, kernel, stride, padding, dilation), (x, kernel)
 
 
 def _conv_bwd(stride, padding, dilation, res, g):
   x, kernel = res
   k, s, p, d = kernel.shape[0], stride, padding, dilation
-  b, c_in = x.shape[0], x.shape[3]
+  c_in = x.shape[3]
   ho, wo = g.shape[1:3]
   # dx_pad[m] = Σ_i g_up[m − d·i] K[i]: a correlation of the zero-upsampled g,
   # padded by d(k−1) and cropped by p, with the flipped kernel.
