@@ -25,6 +25,7 @@ temporaries for the DARTS supernet at batch 64, and a slower trace.)
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import flax.linen as nn
@@ -130,6 +131,17 @@ _STACKED = dict(variable_axes={'params': 0, 'batch_stats': 0, ops.RELU_CODES: 0}
                 split_rngs={'params': True})
 
 
+@functools.lru_cache(maxsize=None)
+def _edge_scan(body, remat: bool, length: int):
+  """The scan over one edge group as a lifted ``jit``, built once per (body, remat,
+  length): the cells whose edge groups match in shapes and options then share one
+  trace (JAX caches the jaxpr and its derivatives by function and input types), so
+  tracing costs per distinct group, not per cell."""
+  in_axes = (nn.broadcast, 0) if body is _InputEdge else 0
+  return nn.jit(nn.scan(nn.remat(body) if remat else body, in_axes=in_axes, length=length,
+                        **_STACKED))
+
+
 class MixedCell(nn.Module):
   """The edges of one search cell; returns the node states, shape (n_nodes, B, H, W, C).
 
@@ -166,16 +178,14 @@ class MixedCell(nn.Module):
       raise ValueError(f'partial channels: {self.channels} channels do not split into '
                        f'{self.partial} groups')
     x = jnp.stack(list(inputs))
-    body = nn.remat(_InputEdge) if self.remat else _InputEdge
-    scan = nn.scan(body, in_axes=(nn.broadcast, 0), length=len(in_rows), **_STACKED)
+    scan = _edge_scan(_InputEdge, self.remat, len(in_rows))
     _, y = scan(self.primitives, self.channels, self.stride, self.train, self.pool_bn, self.partial,
                 name='input_edges')((), x, (in_src, weights[in_rows],
                                               _rows(edge_weights, in_rows)))
     nodes = jnp.sum(y.reshape((self.n_nodes, self.n_in) + y.shape[1:]), axis=1)
     if inner:
       src, dst, rows = (np.array(v, np.int32) for v in zip(*inner))
-      body = nn.remat(_InnerEdge) if self.remat else _InnerEdge
-      scan = nn.scan(body, in_axes=0, length=len(inner), **_STACKED)
+      scan = _edge_scan(_InnerEdge, self.remat, len(inner))
       nodes, _ = scan(self.primitives, self.channels, self.train, self.pool_bn, self.partial,
                       name='inner_edges')(nodes, (src, dst, weights[rows], _rows(edge_weights, rows)))
     return nodes
