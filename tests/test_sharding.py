@@ -67,6 +67,8 @@ def test_sharded_search_step_equals_one_device(tmp_path, tiny, method):
       for leaf in jax.tree_util.tree_leaves(state):
         assert leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == 8
     states[devices], metrics[devices] = jax.device_get((state, m))
+    assert np.isfinite(metrics[devices]['train_loss']) and np.isfinite(metrics[devices]['val_loss'])
+    assert all(np.isfinite(a).all() for a in jax.tree_util.tree_leaves(states[devices].alpha))
   assert_trees_close(metrics['8'], metrics['1'], rtol=1e-4, atol=1e-6)
   assert_trees_close(states['8'], states['1'], rtol=1e-4, atol=1e-6)
 

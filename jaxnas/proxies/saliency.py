@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from jaxnas.proxies.base import cross_entropy, merge, split_weights, tree_sum
 
@@ -30,11 +29,11 @@ def snip(apply_fn, variables, batch, key):
 
 def grasp(apply_fn, variables, batch, key):
   """GraSP (Wang et al. 2020): ``Σ −θ ⊙ (H g)``, ``g = ∂L/∂θ`` held constant and
-  ``H = ∂²L/∂θ²``; ``H g = ∂(gᵀ ∂L/∂θ)/∂θ``, exact (reverse over reverse)."""
+  ``H = ∂²L/∂θ²``; ``H g`` exact (reverse over reverse): the pullback of
+  ``θ ↦ ∂L/∂θ`` applied to g (H is symmetric), g and H g from one program."""
   weights, _ = split_weights(variables['params'])
-  loss = cross_entropy(apply_fn, variables, batch)
-  g = jax.lax.stop_gradient(jax.grad(loss)(weights))
-  hg = jax.grad(lambda w: optax.tree.vdot(jax.grad(loss)(w), g))(weights)
+  g, pullback = jax.vjp(jax.grad(cross_entropy(apply_fn, variables, batch)), weights)
+  hg, = pullback(g)
   return tree_sum(jax.tree_util.tree_map(lambda w, h: -w * h, weights, hg))
 
 
