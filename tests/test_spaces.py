@@ -165,6 +165,24 @@ def test_alpha_shape_is_checked():
                                       {'normal': jnp.zeros((14, 7)), 'reduce': jnp.zeros((14, 7))}))
 
 
+def test_cells_of_one_shape_share_one_trace(monkeypatch):
+  # 8 cells hold the same 5 kinds of input-edge group and 3 of inner-edge group as
+  # 5 cells (normal C, reduce, normal 2C, reduce, normal 4C): with the edge scans
+  # shared, the mixed op is traced as often for 8 cells as for 5. (Different channel
+  # counts, so that the second model finds nothing in the first one's trace cache.)
+  traced = []
+  call = cells.MixedOp.__call__
+  monkeypatch.setattr(cells.MixedOp, '__call__', lambda self, *a, **k: traced.append(1) or call(self, *a, **k))
+  counts = {}
+  for layers, c in ((5, 2), (8, 3)):
+    traced.clear()
+    model = darts.Supernet(c, layers, 10)
+    alpha = get_space('darts').init_alpha(jax.random.key(0))
+    jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((2, 8, 8, 3)), alpha)
+    counts[layers] = len(traced)
+  assert counts[8] == counts[5] > 0
+
+
 # --- the cell layout equals a plain loop over edges ---
 
 def test_mixed_cell_equals_edge_by_edge_loop():
