@@ -3,7 +3,9 @@
 A search step moves α once, by Adam on the estimator's hypergradient (on a
 validation batch), and the weights as the estimator says (DARTS: one SGD step
 on a training batch). The step is one ``jax.jit`` with the state donated;
-it is traced once per run.
+it is traced once per run, and with the program cache on (the CLI's default)
+not at all in a later run of the same configuration
+(:class:`jaxnas.xla.persistent_jit`).
 
 Order of the data: in epoch e, search step s reads training batches
 ``s·n .. s·n + n − 1`` of the epoch's permutation (n = training batches per
@@ -28,7 +30,7 @@ import numpy as np
 import optax
 
 from jaxnas import data as data_lib
-from jaxnas import hypergrad, plot, proxies, relax, sharding
+from jaxnas import hypergrad, plot, proxies, relax, sharding, xla
 from jaxnas.checkpoint import Checkpointer, StopSignals, check_resume_config
 from jaxnas.spaces import get_space
 from jaxnas.spaces.base import init_variables
@@ -144,6 +146,10 @@ class SearchConfig:
 
   def to_json(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
+
+
+# Config fields that do not reach the jitted step's program.
+NOT_IN_PROGRAM = ('workdir', 'checkpoint_every', 'data_dir', 'download', 'seed')
 
 
 class SearchState(NamedTuple):
@@ -267,11 +273,16 @@ class Search:
     self.batch_shardings = {'train_x': train_sh, 'train_y': train_sh, 'val_x': val_sh,
                             'val_y': val_sh}
     self.traces = 0
-    self.step_fn = jax.jit(self._step, donate_argnums=0,
-                           in_shardings=(self.replicated, self.batch_shardings),
-                           out_shardings=self.replicated)
-    self.warmup_fn = jax.jit(self._warmup_step, donate_argnums=0, in_shardings=(self.replicated,),
-                             out_shardings=self.replicated)
+    # what the step closes over besides its arguments, for the program cache
+    key = {**{k: v for k, v in cfg.to_json().items() if k not in NOT_IN_PROGRAM},
+           'data': [self.data.image_shape, self.data.num_classes, np.asarray(self.data.mean).tolist(),
+                    np.asarray(self.data.std).tolist(), len(self.train.x), len(self.val.x)]}
+    self.step_fn = xla.persistent_jit(self._step, ['step', key], donate_argnums=0,
+                                      in_shardings=(self.replicated, self.batch_shardings),
+                                      out_shardings=self.replicated)
+    self.warmup_fn = xla.persistent_jit(self._warmup_step, ['warmup', key], donate_argnums=0,
+                                        in_shardings=(self.replicated,),
+                                        out_shardings=self.replicated)
 
   # -- state ------------------------------------------------------------------
 

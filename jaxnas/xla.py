@@ -5,7 +5,13 @@ XLA's newer CPU fusion emitters compile the many small kernels of a supernet
 op forward+backward: 8.1 s -> 2.8 s compile). A user who sets the flag
 themselves in ``XLA_FLAGS`` keeps their value.
 """
+import functools
+import hashlib
+import json
 import os
+import pickle
+import warnings
+from typing import Any, Callable
 
 CPU_FLAGS = ('--xla_cpu_use_fusion_emitters=false',)
 
@@ -22,13 +28,176 @@ def configure() -> None:
     os.environ['XLA_FLAGS'] = ' '.join([flags, *extra]).strip()
 
 
-def enable_compilation_cache(path: str | None = None) -> str:
-  """Turns on JAX's persistent compilation cache so that a second run starts in seconds."""
+# Where persistent_jit keeps its exported programs (None: off, plain jax.jit).
+_program_dir: str | None = None
+
+
+def enable_compilation_cache(path: str | None = None, programs: bool = True) -> str:
+  """Turns on JAX's persistent compilation cache so that a second run starts in seconds.
+
+  With ``programs``, :func:`persistent_jit` also keeps the traced programs
+  (``jax.export``) in ``path/programs``: a second run skips tracing and
+  lowering, and its compile is a hit in the compilation cache.
+  """
   import jax
+  global _program_dir
   path = path or os.environ.get('JAXNAS_CACHE_DIR') or os.path.join(
       os.path.expanduser('~'), '.cache', 'jaxnas', 'xla')
   os.makedirs(path, exist_ok=True)
   jax.config.update('jax_compilation_cache_dir', path)
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
   jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+  _program_dir = os.path.join(path, 'programs') if programs else None
   return path
+
+
+@functools.lru_cache(maxsize=None)
+def program_fingerprint() -> str:
+  """What every traced program depends on besides its own arguments: jaxnas'
+  sources, the versions of the libraries that trace it, XLA's flags, JAX's
+  numerics switches and the backend."""
+  import jax
+  h = hashlib.sha256()
+  root = os.path.dirname(os.path.abspath(__file__))
+  for dirpath, dirnames, filenames in os.walk(root):
+    dirnames.sort()
+    for name in sorted(filenames):
+      if name.endswith('.py'):
+        path = os.path.join(dirpath, name)
+        h.update(os.path.relpath(path, root).encode())
+        with open(path, 'rb') as f:
+          h.update(f.read())
+  from importlib import metadata
+  versions = {}
+  for dist in ('jax', 'jaxlib', 'flax', 'optax', 'chex', 'numpy'):
+    try:
+      versions[dist] = metadata.version(dist)
+    except metadata.PackageNotFoundError:
+      versions[dist] = None
+  devices = jax.devices()
+  h.update(json.dumps({
+      'versions': versions, 'XLA_FLAGS': os.environ.get('XLA_FLAGS', ''),
+      'x64': jax.config.jax_enable_x64,
+      'matmul_precision': str(jax.config.jax_default_matmul_precision),
+      'backend': jax.default_backend(), 'devices': [len(devices), devices[0].device_kind],
+  }, sort_keys=True).encode())
+  return h.hexdigest()
+
+
+def _cache_path(key: str, in_tree, specs, suffix: str) -> str:
+  digest = hashlib.sha256('|'.join(
+      [program_fingerprint(), key, str(in_tree),
+       repr([(s.shape, str(s.dtype), str(s.sharding)) for s in specs])]).encode()).hexdigest()
+  return os.path.join(_program_dir, digest[:32] + suffix)
+
+
+def _write(path: str, data: bytes) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = f'{path}.{os.getpid()}.tmp'
+  with open(tmp, 'wb') as f:
+    f.write(data)
+  os.replace(tmp, path)  # whole or not at all, if two runs write at once
+
+
+def persistent_eval_shape(fun: Callable, key: Any, *args):
+  """``jax.eval_shape(fun, *args)``, kept on disk beside :class:`persistent_jit`'s
+  programs (the DARTS supernet's ``init`` takes 1.5 s to trace)."""
+  import jax
+  if _program_dir is None:
+    return jax.eval_shape(fun, *args)
+  leaves, in_tree = jax.tree_util.tree_flatten(args)
+  path = _cache_path(json.dumps(key, sort_keys=True, default=str), in_tree,
+                     [_leaf_spec(x) for x in leaves], '.shapes')
+  if os.path.exists(path):
+    try:
+      with open(path, 'rb') as f:
+        return pickle.load(f)
+    except Exception as e:  # noqa: BLE001
+      warnings.warn(f'ignoring the unreadable cached shapes {path} ({e}); tracing again')
+  out = jax.eval_shape(fun, *args)
+  _write(path, pickle.dumps(out))
+  return out
+
+
+def _leaf_spec(x):
+  import jax
+  import numpy as np
+  sharding = getattr(x, 'sharding', None)
+  return jax.ShapeDtypeStruct(np.shape(x), getattr(x, 'dtype', None) or np.result_type(x),
+                              sharding=sharding if getattr(x, 'committed', True) else None)
+
+
+class persistent_jit:
+  """``jax.jit(fun, **jit_kwargs)`` whose traced program outlives the process.
+
+  With the program cache on (:func:`enable_compilation_cache`), the first call
+  for a signature exports ``fun`` (``jax.export``: one trace and lowering, as
+  ``jax.jit`` does) and writes it to disk; a later process with the same
+  ``key`` and signature reads it back and jits its ``call``, which neither
+  traces ``fun`` nor lowers it, and whose XLA compile is a hit in the
+  compilation cache. ``key`` must name everything ``fun`` closes over that
+  shapes its program (a config, a data set's statistics);
+  :func:`program_fingerprint` adds jaxnas' sources and library versions.
+  Without the cache, or where export fails, it is plain ``jax.jit``.
+  """
+
+  def __init__(self, fun: Callable, key: Any, **jit_kwargs):
+    import jax
+    self._fun, self._key, self._kwargs = fun, json.dumps(key, sort_keys=True, default=str), jit_kwargs
+    self._jit = jax.jit(fun, **jit_kwargs)
+    self._programs: dict[Any, Any] = {}  # signature -> jitted call of the exported program
+
+  def _signature(self, args):
+    import jax
+    leaves, tree = jax.tree_util.tree_flatten(args)
+    return tree, tuple(_leaf_spec(x) for x in leaves)
+
+  def _jitted(self, args):
+    if _program_dir is None:
+      return self._jit
+    sig = self._signature(args)
+    if sig not in self._programs:
+      self._programs[sig] = self._load_or_export(*sig)
+    return self._programs[sig]
+
+  def _load_or_export(self, in_tree, specs):
+    import jax
+    path = _cache_path(self._key, in_tree, specs, '.jaxprogram')
+    exported = out_tree = None
+    if os.path.exists(path):
+      try:
+        with open(path, 'rb') as f:
+          saved = pickle.load(f)
+        exported, out_tree = jax.export.deserialize(saved['exported']), saved['out_tree']
+      except Exception as e:  # a corrupt or foreign file: export afresh over it
+        warnings.warn(f'ignoring the unreadable cached program {path} ({e}); tracing again')
+        exported = None
+    if exported is None:
+      box = []
+
+      def flat(*leaves):  # export serialises flat lists only (optax states are NamedTuples)
+        out = self._fun(*jax.tree_util.tree_unflatten(in_tree, leaves))
+        out_leaves, tree = jax.tree_util.tree_flatten(out)
+        box.append(tree)
+        return out_leaves
+      out_sh = self._kwargs.get('out_shardings')
+      try:
+        exported = jax.export.export(jax.jit(flat, out_shardings=(
+            out_sh if isinstance(out_sh, jax.sharding.Sharding) else None)))(*specs)
+        data = pickle.dumps({'exported': exported.serialize(), 'out_tree': box[0]})
+      except Exception as e:  # noqa: BLE001  (a program export cannot hold: plain jit)
+        warnings.warn(f'persistent_jit: cannot export {getattr(self._fun, "__name__", self._fun)} '
+                      f'({type(e).__name__}: {e}); it will be traced in every process')
+        return self._jit
+      out_tree = box[0]
+      _write(path, data)
+
+    def call(*args):
+      return jax.tree_util.tree_unflatten(out_tree, exported.call(*jax.tree_util.tree_leaves(args)))
+    return jax.jit(call, **self._kwargs)
+
+  def __call__(self, *args):
+    return self._jitted(args)(*args)
+
+  def lower(self, *args):
+    return self._jitted(args).lower(*args)

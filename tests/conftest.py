@@ -26,4 +26,6 @@ def compilation_cache(tmp_path_factory):
   # per worker, its parent shared).
   path = tmp_path_factory.getbasetemp().parent / 'xla-cache'
   path.mkdir(exist_ok=True)
-  jaxnas.xla.enable_compilation_cache(str(path))
+  # Programs are not kept across tests: each test traces what it runs (tests count traces;
+  # tests/test_search.py tests the program cache in a directory of its own).
+  jaxnas.xla.enable_compilation_cache(str(path), programs=False)

@@ -231,3 +231,38 @@ def test_zen_warmup_reads_no_labels(tmp_path, tiny):
     Search(config(tmp_path, method='darts1', zen_warmup_epochs=1), tiny)
   with pytest.raises(ValueError, match='known: w, alpha, both'):
     Search(config(tmp_path, **{**kw, 'zen_warmup_moves': 'beta'}), tiny)
+
+
+def test_program_cache_skips_the_trace_and_keeps_the_numbers(tmp_path, tiny, monkeypatch):
+  def run_steps(cfg, n=2):
+    run = Search(cfg, tiny)
+    state = run.init_state()
+    for i in range(n):
+      state, _ = run.step_fn(state, run.batch(0, i))
+    return run, np.asarray(state.alpha['cell']), np.asarray(jax.tree_util.tree_leaves(state.params)[0])
+
+  cfg = config(tmp_path)
+  plain, alpha, w = run_steps(cfg)  # the program cache is off in tests: plain jax.jit
+  programs = tmp_path / 'programs'
+  monkeypatch.setattr(xla, '_program_dir', str(programs))
+  first, alpha1, w1 = run_steps(cfg)
+  assert first.traces == 1 and len(list(programs.glob('*.jaxprogram'))) == 1
+  assert len(list(programs.glob('*.shapes'))) == 1  # the supernet's init, traced once
+  # a later run of the same program (another workdir and seed do not change it) reads it back
+  again, alpha2, w2 = run_steps(dataclasses.replace(cfg, workdir=str(tmp_path / 'other'), seed=5))
+  assert again.traces == 0 and len(list(programs.glob('*.jaxprogram'))) == 1
+  np.testing.assert_allclose(alpha1, alpha, rtol=1e-6, atol=1e-9)
+  np.testing.assert_allclose(w1, w, rtol=1e-6, atol=1e-9)
+  assert not np.allclose(alpha2, alpha1)  # its own seed: its own α
+  # anything that shapes the program makes a new one
+  other, _, _ = run_steps(dataclasses.replace(cfg, lr=0.05))
+  assert other.traces == 1 and len(list(programs.glob('*.jaxprogram'))) == 2
+  # a corrupt file is traced afresh, with a warning, and rewritten
+  for f in programs.iterdir():
+    f.write_bytes(b'not a program')
+  with pytest.warns(UserWarning, match='unreadable cached') as caught:
+    fresh, alpha3, _ = run_steps(cfg)
+  assert {str(w.message).split()[4] for w in caught} >= {'program', 'shapes'}
+  assert fresh.traces == 1
+  np.testing.assert_allclose(alpha3, alpha, rtol=1e-6, atol=1e-9)
+  assert run_steps(cfg)[0].traces == 0

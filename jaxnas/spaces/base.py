@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from jaxnas import ops
+from jaxnas import ops, xla
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +102,8 @@ class SearchSpace:
 def init_variables(model: nn.Module, key: jax.Array, x: jax.Array, *args) -> dict:
   """Variables of ``model`` for inputs shaped like ``x``, drawn in NumPy.
 
-  The shapes come from ``jax.eval_shape(model.init)`` (a trace, no compile);
+  The shapes come from ``jax.eval_shape(model.init)`` (a trace, no compile;
+  kept on disk by :func:`jaxnas.xla.persistent_eval_shape`);
   the values from the distributions of the modules' own initialisers
   (PyTorch's: U(±1/sqrt(fan_in)) for weights and conv/linear biases, BN
   scale 1 and bias 0, running mean 0 and variance 1), with fan-in read off
@@ -110,7 +111,10 @@ def init_variables(model: nn.Module, key: jax.Array, x: jax.Array, *args) -> dic
   takes minutes for a supernet whose cells sit under ``scan``.
   """
   rngs = {'params': key, 'dropout': key}
-  shapes = jax.eval_shape(functools.partial(model.init, train=False), rngs, x[:1], *args)
+  # (kept on disk with the program cache on; a module's repr is its configuration)
+  shapes = xla.persistent_eval_shape(functools.partial(model.init, train=False),
+                                     ['init', type(model).__module__, repr(model)], rngs, x[:1],
+                                     *args)
   seed = np.asarray(jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
                     else key).ravel()
   rng = np.random.default_rng(seed.astype(np.uint64))
