@@ -37,7 +37,10 @@ def enable_compilation_cache(path: str | None = None, programs: bool = True) -> 
 
   With ``programs``, :func:`persistent_jit` also keeps the traced programs
   (``jax.export``) in ``path/programs``: a second run skips tracing and
-  lowering, and its compile is a hit in the compilation cache.
+  lowering, and its compile is a hit in the compilation cache. The key holds
+  jaxnas' own sources, not yours: while you change code of your own that a
+  search calls (a relaxation or space added to jaxnas' registries), pass
+  ``programs=False``.
   """
   import jax
   global _program_dir
