@@ -120,8 +120,11 @@ def free(config: FreeConfig, dataset: data_lib.Dataset | None = None) -> FreeRes
   mesh = sharding.make_mesh(cfg.devices)
   batch = sharding.put_batch((x, ds.y_train[idx]), mesh)
   variables, alpha = sharding.put((variables, alpha), sharding.replicated(mesh))
-  fn = jax.jit(saliency_fn(model, cfg.saliency), out_shardings=sharding.replicated(mesh),
-               compiler_options=xla.RUN_ONCE_OPTIONS)
+  # kept on disk with the program cache on (the CLI): a second run loads it
+  fn = xla.persistent_jit(saliency_fn(model, cfg.saliency),
+                          ['free', cfg.saliency, type(model).__module__, repr(model)],
+                          out_shardings=sharding.replicated(mesh),
+                          compiler_options=xla.RUN_ONCE_OPTIONS)
   scores = jax.device_get(fn(variables, alpha, batch))
   genotype = space.derive({k: np.asarray(v) for k, v in scores.items()})
   seconds = time.perf_counter() - t0

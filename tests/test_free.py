@@ -90,3 +90,22 @@ def test_every_saliency_gives_a_valid_genotype(tiny, space, saliencies, tmp_path
       assert np.all(s[:, sp.primitives.index('none')] == 0)  # 'none' contributes nothing
   with pytest.raises(ValueError, match="unknown saliency 'fisher'.*synflow, snip, grasp"):
     free.free(free.FreeConfig(space=space, saliency='fisher'), tiny)
+
+
+def test_a_second_run_loads_the_saliency_program(tiny, tmp_path, monkeypatch):
+  from jaxnas import xla
+  traced = []
+  losses = free._losses
+  monkeypatch.setattr(free, '_losses', lambda *a: traced.append(1) or losses(*a))
+  cfg = free.FreeConfig(space='nb201', saliency='grasp', channels=4, layers=1, batch_size=16)
+  plain = free.free(cfg, tiny)
+  n_plain = len(traced)
+  monkeypatch.setattr(xla, '_program_dir', str(tmp_path / 'programs'))
+  first = free.free(cfg, tiny)  # traces and exports
+  n = len(traced)
+  again = free.free(cfg, tiny)  # loads
+  assert n > n_plain and len(traced) == n and len(list((tmp_path / 'programs').glob('*.jaxprogram'))) == 1
+  for run in (first, again):
+    assert run.genotype == plain.genotype
+    for k in plain.saliency:
+      np.testing.assert_allclose(run.saliency[k], plain.saliency[k], rtol=1e-5, atol=1e-12)
