@@ -10,8 +10,11 @@ saliency of each (edge, op) is read off the derivative with respect to α:
   and α replaced by its absolute value, an all-ones input, BatchNorm off,
   float64 — SynFlow's data-free convention (:func:`jaxnas.proxies.saliency.synflow_inputs`);
 * ``grasp``:   ``S = −α ⊙ (H g)``, ``g = ∂L/∂α`` and ``H = ∂²L/∂α²``, the
-  Hessian-gradient product exact (reverse over reverse: the pullback of
-  ``∂L/∂α`` applied to g).
+  Hessian-gradient product exact: forward over reverse where the supernet
+  admits it (DARTS: ``jax.jvp`` of ``∂L/∂α`` along g; C=16, 8 cells, 8x8
+  digits: trace 30 s -> 17 s, compile 73 s -> 61 s, XLA memory 0.66 -> 0.12
+  GiB), else reverse over reverse (NAS-Bench-201: the pullback of ``∂L/∂α``
+  applied to g).
 
 The genotype is the space's derive rule applied to the saliencies in place
 of mixing weights (``none`` has zero saliency: it contributes nothing).
@@ -82,9 +85,12 @@ def saliency_fn(model, name: str):
     return jax.tree_util.tree_map(lambda a, g: jnp.abs(a * g), alpha, g)
 
   def grasp(variables, alpha, batch):
-    # g and H g in one program: the pullback of α ↦ ∂L/∂α at α, applied to g, is Hᵀg = Hg
-    g, pullback = jax.vjp(jax.grad(_losses(model, variables, alpha, batch)), alpha)
-    hg, = pullback(g)
+    grad = jax.grad(_losses(model, variables, alpha, batch))
+    if getattr(model, 'forward_over_reverse', False):  # H g as the tangent of ∂L/∂α along g
+      _, hg = jax.jvp(grad, (alpha,), (grad(alpha),))
+    else:  # the pullback of α ↦ ∂L/∂α at α, applied to g, is Hᵀg = Hg
+      g, pullback = jax.vjp(grad, alpha)
+      hg, = pullback(g)
     return jax.tree_util.tree_map(lambda a, h: -a * h, alpha, hg)
 
   def synflow(variables, alpha, batch):

@@ -132,9 +132,11 @@ def conv2d(x: Array, kernel: Array, stride: int = 1, padding: int = 0, dilation:
 
 
 def _conv_fwd(x, kernel, stride, padding, dilation):
-  # Through conv2d itself: a second derivative (GraSP, darts2) then takes the
-  # primal's derivative by this VJP too, not by the slow transposes. (The same
-  # for depthwise_conv fails inside JAX under remat + scan: residuals mixed up.)
+  # Through conv2d itself: a second derivative by reverse over reverse (GraSP,
+  # unroll) then takes the primal's derivative by this VJP too, not by the slow
+  # transposes; forward over reverse cannot pass it (a custom VJP has no JVP).
+  # (The same for depthwise_conv fails inside JAX under remat + scan: residuals
+  # mixed up. Its fwd is plain JAX, so forward over reverse passes it.)
   return conv2d(x, kernel, stride, padding, dilation), (x, kernel)
 
 
@@ -258,13 +260,19 @@ def batch_norm(train: bool, affine: bool, name: str | None = None) -> nn.BatchNo
 
 
 class Conv(nn.Module):
-  """Dense k x k convolution (:func:`conv2d`), zero padding ``padding``; 1x1 ones are matmuls."""
+  """Dense k x k convolution (:func:`conv2d`), zero padding ``padding``; 1x1 ones are matmuls.
+
+  ``hand_vjp=False``: XLA's own convolution and JAX's derivatives, for a conv
+  outside any scan (where JAX's transposes are fast) that forward over
+  reverse must pass with a tangent: :func:`conv2d`'s custom VJP cannot.
+  """
   features: int
   kernel_size: int = 1
   stride: int = 1
   padding: int = 0
   dilation: int = 1
   use_bias: bool = False
+  hand_vjp: bool = True
 
   @nn.compact
   def __call__(self, x):
@@ -276,7 +284,8 @@ class Conv(nn.Module):
       y = jnp.dot(x, w)
     else:
       w = self.param('kernel', torch_uniform(c_in * k * k), (k, k, c_in, self.features), x.dtype)
-      y = conv2d(x, w, self.stride, self.padding, self.dilation)
+      conv = conv2d if self.hand_vjp else _conv_forward
+      y = conv(x, w, self.stride, self.padding, self.dilation)
     if self.use_bias:
       y = y + self.param('bias', torch_uniform(c_in * k * k), (self.features,), x.dtype)
     return y

@@ -223,7 +223,7 @@ def make_problem(model) -> hypergrad.Problem:
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     acc = jnp.mean(jnp.argmax(logits, -1) == y)
     return ce, (new['batch_stats'], {'loss': ce, 'acc': acc})
-  return hypergrad.Problem(loss, loss)
+  return hypergrad.Problem(loss, loss, getattr(model, 'forward_over_reverse', False))
 
 
 class Search:

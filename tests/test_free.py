@@ -39,10 +39,22 @@ def test_a_genotype_planted_in_alpha_dominates_the_saliency_and_is_recovered(tin
     assert space.derive(scores) == planted, name
 
 
-def test_snip_and_grasp_are_their_definitions(tiny):
+@pytest.mark.parametrize('space_name', ['nb201', 'darts'])
+def test_snip_and_grasp_are_their_definitions(tiny, space_name):
+  # NAS-Bench-201: H g by reverse over reverse; DARTS: by forward over reverse
   with jax.enable_x64():  # float64: the oracle and the saliency agree to rounding
-    alpha = {'cell': 1e-2 * jax.random.normal(jax.random.key(3), (6, 5), jnp.float64)}
-    space, model, v, batch = _setup(tiny, alpha)
+    if space_name == 'nb201':
+      alpha = {'cell': 1e-2 * jax.random.normal(jax.random.key(3), (6, 5), jnp.float64)}
+      space, model, v, batch = _setup(tiny, alpha)
+    else:
+      space = get_space('darts')
+      model = space.supernet(4, 2, 10, 'raw')
+      alpha = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64),
+                                     space.init_alpha(jax.random.key(3), 1e-2))
+      v = init_variables(model, jax.random.key(1), jnp.zeros((1, 8, 8, 1)), alpha)
+      x = data.NO_AUGMENT(jax.random.key(0), tiny.x_train[:8], tiny.mean, tiny.std)
+      batch = (x, jnp.asarray(tiny.y_train[:8]))
+    assert getattr(model, 'forward_over_reverse', False) == (space_name == 'darts')
     v = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), v)
     batch = (batch[0].astype(jnp.float64), batch[1])
 
@@ -50,16 +62,20 @@ def test_snip_and_grasp_are_their_definitions(tiny):
       logits, _ = model.apply(v, batch[0], a, train=True, mutable=['batch_stats'])
       return optax.softmax_cross_entropy_with_integer_labels(logits, batch[1]).mean()
     grad = jax.jit(jax.grad(loss))
-    g = grad(alpha)['cell']
-    snip = jax.jit(free.saliency_fn(model, 'snip'))(v, alpha, batch)['cell']
-    np.testing.assert_allclose(snip, np.abs(alpha['cell'] * g), rtol=1e-9, atol=1e-15)
+    g = grad(alpha)
+    snip = jax.jit(free.saliency_fn(model, 'snip'))(v, alpha, batch)
+    for k in alpha:
+      np.testing.assert_allclose(snip[k], np.abs(alpha[k] * g[k]), rtol=1e-9, atol=1e-15)
     # GraSP: −α ⊙ H g, the Hessian-gradient product by a central difference of the gradient
     # (a small step: at 1e-5·g/‖g‖ it already crosses ReLU kinks and is off by O(1))
-    eps = 1e-7 / float(jnp.linalg.norm(g))
-    hg = (grad({'cell': alpha['cell'] + eps * g})['cell']
-          - grad({'cell': alpha['cell'] - eps * g})['cell']) / (2 * eps)
-    grasp = jax.jit(free.saliency_fn(model, 'grasp'))(v, alpha, batch)['cell']
-    assert np.linalg.norm(grasp + alpha['cell'] * hg) <= 1e-5 * np.linalg.norm(grasp)
+    norm = float(jnp.sqrt(sum(jnp.sum(a ** 2) for a in g.values())))
+    eps = 1e-7 / norm
+    plus = grad({k: alpha[k] + eps * g[k] for k in alpha})
+    minus = grad({k: alpha[k] - eps * g[k] for k in alpha})
+    grasp = jax.jit(free.saliency_fn(model, 'grasp'))(v, alpha, batch)
+    for k in alpha:
+      hg = (plus[k] - minus[k]) / (2 * eps)
+      assert np.linalg.norm(grasp[k] + alpha[k] * hg) <= 1e-5 * np.linalg.norm(grasp[k]), k
 
 
 def test_snip_does_not_depend_on_the_order_of_the_batch(tiny):

@@ -95,12 +95,13 @@ OPS = ('none', 'max_pool_3x3', 'skip_connect', 'dil_conv_3x3')
 
 
 class TinySupernet(nn.Module):
-  """A one-cell supernet: conv stem, a mixed cell of DARTS ops (a depthwise convolution with
-  its custom VJP, pooling with BN, skip) with 2 nodes (3 edges), head."""
+  """A one-cell supernet: conv stem (XLA's convolution, as the DARTS supernet's), a mixed
+  cell of DARTS ops (a depthwise convolution with its custom VJP, pooling with BN, skip)
+  with 2 nodes (3 edges), head."""
 
   @nn.compact
   def __call__(self, x, alpha, train=True):
-    x = ops.batch_norm(train, True)(ops.Conv(4, 3, 1, 1)(x))
+    x = ops.batch_norm(train, True)(ops.Conv(4, 3, 1, 1, hand_vjp=False)(x))
     nodes = cells.MixedCell(OPS, 4, 1, 2, 1, train, pool_bn=True, remat=False)(
         [x], jax.nn.softmax(alpha))
     return ops.Linear(3)(jnp.mean(nodes[-1], axis=(1, 2)))
@@ -127,9 +128,11 @@ def _supernet_problem():
   return Problem(loss, loss), opt, weights, alpha, batches
 
 
-def test_exact_second_order_on_a_supernet_and_finite_difference_agreement():
+@pytest.mark.parametrize('forward_over_reverse', [True, False])
+def test_exact_second_order_on_a_supernet_and_finite_difference_agreement(forward_over_reverse):
   with enable_x64():
     p, opt, weights, alpha, batches = _supernet_problem()
+    p = p._replace(forward_over_reverse=forward_over_reverse)
     def unrolled(a):
       w1 = virtual_weights(p, opt, weights, a, batches, 0.05)
       return p.val_loss(w1, a, batches.val, weights.state)[0]

@@ -24,9 +24,16 @@ Loss = Callable[[PyTree, PyTree, PyTree, PyTree], tuple[Array, tuple[PyTree, dic
 
 
 class Problem(NamedTuple):
-  """``train_loss`` and ``val_loss``: ``(w, α, batch, state) -> (loss, (state, metrics))``."""
+  """``train_loss`` and ``val_loss``: ``(w, α, batch, state) -> (loss, (state, metrics))``.
+
+  ``forward_over_reverse``: ``jax.jvp`` of the losses' gradients is possible
+  (no custom VJP whose fwd rule is itself a custom VJP on the way, see
+  :func:`jaxnas.ops.conv2d`); second-order estimators then take their mixed
+  products that way, which is cheaper than reverse over reverse.
+  """
   train_loss: Loss
   val_loss: Loss
+  forward_over_reverse: bool = False
 
 
 class WeightOpt(NamedTuple):
@@ -119,12 +126,23 @@ def _grad_of_inner_product(loss, w, alpha, v, argnum):
 def exact_mixed_product(loss, w, alpha, v):
   """``∇²_{α,w} L(w, α) v = ∇α ⟨∇w L(w, α), v⟩``, exactly, by reverse over reverse.
 
-  (Forward over reverse, ``jax.jvp`` of ∇α L along v, computes the same
-  number, but JAX cannot push a tangent through a ``custom_vjp`` function,
-  and the supernet's depthwise convolution is one: its hand-written VJP is
-  what makes it fast on CPU. Reverse over reverse is exact all the same.)
+  It works for every problem. Forward over reverse (:func:`mixed_product_fwd`)
+  computes the same number more cheaply, but only where no custom VJP whose
+  fwd rule calls a custom VJP lies on the way (``Problem.forward_over_reverse``):
+  JAX cannot push a tangent through a ``custom_vjp`` call, and
+  :func:`jaxnas.ops.conv2d` keeps its fwd rule one for reverse over reverse.
   """
   return _grad_of_inner_product(loss, w, alpha, v, 1)
+
+
+def mixed_product_fwd(loss, w, alpha, v):
+  """``∇²_{α,w} L(w, α) v`` exactly, forward over reverse: the tangent of
+  ``w ↦ ∇α L(w, α)`` along v. The inner gradient is taken in (w, α) and its α
+  part kept, so that the inner reverse pass, not the outer tangent, meets every
+  custom VJP that depends on w (the unused w part is dead code to XLA)."""
+  def grad_alpha(w):
+    return jax.grad(loss, argnums=(0, 1))(w, alpha)[1]
+  return jax.jvp(grad_alpha, (w,), (v,))[1]
 
 
 def hessian_product(loss, w, alpha, v):

@@ -208,7 +208,10 @@ def derive(weights: Mapping[str, Any], edge_strength: Mapping[str, Any] | None =
 # ----------------------------------------------------------------------------
 
 def _stem(x, c, train):
-  x = ops.Conv(c, 3, 1, 1, name='stem_conv')(x)
+  # XLA's convolution (outside the cell scans JAX's transposes of it are fast):
+  # the supernet's one dense k x k conv, so darts2's forward over reverse
+  # meets no conv2d custom VJP (see Supernet.forward_over_reverse)
+  x = ops.Conv(c, 3, 1, 1, hand_vjp=False, name='stem_conv')(x)
   return ops.batch_norm(train, True, name='stem_bn')(x)
 
 
@@ -249,6 +252,10 @@ class Supernet(nn.Module):
   ``'reduce_edges'`` (14,), and ``partial_channels`` (None: the relaxation's
   K) of the channels go through the mixed ops.
   """
+  # Every custom VJP in it (the depthwise convolutions) has a plain-JAX fwd, so
+  # jax.jvp of a gradient passes it: darts2's mixed product by forward over reverse.
+  forward_over_reverse = True
+
   channels: int = 16
   layers: int = 8
   num_classes: int = 10
