@@ -41,8 +41,9 @@ def _second_order(problem, opt, weights, alpha, batches, fd_r=None, xi=None):
 
   - forward over reverse where the problem admits it (the DARTS supernet):
     ``jax.jvp`` of ``w ↦ ∇α L_train(w, α)`` along v (:func:`mixed_product_fwd`).
-    DARTS supernet, C=16, 8 cells, batch 32: the step costs 2.2x a first-order
-    step, against 4.5x by reverse over reverse, with a quarter of the memory;
+    DARTS supernet, C=16, 8 cells, batch 32: the step costs 2.4x a first-order
+    step (batch 64: 2.2x), against 4.5x by reverse over reverse, with a quarter
+    of the memory;
   - otherwise reverse over reverse: the gradient as a function of α under
     ``jax.vjp``, whose pullback maps v to ``∇α ⟨∇w L_train, v⟩``, reusing the
     training pass that gave ``∇w L_train``.
