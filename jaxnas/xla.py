@@ -102,6 +102,18 @@ def _write(path: str, data: bytes) -> None:
   os.replace(tmp, path)  # whole or not at all, if two runs write at once
 
 
+def _read(path: str, what: str):
+  """The object pickled at ``path``, or None (absent; unreadable, with a warning)."""
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path, 'rb') as f:
+      return pickle.load(f)
+  except Exception as e:  # noqa: BLE001  (a corrupt or foreign file: trace afresh over it)
+    warnings.warn(f'ignoring the unreadable cached {what} {path} ({e}); tracing again')
+    return None
+
+
 def persistent_eval_shape(fun: Callable, key: Any, *args):
   """``jax.eval_shape(fun, *args)``, kept on disk beside :class:`persistent_jit`'s
   programs (the DARTS supernet's ``init`` takes 1.5 s to trace)."""
@@ -111,12 +123,9 @@ def persistent_eval_shape(fun: Callable, key: Any, *args):
   leaves, in_tree = jax.tree_util.tree_flatten(args)
   path = _cache_path(json.dumps(key, sort_keys=True, default=str), in_tree,
                      [_leaf_spec(x) for x in leaves], '.shapes')
-  if os.path.exists(path):
-    try:
-      with open(path, 'rb') as f:
-        return pickle.load(f)
-    except Exception as e:  # noqa: BLE001
-      warnings.warn(f'ignoring the unreadable cached shapes {path} ({e}); tracing again')
+  out = _read(path, 'shapes')
+  if out is not None:
+    return out
   out = jax.eval_shape(fun, *args)
   _write(path, pickle.dumps(out))
   return out
@@ -167,12 +176,11 @@ class persistent_jit:
     import jax
     path = _cache_path(self._key, in_tree, specs, '.jaxprogram')
     exported = out_tree = None
-    if os.path.exists(path):
+    saved = _read(path, 'program')
+    if saved is not None:
       try:
-        with open(path, 'rb') as f:
-          saved = pickle.load(f)
         exported, out_tree = jax.export.deserialize(saved['exported']), saved['out_tree']
-      except Exception as e:  # a corrupt or foreign file: export afresh over it
+      except Exception as e:  # noqa: BLE001  (pickled, but not a program of this jax)
         warnings.warn(f'ignoring the unreadable cached program {path} ({e}); tracing again')
         exported = None
     if exported is None:
