@@ -1,4 +1,5 @@
 """Kernels against XLA's own convolution / reduce_window and NumPy."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,9 +32,38 @@ def test_batch_norm_is_exact_for_channels_far_from_zero():
   np.testing.assert_allclose(y, want, atol=2e-2)
 
 
-@pytest.mark.parametrize('k,stride,dilation,size', [(3, 1, 1, 8), (5, 1, 1, 8), (3, 2, 1, 8),
-                                                    (5, 2, 2, 8), (3, 1, 2, 8), (5, 2, 1, 7)])
+@pytest.mark.parametrize('train', [True, False])
+@pytest.mark.parametrize('affine', [True, False])
+def test_batch_norm_is_flax_batch_norm(train, affine):
+  # the same variables, outputs and running statistics as Flax's nn.BatchNorm with
+  # PyTorch's momentum and eps and the two-pass variance, after two updates
+  rng = np.random.default_rng(0)
+  x1, x2 = (jnp.asarray(3 + rng.standard_normal((8, 4, 4, 5)), jnp.float32) for _ in range(2))
+  ours = ops.batch_norm(train, affine)
+  flax = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                      use_scale=affine, use_bias=affine, use_fast_variance=False)
+  v = ours.init(jax.random.key(0), x1)
+  assert jax.tree_util.tree_structure(v) == jax.tree_util.tree_structure(
+      flax.init(jax.random.key(0), x1))
+  if affine:
+    v = {'params': {'scale': jnp.arange(1., 6.), 'bias': -jnp.arange(5.)},
+         'batch_stats': v['batch_stats']}
+  state = {'ours': v, 'flax': v}
+  for x in (x1, x2):
+    (y, s), (y_ref, s_ref) = (m.apply(state[k], x, mutable=['batch_stats'])
+                              for k, m in (('ours', ours), ('flax', flax)))
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.tree_util.tree_leaves(s), jax.tree_util.tree_leaves(s_ref)):
+      np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    state = {'ours': dict(state['ours'], **s), 'flax': dict(state['flax'], **s_ref)}
+
+
+# 7 x 8 maps go through the matrix product, 9 x 10 through the shifted slices
+@pytest.mark.parametrize('size', [7, 9])
+@pytest.mark.parametrize('k,stride,dilation', [(3, 1, 1), (5, 1, 1), (3, 2, 1), (5, 2, 2),
+                                               (3, 1, 2), (5, 2, 1)])
 def test_depthwise_conv_matches_grouped_conv(k, stride, dilation, size):
+  assert (size * (size + 1) <= ops.DENSE_DEPTHWISE_PIXELS) == (size == 7)
   kx, kw, kg = jax.random.split(jax.random.key(0), 3)
   x = jax.random.normal(kx, (2, size, size + 1, 3))
   w = jax.random.normal(kw, (k, k, 3))
@@ -45,6 +75,12 @@ def test_depthwise_conv_matches_grouped_conv(k, stride, dilation, size):
   ref = jax.grad(lambda x, w: jnp.sum(grouped_conv(x, w, stride, dilation) * g), (0, 1))(x, w)
   for a, b in zip(grads, ref):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  # forward over reverse (darts2 and GraSP on the DARTS space) through either path
+  def grad_of(conv):
+    return jax.grad(lambda x, w: jnp.sum(jnp.sin(conv(x, w, stride, dilation)) * g), 1)
+  tx, tw = jax.random.normal(kg, x.shape), jax.random.normal(kw, w.shape)
+  hvp = [jax.jvp(grad_of(c), (x, w), (tx, tw))[1] for c in (ops.depthwise_conv, grouped_conv)]
+  np.testing.assert_allclose(*hvp, rtol=1e-3, atol=1e-3)
 
 
 def dense_conv(x, kernel, stride, padding, dilation):

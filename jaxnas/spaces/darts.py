@@ -252,8 +252,9 @@ class Supernet(nn.Module):
   ``'reduce_edges'`` (14,), and ``partial_channels`` (None: the relaxation's
   K) of the channels go through the mixed ops.
   """
-  # Every custom VJP in it (the depthwise convolutions) has a plain-JAX fwd, so
-  # jax.jvp of a gradient passes it: darts2's mixed product by forward over reverse.
+  # Its one custom VJP (the depthwise convolution's shifted slices, on maps of more
+  # than 64 pixels) has a plain-JAX fwd, so jax.jvp of a gradient passes it:
+  # darts2's mixed product by forward over reverse.
   forward_over_reverse = True
 
   channels: int = 16
