@@ -88,9 +88,20 @@ def depthwise_conv(x: Array, kernel: Array, stride: int = 1, dilation: int = 1) 
   ones through the shifted slices of :func:`_dw_slices`; both admit forward
   mode over their gradients.
   """
-  if x.shape[1] * x.shape[2] <= DENSE_DEPTHWISE_PIXELS:
-    return _dw_matmul(x, kernel, stride, dilation)
-  return _dw_slices(x, kernel, stride, dilation)
+  return depthwise_conv_stack(x, [kernel], stride, [dilation])[0]
+
+
+def depthwise_conv_stack(x: Array, kernels, stride: int, dilations) -> Array:
+  """``y[g] = depthwise_conv(x_g, kernels[g], stride, dilations[g])``, shape (G, B, Ho, Wo, C).
+
+  ``x`` is one map (B, H, W, C) that every kernel reads, or (G, B, H, W, C), one
+  per kernel; kernels may differ in size and dilation ('same' padding: one
+  output size). On small maps all G are two matrix products (:func:`_dw_matmul`).
+  """
+  if x.shape[-3] * x.shape[-2] <= DENSE_DEPTHWISE_PIXELS:
+    return _dw_matmul(x, kernels, stride, dilations)
+  return jnp.stack([_dw_slices(x if x.ndim == 4 else x[g], kern, stride, d)
+                    for g, (kern, d) in enumerate(zip(kernels, dilations))])
 
 
 @functools.lru_cache(maxsize=None)
@@ -105,18 +116,42 @@ def _tap_matrix(n: int, n_out: int, k: int, stride: int, dilation: int, pad: int
   return s
 
 
-def _dw_matmul(x, kernel, stride, dilation):
-  """``y[b, :, c] = x[b, :, c] T_c`` over flattened maps, ``T_c[(u,v),(h,w)] = Σ_ij
-  S_H[i,u,h] S_W[j,v,w] K[i,j,c]``: one batched matrix product, differentiated by JAX."""
-  k = kernel.shape[0]
-  pad = dilation * (k - 1) // 2
-  b, h, w, c = x.shape
-  ho, wo = _out_size(h, k, stride, dilation, pad), _out_size(w, k, stride, dilation, pad)
-  rows = _tap_matrix(h, ho, k, stride, dilation, pad)
-  cols = _tap_matrix(w, wo, k, stride, dilation, pad)
-  t = jnp.einsum('iuh,jvw,ijc->uvhwc', rows, cols, kernel).reshape(h * w, ho * wo, c)
-  y = lax.dot_general(x.reshape(b, h * w, c), t, (((1,), (0,)), ((2,), (2,))))  # (c, b, ho·wo)
-  return jnp.transpose(y, (1, 2, 0)).reshape(b, ho, wo, c)
+@functools.lru_cache(maxsize=None)
+def _band_taps(h: int, w: int, shapes: tuple[tuple[int, int], ...], stride: int):
+  """``(M, ho, wo)``, ``M[g, (u,v,h,w), (i,j)] = S_H[i,u,h] S_W[j,v,w]`` for kernel g of
+  (size, dilation) ``shapes[g]``, taps zero-padded to the largest kernel's."""
+  taps = max(k for k, _ in shapes) ** 2
+  out = []
+  for k, d in shapes:
+    pad = d * (k - 1) // 2
+    ho, wo = _out_size(h, k, stride, d, pad), _out_size(w, k, stride, d, pad)
+    m = np.einsum('iuh,jvw->uvhwij', _tap_matrix(h, ho, k, stride, d, pad),
+                  _tap_matrix(w, wo, k, stride, d, pad)).reshape(-1, k * k)
+    out.append(np.pad(m, ((0, 0), (0, taps - k * k))))
+  return np.stack(out), ho, wo
+
+
+def _dw_matmul(x, kernels, stride, dilations):
+  """``y_g[b, :, c] = x_g[b, :, c] T_gc`` over flattened maps, with the banded (Toeplitz)
+  matrices ``T_g[(u,v),(h,w),c] = Σ_ij S_H[i,u,h] S_W[j,v,w] K_g[i,j,c]`` built at once
+  as ``T_g = M_g K_g`` (M a NumPy constant, :func:`_band_taps`): two matrix products
+  for every kernel, differentiated by JAX."""
+  h, w, c = x.shape[-3:]
+  b, n = x.shape[-4], len(kernels)
+  m, ho, wo = _band_taps(h, w, tuple((kern.shape[0], d) for kern, d in zip(kernels, dilations)),
+                         stride)
+  k_flat = jnp.stack([jnp.pad(kern.reshape(-1, c), ((0, m.shape[-1] - kern.shape[0] ** 2), (0, 0)))
+                      for kern in kernels])  # (G, taps, C)
+  t = lax.dot_general(m.astype(k_flat.dtype), k_flat, (((2,), (1,)), ((0,), (0,))))
+  t = t.reshape(n, h * w, ho * wo, c)
+  if x.ndim == 4:  # one map for every kernel
+    y = lax.dot_general(x.reshape(b, h * w, c), t, (((1,), (1,)), ((2,), (3,))))  # (C, B, G, q)
+    y = jnp.transpose(y, (2, 1, 3, 0))
+  else:
+    y = lax.dot_general(x.reshape(n, b, h * w, c), t,
+                        (((2,), (1,)), ((0, 3), (0, 3))))  # (G, C, B, q)
+    y = jnp.transpose(y, (0, 2, 3, 1))
+  return y.reshape(n, b, ho, wo, c)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -288,17 +323,20 @@ RELU_CODES = 'relu_codes'   # collection of ReLU sign patterns (NASWOT), recorde
 FEATURES = 'intermediates'  # collection of the pre-pooling feature map (Zen-score), as 'features'
 
 
-def relu(module: nn.Module, x: Array) -> Array:
+def relu(module: nn.Module, x: Array, batch_axis: int = 0) -> Array:
   """``max(x, 0)``; where ``module`` may write the :data:`RELU_CODES` collection,
-  also records ``x > 0`` per sample, flattened, shape (B, -1) (NASWOT's binary codes)."""
+  also records ``x > 0`` per sample, flattened, shape (B, -1) (NASWOT's binary codes;
+  ``batch_axis`` 1 for a stack (G, B, ...) of G maps)."""
   if module.is_mutable_collection(RELU_CODES):
-    module.sow(RELU_CODES, 'codes', (x > 0).reshape(x.shape[0], -1))
+    codes = jnp.moveaxis(x > 0, batch_axis, 0)
+    module.sow(RELU_CODES, 'codes', codes.reshape(codes.shape[0], -1))
   return nn.relu(x)
 
 
-def standardize(x: Array, epsilon: float):
+def standardize(x: Array, epsilon: float, groups: bool = False):
   """``(x̂, μ, σ²)``: ``x̂ = (x − μ)/√(σ² + ε)`` with μ and σ² = mean((x − μ)²) over
-  every axis but the last (BatchNorm's batch statistics, the variance in two passes).
+  every axis but the last (BatchNorm's batch statistics, the variance in two passes);
+  with ``groups``, over every axis but the first and the last (μ, σ² of shape (G, C)).
 
   Differentiated by JAX. Against Flax's ``nn.BatchNorm`` (which subtracts μ twice
   and works through more casts and broadcasts), 14 edges x 6 BatchNorms under
@@ -306,11 +344,11 @@ def standardize(x: Array, epsilon: float):
   shorter, at 32x32 and at 8x8, first and second order. (A hand-written JVP,
   ``r (dx − mean(dx) − x̂ mean(x̂ dx))``, made fewer kernels but ran 10-40% slower.)
   """
-  axes = tuple(range(x.ndim - 1))
-  mean = jnp.mean(x, axes)
+  axes = tuple(range(1 if groups else 0, x.ndim - 1))
+  mean = jnp.mean(x, axes, keepdims=True)
   xc = x - mean
-  var = jnp.mean(xc * xc, axes)
-  return xc * lax.rsqrt(var + epsilon), mean, var
+  var = jnp.mean(xc * xc, axes, keepdims=True)
+  return xc * lax.rsqrt(var + epsilon), mean.reshape(x.shape[:int(groups)] + (-1,)), var.reshape(x.shape[:int(groups)] + (-1,))
 
 
 class BatchNorm(nn.Module):
@@ -329,23 +367,27 @@ class BatchNorm(nn.Module):
   affine: bool
   momentum: float = 0.9
   epsilon: float = 1e-5
+  groups: bool = False  # x is (G, B, ..., C): G BatchNorms at once, every variable (G, C)
 
   @nn.compact
   def __call__(self, x):
-    c = x.shape[-1]
-    ra_mean = self.variable('batch_stats', 'mean', lambda: jnp.zeros((c,), jnp.float32))
-    ra_var = self.variable('batch_stats', 'var', lambda: jnp.ones((c,), jnp.float32))
+    shape = x.shape[:int(self.groups)] + x.shape[-1:]
+    ra_mean = self.variable('batch_stats', 'mean', lambda: jnp.zeros(shape, jnp.float32))
+    ra_var = self.variable('batch_stats', 'var', lambda: jnp.ones(shape, jnp.float32))
+
+    def bcast(v):  # (G, C) against (G, B, ..., C)
+      return v.reshape(shape[:-1] + (1,) * (x.ndim - len(shape)) + shape[-1:])
     if self.train:
-      y, mean, var = standardize(x, self.epsilon)
+      y, mean, var = standardize(x, self.epsilon, self.groups)
       if not self.is_initializing():
         m = self.momentum
         ra_mean.value = (m * ra_mean.value + (1 - m) * mean).astype(ra_mean.value.dtype)
         ra_var.value = (m * ra_var.value + (1 - m) * var).astype(ra_var.value.dtype)
     else:
-      y = (x - ra_mean.value) * lax.rsqrt(ra_var.value + self.epsilon)
+      y = (x - bcast(ra_mean.value)) * lax.rsqrt(bcast(ra_var.value) + self.epsilon)
     if self.affine:
-      y = y * self.param('scale', nn.initializers.ones, (c,), jnp.float32)
-      y = y + self.param('bias', nn.initializers.zeros, (c,), jnp.float32)
+      y = y * bcast(self.param('scale', nn.initializers.ones, shape, jnp.float32))
+      y = y + bcast(self.param('bias', nn.initializers.zeros, shape, jnp.float32))
     return y
 
 
@@ -384,6 +426,18 @@ class Conv(nn.Module):
     if self.use_bias:
       y = y + self.param('bias', torch_uniform(c_in * k * k), (self.features,), x.dtype)
     return y
+
+
+class Weight(nn.Module):
+  """One conv or linear weight (``kind`` a :data:`FAN_IN` name), PyTorch's initialiser;
+  returned, not applied: for ops that apply several weights at once (a supernet's
+  mixed op)."""
+  kind: str
+  shape: tuple[int, ...]
+
+  @nn.compact
+  def __call__(self, dtype=jnp.float32):
+    return self.param(self.kind, torch_uniform(FAN_IN[self.kind](self.shape)), self.shape, dtype)
 
 
 class Linear(nn.Module):

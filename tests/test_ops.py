@@ -58,6 +58,26 @@ def test_batch_norm_is_flax_batch_norm(train, affine):
     state = {'ours': dict(state['ours'], **s), 'flax': dict(state['flax'], **s_ref)}
 
 
+@pytest.mark.parametrize('train', [True, False])
+def test_grouped_batch_norm_is_one_batch_norm_per_group(train):
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((3, 8, 4, 4, 5)) * np.arange(1, 4)[:, None, None, None, None],
+                  jnp.float32)
+  stats = {'mean': jnp.asarray(rng.standard_normal((3, 5)), jnp.float32),
+           'var': jnp.asarray(1 + rng.random((3, 5)), jnp.float32)}
+  params = {'scale': jnp.asarray(rng.standard_normal((3, 5)), jnp.float32),
+            'bias': jnp.asarray(rng.standard_normal((3, 5)), jnp.float32)}
+  y, new = ops.BatchNorm(train, True, groups=True).apply(
+      {'params': params, 'batch_stats': stats}, x, mutable=['batch_stats'])
+  for g in range(3):
+    pick = lambda t: jax.tree_util.tree_map(lambda a: a[g], t)
+    y_g, new_g = ops.batch_norm(train, True).apply(
+        {'params': pick(params), 'batch_stats': pick(stats)}, x[g], mutable=['batch_stats'])
+    np.testing.assert_allclose(y[g], y_g, rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.tree_util.tree_leaves(pick(new)), jax.tree_util.tree_leaves(new_g)):
+      np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
 # 7 x 8 maps go through the matrix product, 9 x 10 through the shifted slices
 @pytest.mark.parametrize('size', [7, 9])
 @pytest.mark.parametrize('k,stride,dilation', [(3, 1, 1), (5, 1, 1), (3, 2, 1), (5, 2, 2),

@@ -2,12 +2,13 @@
 import functools
 import json
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxnas import cli, get_space, spaces
+from jaxnas import cli, get_space, ops, spaces
 from jaxnas.spaces import cells, darts, nb201
 from jaxnas.spaces.base import count_params, init_variables
 
@@ -38,7 +39,7 @@ def test_init_variables_distributions():
   model = darts.Supernet(channels=16, layers=3)
   v = init_variables(model, jax.random.key(0), jnp.zeros((1, 16, 16, 3)),
                      get_space('darts').init_alpha(jax.random.key(1)))
-  pw = np.asarray(v['params']['cell0']['edges']['input_edges']['op']['sep_conv_3x3']['DilConv_0']['Conv_0']['pointwise'])
+  pw = np.asarray(v['params']['cell0']['edges']['input_edges']['op']['sep_conv_3x3_pw0']['pointwise'])
   assert pw.shape == (8, 16, 16) and np.abs(pw).max() <= 0.25  # U(±1/sqrt(16))
   assert abs(pw.std() - 0.25 / np.sqrt(3)) < 0.01
   assert np.all(np.asarray(v['params']['stem_bn']['scale']) == 1)
@@ -184,6 +185,67 @@ def test_cells_of_one_shape_share_one_trace(monkeypatch):
 
 
 # --- the cell layout equals a plain loop over edges ---
+
+def _per_op_variables(v, name, bn):
+  """The fused MixedOp's variables of op ``name`` in the layout of its own module
+  (ops.get_op / ops.Pool); ``bn`` maps the op's BatchNorms to (fused BN, group)."""
+  p, s = v['params'], v['batch_stats']
+  stats = {path: {'mean': s[fused]['mean'][g], 'var': s[fused]['var'][g]} for path, (fused, g) in bn.items()}
+
+  def dil(block):
+    return {'DepthwiseConv_0': {'depthwise': p[f'{name}_dw{block}']['depthwise']},
+            'Conv_0': {'pointwise': p[f'{name}_pw{block}']['pointwise']}}
+  if name.startswith('sep_conv'):
+    params = {'DilConv_0': dil(0), 'DilConv_1': dil(1)}
+    stats = {'DilConv_0': {'BatchNorm_0': stats[0]}, 'DilConv_1': {'BatchNorm_0': stats[1]}}
+  elif name.startswith('dil_conv'):
+    params, stats = dil(0), {'BatchNorm_0': stats[0]}
+  else:
+    params, stats = {}, {'BatchNorm_0': stats[0]}
+  return {'params': params, 'batch_stats': stats}
+
+
+@pytest.mark.parametrize('hw,stride', [(8, 1), (8, 2), (9, 1), (10, 2)])
+def test_mixed_op_equals_the_sum_of_its_ops(hw, stride):
+  # the fused mixed op (one stacked depthwise product / BatchNorm per block) against
+  # Σ_o w_o op_o(x) with each op its own module, in training mode (outputs and running
+  # statistics) and in eval mode; 8x8 maps take the banded products, 9x9 and 10x10 the slices
+  prims, c = darts.PRIMITIVES, 4
+  op = cells.MixedOp(prims, c, stride, train=True, pool_bn=True)
+  kx, kw = jax.random.split(jax.random.key(0))
+  x = jax.random.normal(kx, (4, hw, hw, c))
+  w = jax.random.normal(kw, (len(prims),))
+  v = op.init(jax.random.key(1), x, w)
+  v = {**v, 'batch_stats': jax.tree_util.tree_map(lambda a: a + 0.5, v['batch_stats'])}
+  got, new = op.apply(v, x, w, mutable=['batch_stats'])
+  got_eval = cells.MixedOp(prims, c, stride, train=False, pool_bn=True).apply(v, x, w)
+  # stacking orders: pools as listed; conv chains two-block ops first
+  chains = [n for n in prims if n.startswith('sep')] + [n for n in prims if n.startswith('dil')]
+  bn = {n: {0: ('pool_bn', prims.index(n) - 1)} for n in ('max_pool_3x3', 'avg_pool_3x3')}
+  bn.update({n: {0: ('bn0', chains.index(n)), 1: ('bn1', chains.index(n))} for n in chains[:2]})
+  bn.update({n: {0: ('bn0', chains.index(n))} for n in chains[2:]})
+  want = want_eval = 0
+  for k, name in enumerate(prims):
+    if name == 'none':
+      continue
+    if name.endswith('pool_3x3'):
+      module = ops.Pool(name[:3], stride, bn=True)
+    else:
+      module = ops.get_op(name, c, c, stride, affine=False)
+    if name == 'skip_connect':
+      mv = {'params': v['params'].get(name, {}), 'batch_stats': v['batch_stats'].get(name, {})}
+    else:
+      mv = _per_op_variables(v, name, bn[name])
+    y, upd = module.apply(mv, x, True, mutable=['batch_stats'])
+    want = want + w[k] * y
+    want_eval = want_eval + w[k] * module.apply(mv, x, False)
+    if name != 'skip_connect':  # the running statistics moved as the op's own BatchNorms
+      ref = _per_op_variables({'params': v['params'], **new}, name, bn[name])['batch_stats']
+      jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                             ref, flax.core.unfreeze(upd['batch_stats']))
+  np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+  np.testing.assert_allclose(got_eval, want_eval, rtol=2e-5, atol=2e-5)
+
 
 def test_mixed_cell_equals_edge_by_edge_loop():
   prims, c, n_in, n_nodes, stride = darts.PRIMITIVES, 4, 2, 3, 2
