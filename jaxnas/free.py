@@ -130,7 +130,7 @@ def free(config: FreeConfig, dataset: data_lib.Dataset | None = None) -> FreeRes
   fn = xla.persistent_jit(saliency_fn(model, cfg.saliency),
                           ['free', cfg.saliency, type(model).__module__, repr(model)],
                           out_shardings=sharding.replicated(mesh),
-                          compiler_options=xla.RUN_ONCE_OPTIONS)
+                          compiler_options=getattr(model, 'run_once_options', xla.RUN_ONCE_OPTIONS))
   scores = jax.device_get(fn(variables, alpha, batch))
   genotype = space.derive({k: np.asarray(v) for k, v in scores.items()})
   seconds = time.perf_counter() - t0

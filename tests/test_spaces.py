@@ -39,8 +39,8 @@ def test_init_variables_distributions():
   model = darts.Supernet(channels=16, layers=3)
   v = init_variables(model, jax.random.key(0), jnp.zeros((1, 16, 16, 3)),
                      get_space('darts').init_alpha(jax.random.key(1)))
-  pw = np.asarray(v['params']['cell0']['edges']['input_edges']['op']['sep_conv_3x3_pw0']['pointwise'])
-  assert pw.shape == (8, 16, 16) and np.abs(pw).max() <= 0.25  # U(±1/sqrt(16))
+  pw = np.asarray(v['params']['cell0']['edges']['all_edges']['op']['sep_conv_3x3_pw0']['pointwise'])
+  assert pw.shape == (14, 16, 16) and np.abs(pw).max() <= 0.25  # U(±1/sqrt(16))
   assert abs(pw.std() - 0.25 / np.sqrt(3)) < 0.01
   assert np.all(np.asarray(v['params']['stem_bn']['scale']) == 1)
   assert np.all(np.asarray(v['batch_stats']['stem_bn']['var']) == 1)
@@ -247,8 +247,9 @@ def test_mixed_op_equals_the_sum_of_its_ops(hw, stride):
   np.testing.assert_allclose(got_eval, want_eval, rtol=2e-5, atol=2e-5)
 
 
-def test_mixed_cell_equals_edge_by_edge_loop():
-  prims, c, n_in, n_nodes, stride = darts.PRIMITIVES, 4, 2, 3, 2
+@pytest.mark.parametrize('stride', [1, 2])
+def test_mixed_cell_equals_edge_by_edge_loop(stride):
+  prims, c, n_in, n_nodes = darts.PRIMITIVES, 4, 2, 3
   cell = cells.MixedCell(prims, c, n_in, n_nodes, stride, train=True, pool_bn=True, remat=False)
   kx, kw = jax.random.split(jax.random.key(0))
   xs = [jax.random.normal(k, (2, 8, 8, c)) for k in jax.random.split(kx, n_in)]
@@ -257,7 +258,13 @@ def test_mixed_cell_equals_edge_by_edge_loop():
   v = cell.init(jax.random.key(1), xs, w)
   got, _ = cell.apply(v, xs, w, mutable=['batch_stats'])
 
-  inner = [e for e in edges if e[0] >= n_in]
+  # stride 1: one group of every edge; stride 2: input edges, then the others
+  if stride == 1:
+    groups = {'all_edges': edges}
+  else:
+    groups = {'input_edges': [e for e in edges if e[0] < n_in],
+              'inner_edges': [e for e in edges if e[0] >= n_in]}
+  assert set(v['params']) == set(groups)
   apply = {s: jax.jit(functools.partial(cells.MixedOp(prims, c, s, True, True).apply,
                                         mutable=['batch_stats'])) for s in (1, stride)}
   states = list(xs)
@@ -265,17 +272,11 @@ def test_mixed_cell_equals_edge_by_edge_loop():
     total = 0
     for i in range(n_in + j):
       row = edges.index((i, j))
-      if i < n_in:
-        k = [e for e in edges if e[0] < n_in].index((i, j))
-        p = jax.tree_util.tree_map(lambda a: a[k], v['params']['input_edges']['op'])
-        b = jax.tree_util.tree_map(lambda a: a[k], v['batch_stats']['input_edges']['op'])
-        s = stride
-      else:
-        k = inner.index((i, j))
-        p = jax.tree_util.tree_map(lambda a: a[k], v['params']['inner_edges']['op'])
-        b = jax.tree_util.tree_map(lambda a: a[k], v['batch_stats']['inner_edges']['op'])
-        s = 1
-      y, _ = apply[s]({'params': p, 'batch_stats': b}, states[i], w[row])
+      name = next(g for g, e in groups.items() if (i, j) in e)
+      k = groups[name].index((i, j))
+      p = jax.tree_util.tree_map(lambda a: a[k], v['params'][name]['op'])
+      b = jax.tree_util.tree_map(lambda a: a[k], v['batch_stats'][name]['op'])
+      y, _ = apply[stride if i < n_in else 1]({'params': p, 'batch_stats': b}, states[i], w[row])
       total = total + y
     states.append(total)
   np.testing.assert_allclose(got, jnp.stack(states[n_in:]), rtol=2e-5, atol=2e-5)
