@@ -12,21 +12,18 @@ under ``lax.scan``, with parameters stacked per edge, over a buffer of node
 partial sums: edge (i -> j) adds its output to node j, and the edge order
 (node-major) guarantees that node i is complete when it is read.
 
-* In a stride-1 cell every edge is one scan body (``all_edges``): it reads
-  a cell input (a broadcast constant) or a node.
-* In a reduction cell the n_in x n_nodes input edges have stride 2 and the
-  rest stride 1: the input edges are one scan (``input_edges``, the edge
+* In a stride-1 cell on small maps (<= :data:`ONE_SCAN_PIXELS` pixels) every
+  edge is one scan body (``all_edges``): it reads a cell input (a broadcast
+  constant) or a node.
+* Otherwise (a reduction cell's n_in x n_nodes input edges have stride 2, the
+  rest stride 1) the input edges are one scan (``input_edges``, the edge
   outputs summed per node afterwards), the others a second (``inner_edges``).
 
 No edge is padded or computed twice, and each mixed op is rematerialised in
 the backward pass, one edge at a time, so that memory holds node states, not
 the intermediates of every candidate op. (A vmap over the input edges, tried
 first, recomputed all of them at once in the backward pass: 5 GiB of XLA
-temporaries for the DARTS supernet at batch 64, and a slower trace.) The one
-scan of a stride-1 cell keeps the node buffer once per edge where the input
-edges kept none: DARTS supernet first order at 32x32, batch 64, XLA
-temporaries 0.83 -> 1.28 GiB, for a compile 41 -> 27 s (one body to
-compile per normal cell, not two).
+temporaries for the DARTS supernet at batch 64, and a slower trace.)
 """
 from __future__ import annotations
 
@@ -159,6 +156,14 @@ class _InputEdge(nn.Module):
                           self.partial, name='op')(x, weights, edge_weight)
 
 
+# A stride-1 cell on maps of at most this many pixels runs all its edges in one
+# scan. DARTS supernet, first-order gradient, batch 64, C=16, one scan vs two:
+# 8x8 inputs compile 29.5 -> 22.2 s, step 0.59 -> 0.48 s; 32x32 inputs (one scan
+# in every normal cell) compile 41.8 -> 24.4 s but step 7.6 -> 10.7 s and XLA
+# temporaries 0.83 -> 1.27 GiB (the scan keeps the node buffer once per edge).
+ONE_SCAN_PIXELS = 64
+
+
 class _NodeEdge(nn.Module):
   """One edge that adds to the node buffer, as a scan body: it reads state ``src`` (a
   cell input, broadcast, where ``src < n_in``; else node ``src - n_in``; ``inputs``
@@ -211,9 +216,9 @@ class MixedCell(nn.Module):
   ``edge_weights`` (n_edges,), if given, scales each edge (PC-DARTS), and
   ``partial`` K > 1 sends 1/K of the channels through the ops (:class:`MixedOp`).
   Input edges have stride ``stride``; edges between nodes have stride 1.
-  Parameters are stacked per edge group, in α row order: with stride 1
-  ``all_edges`` (n_edges, ...); else ``input_edges`` (n_in·n_nodes, ...) and
-  ``inner_edges`` (the rest, ...).
+  Parameters are stacked per edge group, in α row order: with stride 1 on
+  small maps ``all_edges`` (n_edges, ...); else ``input_edges``
+  (n_in·n_nodes, ...) and ``inner_edges`` (the rest, ...).
   """
   primitives: Sequence[str]
   channels: int
@@ -242,7 +247,7 @@ class MixedCell(nn.Module):
                        f'{self.partial} groups')
     x = jnp.stack(list(inputs))
     options = (self.primitives, self.channels, self.train, self.pool_bn, self.partial)
-    if self.stride == 1:
+    if self.stride == 1 and x.shape[2] * x.shape[3] <= ONE_SCAN_PIXELS:
       src, dst = (np.array(v, np.int32) for v in zip(*edges))
       scan = _edge_scan(_NodeEdge, self.remat, len(edges))
       nodes, _ = scan(*options, name='all_edges')(
