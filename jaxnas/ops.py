@@ -348,7 +348,8 @@ def standardize(x: Array, epsilon: float, groups: bool = False):
   mean = jnp.mean(x, axes, keepdims=True)
   xc = x - mean
   var = jnp.mean(xc * xc, axes, keepdims=True)
-  return xc * lax.rsqrt(var + epsilon), mean.reshape(x.shape[:int(groups)] + (-1,)), var.reshape(x.shape[:int(groups)] + (-1,))
+  stat_shape = x.shape[:int(groups)] + (-1,)
+  return xc * lax.rsqrt(var + epsilon), mean.reshape(stat_shape), var.reshape(stat_shape)
 
 
 class BatchNorm(nn.Module):
@@ -539,15 +540,13 @@ class Zero(nn.Module):
 
 
 class Pool(nn.Module):
-  """3x3 max or average pooling; ``bn`` appends an affine-free BN (DARTS supernet)."""
+  """3x3 max or average pooling."""
   kind: str
   stride: int = 1
-  bn: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool):
-    y = max_pool_3x3(x, self.stride) if self.kind == 'max' else avg_pool_3x3(x, self.stride)
-    return batch_norm(train, False)(y) if self.bn else y
+    return max_pool_3x3(x, self.stride) if self.kind == 'max' else avg_pool_3x3(x, self.stride)
 
 
 class ResNetBasicBlock(nn.Module):

@@ -81,7 +81,7 @@ class MixedOp(nn.Module):
   def __call__(self, x, weights, edge_weight=None):
     c = self.channels // self.partial
     xs = x[..., :c] if self.partial > 1 else x
-    rows, outs = [], []  # op rows of `weights`, op outputs (G, B, H, W, C)
+    rows, outs = [], []  # op rows of `weights`, their outputs (G, B, H, W, C) or [one]
     pools = [k for k, n in enumerate(self.primitives) if n in _POOLS]
     if pools:
       y = jnp.stack([_POOLS[self.primitives[k]](xs, self.stride) for k in pools])
@@ -98,7 +98,7 @@ class MixedOp(nn.Module):
       if name == 'none' or k in pools or k in chains:
         continue
       rows.append([k])
-      outs.append(ops.get_op(name, c, c, self.stride, affine=False, name=name)(xs, self.train)[None])
+      outs.append([ops.get_op(name, c, c, self.stride, affine=False, name=name)(xs, self.train)])
     if outs:
       # Σ_o w_o y_o as scalar multiply-adds: a concatenation and one tensordot
       # made the cell's second-order pass 40% slower
