@@ -23,8 +23,8 @@ FreeDARTS (``--part free``): wall seconds of ``jaxnas.free`` per saliency on
 each space's search supernet (C=16; DARTS 8 cells, NAS-Bench-201 5 cells per
 stage), batch 64, of the embedded digits (8x8, what ``jaxnas free`` reads by
 default) and of random 32x32 images (CIFAR's size): compile included (a
-process without the persistent cache) and excluded (the saliency again,
-compiled).
+process without the persistent cache) and excluded (the first run of the
+compiled programs).
 Writes benchmarks/results/proxies.json (a partial re-run updates its rows).
 """
 from __future__ import annotations
