@@ -77,7 +77,7 @@ def test_ntk_trace_estimate_is_unbiased():
   _, _, _, v, batch = _mlp()
   exact = float(jnp.trace(ntk_lib.ntk_matrix(APPLY, v, batch[0])))
   keys = jax.random.split(jax.random.key(1), 4000)
-  est = jax.jit(jax.vmap(lambda k: ntk_lib.ntk_trace_estimate(APPLY, v, batch[0], k)))(keys)
+  est = jax.jit(jax.vmap(lambda k: ntk_lib.ntk_trace_estimate(APPLY, v, batch[0], k)[0]))(keys)
   se = float(jnp.std(est)) / np.sqrt(len(keys))
   assert abs(float(jnp.mean(est)) - exact) < 4 * se + 1e-3 * exact
   assert se < 0.05 * exact  # the test has power
@@ -199,6 +199,10 @@ def test_zen_f_combines_log_ntk_trace_and_bn():
   _, var = _np_tiny_conv(conv, np.asarray(x, np.float64))
   got = proxies.score('zen_f', apply, v, batch, KEY, beta1=0.7, beta2=2.0)
   np.testing.assert_allclose(got, 0.7 * np.log(trace) + 2.0 * np.log(np.sqrt(var.mean())), rtol=1e-4)
+  # the warm-up's form: the trace estimated (tested unbiased above), the BN term of the clean pass
+  estimate, _ = ntk_lib.ntk_trace_estimate(apply, v, x, jax.random.split(KEY)[1])
+  got = zen.zen_f(apply, v, batch, KEY, 0.7, 2.0, estimate=True)
+  np.testing.assert_allclose(got, 0.7 * np.log(estimate) + 2.0 * np.log(np.sqrt(var.mean())), rtol=1e-4)
 
 
 def test_unknown_proxy_and_statistic():

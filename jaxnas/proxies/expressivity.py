@@ -90,15 +90,18 @@ def zen_f(apply_fn, variables, batch, key, beta1: float = 1.0, beta2: float = 1.
   terms are "larger is better" and their sum can be maximised; it is smooth
   (the condition number needs an eigendecomposition and jumps when
   eigenvalues cross); and it has an unbiased two-forward-pass estimate
-  (``estimate=True``, :func:`ntk_trace_estimate`), which makes the score
-  cheap to differentiate — what the label-free warm-up needs. Only the shape
-  of ``batch[0]`` is read.
+  (``estimate=True``, :func:`ntk_trace_estimate`: one pass vmapped over two
+  weight sets), which makes the score cheap to differentiate — what the
+  label-free warm-up needs. Only the shape of ``batch[0]`` is read.
   """
   k_x, k_u = jax.random.split(key)
   x = jax.random.normal(k_x, batch[0].shape, jnp.float32)
-  logits, _, log_bn = forward_stats(apply_fn, variables, x)
-  if estimate:  # the clean pass above is the estimate's s(θ): two passes in all
-    trace = ntk_trace_estimate(apply_fn, variables, x, k_u, eps, jnp.sum(logits, -1))
+  if estimate:  # the BN term from the estimate's clean pass
+    def outputs(v):
+      logits, _, log_bn = forward_stats(apply_fn, v, x)
+      return jnp.sum(logits, -1), log_bn
+    trace, log_bn = ntk_trace_estimate(apply_fn, variables, x, k_u, eps, outputs)
   else:
+    log_bn = forward_stats(apply_fn, variables, x)[2]
     trace = jnp.trace(ntk_matrix(apply_fn, variables, x))
   return beta1 * jnp.log(trace) + beta2 * log_bn

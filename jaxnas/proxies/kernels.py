@@ -63,18 +63,26 @@ def ntk(apply_fn, variables, batch, key, statistic: str = 'cond', mode: str = 'a
   return ntk_statistic(ntk_matrix(apply_fn, variables, batch[0], mode), statistic)
 
 
-def ntk_trace_estimate(apply_fn, variables, x, key, eps: float = 1e-3, s0=None):
+def ntk_trace_estimate(apply_fn, variables, x, key, eps: float = 1e-3, outputs=None):
   """An unbiased (to O(ε)) two-forward-pass estimate of ``tr Θ``:
   ``‖s(θ + εu) − s(θ)‖² / ε²``, ``u ~ N(0, I)`` over the weights, since
   ``E_u ‖J u‖² = tr(JᵀJ) = tr Θ``. Its gradient needs one backward pass
   (no Jacobian, no second derivative): the warm-up's objective uses it.
-  ``s0``, if given, is ``s(θ)`` from a pass the caller already made."""
-  weights, _ = split_weights(variables['params'])
+
+  The two passes run as one, vmapped over the weights θ and θ + εu: half the
+  kernels of two passes (the label-free warm-up step of the DARTS supernet on
+  digits, C=8, 5 cells: 0.49 -> 0.40 s). ``outputs(variables) -> (s, aux)``
+  is what each pass computes (default: ``s`` alone, aux None); returns the
+  estimate and ``aux`` at θ.
+  """
+  weights, rest = split_weights(variables['params'])
   u = normal_like(key, weights)
-  s = _outputs(apply_fn, variables)
-  shifted = {k: w + eps * u[k] for k, w in weights.items()}
-  s0 = s(weights, x) if s0 is None else s0
-  return jnp.sum((s(shifted, x) - s0) ** 2) / eps ** 2
+  pair = {k: jnp.stack([w, w + eps * u[k]]) for k, w in weights.items()}
+  if outputs is None:
+    def outputs(v):
+      return jnp.sum(logits_train(apply_fn, v, x)[0], axis=-1), None
+  s, aux = jax.vmap(lambda w: outputs(dict(variables, params=merge(variables['params'], w, rest))))(pair)
+  return jnp.sum((s[1] - s[0]) ** 2) / eps ** 2, jax.tree_util.tree_map(lambda a: a[0], aux)
 
 
 def relu_codes(apply_fn, variables, x) -> jax.Array:
