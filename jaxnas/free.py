@@ -151,10 +151,15 @@ def free(config: FreeConfig, dataset: data_lib.Dataset | None = None) -> FreeRes
   mesh = sharding.make_mesh(cfg.devices)
   batch = sharding.put_batch((x, ds.y_train[idx]), mesh)
   variables, alpha = sharding.put((variables, alpha), sharding.replicated(mesh))
+  # SNIP and GraSP on images above 8x8 run longer than they compile: XLA's default
+  # options (DARTS, 32x32, batch 64, cold / the run alone: SNIP 76.6 / 54.7 s at
+  # level 0, 61.6 / 14.2 s at the default; GraSP 194.6 / 147.7 s, 142.5 / 42.8 s);
+  # SynFlow's run stays short (25.2 / 2.4 s, at the default 40.5 / 1.4 s)
+  heavy = cfg.saliency != 'synflow' and ds.image_shape[0] * ds.image_shape[1] > 64
   # kept on disk with the program cache on (the CLI): a second run loads them
   fns = [xla.persistent_jit(stage, ['free', cfg.saliency, k, type(model).__module__, repr(model)],
                             out_shardings=sharding.replicated(mesh),
-                            compiler_options=getattr(model, 'run_once_options', xla.RUN_ONCE_OPTIONS))
+                            compiler_options=xla.run_once_options(model, heavy))
          for k, stage in enumerate(saliency_stages(model, cfg.saliency))]
   # each stage is lowered while XLA compiles the one before (outside the GIL); then
   # they run in turn, alone on the cores: the compiled time is their runs
