@@ -46,10 +46,11 @@ def compile_and_time(lowered, step, steps: int) -> dict:
               peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / gib)
 
 
-def time_search_step(size: dict, steps: int, **config) -> dict:
+def time_search_step(size: dict, steps: int, warmup: bool = False, **config) -> dict:
   """Compiles and times one search step (jaxnas.search.Search) at ``size`` (space,
-  channels, layers, batch, image) on random 32x32-style data, with ``config``
-  fields on top. Returns :func:`compile_and_time`'s figures."""
+  channels, layers, batch, image) on random images, with ``config`` fields on
+  top; with ``warmup``, the label-free Zen(F) warm-up step instead (multistep).
+  Returns :func:`compile_and_time`'s figures."""
   import numpy as np
   import jaxnas  # noqa: F401
   from jaxnas import data
@@ -60,15 +61,20 @@ def time_search_step(size: dict, steps: int, **config) -> dict:
   x = rng.integers(0, 256, (n, size['image'], size['image'], 3), dtype=np.uint8)
   y = rng.integers(0, 10, n)
   ds = data.from_arrays(x, y, x[:8], y[:8], num_classes=10)
+  if warmup:
+    config = dict(config, zen_warmup_epochs=1)
   cfg = SearchConfig(space=size['space'], channels=size['channels'], layers=size['layers'],
-                     batch_size=size['batch'], epochs=1, dataset='arrays', **config)
+                     batch_size=size['batch'], epochs=2 if warmup else 1, dataset='arrays', **config)
   run = Search(cfg, ds)
   state = run.init_state()
   from jaxnas import sharding
-  lowered = run.step_fn.lower(state, sharding.put(run.batch(0, 0), run.batch_shardings))
+
+  def batch(i):  # the warm-up reads no data
+    return () if warmup else (sharding.put(run.batch(0, i), run.batch_shardings),)
+  lowered = (run.warmup_fn if warmup else run.step_fn).lower(state, *batch(0))
   box = [state]
 
   def step(compiled, i):  # the compiled step itself: calling the jit would compile again
-    box[0], metrics = compiled(box[0], sharding.put(run.batch(0, i), run.batch_shardings))
+    box[0], metrics = compiled(box[0], *batch(i))
     return metrics
   return compile_and_time(lowered, step, steps)

@@ -2,9 +2,11 @@
 
     python benchmarks/search_step.py                       # small and DARTS search size
     python benchmarks/search_step.py --sizes small --methods darts1,darts2
+    python benchmarks/search_step.py --sizes small8,small --methods darts1,multistep-2,zen-warmup-2
 
 One search step = the estimator's α gradient on a validation batch + its
-weight update(s) + the α Adam step, one jitted function (jaxnas.search.Search).
+weight update(s) + the α Adam step, one jitted function (jaxnas.search.Search);
+zen-warmup-2 is the label-free warm-up step of multistep-2 (zero-cost DARTS).
 Each (size, method) runs in its own process so that peak RSS is its own.
 Printed: compile time (first call), median step time, ratio to darts1, XLA's
 temporary memory and the process's peak RSS. Writes
@@ -25,22 +27,25 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import RESULTS, time_search_step, write_results  # noqa: E402
 
 SIZES = {
+    'small8': dict(space='darts', channels=8, layers=5, batch=64, image=8),  # the digits' size
     'small': dict(space='darts', channels=8, layers=5, batch=32, image=32),
     'darts32': dict(space='darts', channels=16, layers=8, batch=32, image=32),
     'darts': dict(space='darts', channels=16, layers=8, batch=64, image=32),
 }
 METHODS = {'darts1': {}, 'darts2': {}, 'darts2-fd': {}, 'multistep-2': {'multistep_n': 2},
-           'multistep-5': {'multistep_n': 5}}
+           'multistep-5': {'multistep_n': 5},
+           # zero-cost DARTS' label-free step: 2 weight steps on Gaussian inputs (16 a step)
+           'zen-warmup-2': {'multistep_n': 2, 'warmup': True}}
 
 
 def measure(size: str, method: str, steps: int) -> dict:
-  name = method.split('-')[0] if method.startswith('multistep') else method
+  name = 'multistep' if method.startswith(('multistep', 'zen-warmup')) else method
   return time_search_step(SIZES[size], steps, method=name, **METHODS[method])
 
 
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument('--sizes', default='small,darts32,darts')
+  p.add_argument('--sizes', default='small8,small,darts32,darts')
   p.add_argument('--methods', default=','.join(METHODS))
   p.add_argument('--steps', type=int, default=3)
   p.add_argument('--out', default=os.path.join(RESULTS, 'search_step.json'))
