@@ -95,12 +95,12 @@ def saliency_stages(model, name: str) -> list:
     return jax.tree_util.tree_map(lambda a, g: jnp.abs(a * g), alpha, grad(variables, alpha, batch, prev))
 
   def grasp_hg(variables, alpha, batch, g):  # H g as the tangent of ∂L/∂α along g
-    _, hg = jax.jvp(jax.grad(_losses(model, variables, alpha, batch)), (alpha,), (g,))
+    _, hg = jax.jvp(lambda a: grad(variables, a, batch, None), (alpha,), (g,))
     return jax.tree_util.tree_map(lambda a, h: -a * h, alpha, hg)
 
   def grasp(variables, alpha, batch, prev):
     # the pullback of α ↦ ∂L/∂α at α, applied to g, is Hᵀg = Hg
-    g, pullback = jax.vjp(jax.grad(_losses(model, variables, alpha, batch)), alpha)
+    g, pullback = jax.vjp(lambda a: grad(variables, a, batch, None), alpha)
     hg, = pullback(g)
     return jax.tree_util.tree_map(lambda a, h: -a * h, alpha, hg)
 
@@ -176,11 +176,9 @@ def free(config: FreeConfig, dataset: data_lib.Dataset | None = None) -> FreeRes
     scores = c(variables, alpha, batch, scores)
   scores = jax.block_until_ready(scores)
   seconds_compiled = time.perf_counter() - t1
-  scores = jax.device_get(scores)
-  genotype = space.derive({k: np.asarray(v) for k, v in scores.items()})
-  seconds = time.perf_counter() - t0
-  result = FreeResult(genotype, {k: np.asarray(v) for k, v in scores.items()}, seconds,
-                      seconds_compiled)
+  scores = {k: np.asarray(v) for k, v in jax.device_get(scores).items()}
+  genotype = space.derive(scores)
+  result = FreeResult(genotype, scores, time.perf_counter() - t0, seconds_compiled)
   if cfg.workdir:
     os.makedirs(cfg.workdir, exist_ok=True)
     with open(os.path.join(cfg.workdir, 'genotype.json'), 'w') as f:

@@ -11,14 +11,18 @@ from jaxnas.proxies.base import logits_train, merge, normal_like, split_weights
 NTK_STATISTICS = ('cond', 'trace', 'logdet')
 
 
+def _logit_sums(apply_fn, variables, x):
+  """``s_i = Σ_c f(x)_{i,c}`` (TE-NAS differentiates the sum of each sample's
+  logits), BatchNorm in training mode as TE-NAS' default."""
+  return jnp.sum(logits_train(apply_fn, variables, x)[0], axis=-1)
+
+
 def _outputs(apply_fn, variables):
-  """``weights -> s``, ``s_i = Σ_c f(x)_{i,c}`` (TE-NAS differentiates the sum of
-  each sample's logits), BatchNorm in training mode as TE-NAS' default."""
+  """``(weights, x) -> s`` (:func:`_logit_sums`) with the scored weights given."""
   _, rest = split_weights(variables['params'])
 
   def outputs(weights, x):
-    v = dict(variables, params=merge(variables['params'], weights, rest))
-    return jnp.sum(logits_train(apply_fn, v, x)[0], axis=-1)
+    return _logit_sums(apply_fn, dict(variables, params=merge(variables['params'], weights, rest)), x)
   return outputs
 
 
@@ -80,7 +84,7 @@ def ntk_trace_estimate(apply_fn, variables, x, key, eps: float = 1e-3, outputs=N
   pair = {k: jnp.stack([w, w + eps * u[k]]) for k, w in weights.items()}
   if outputs is None:
     def outputs(v):
-      return jnp.sum(logits_train(apply_fn, v, x)[0], axis=-1), None
+      return _logit_sums(apply_fn, v, x), None
   s, aux = jax.vmap(lambda w: outputs(dict(variables, params=merge(variables['params'], w, rest))))(pair)
   return jnp.sum((s[1] - s[0]) ** 2) / eps ** 2, jax.tree_util.tree_map(lambda a: a[0], aux)
 
