@@ -52,7 +52,8 @@ def time_search_step(size: dict, steps: int, warmup: bool = False, **config) -> 
   top; with ``warmup``, the label-free Zen(F) warm-up step instead (multistep).
   Returns :func:`compile_and_time`'s figures."""
   import numpy as np
-  import jaxnas  # noqa: F401
+  import jaxnas.xla
+  jaxnas.xla.configure()  # jaxnas' CPU flags, before JAX starts its backend
   from jaxnas import data
   from jaxnas.search import Search, SearchConfig
 
@@ -60,11 +61,11 @@ def time_search_step(size: dict, steps: int, warmup: bool = False, **config) -> 
   rng = np.random.default_rng(0)
   x = rng.integers(0, 256, (n, size['image'], size['image'], 3), dtype=np.uint8)
   y = rng.integers(0, 10, n)
-  ds = data.from_arrays(x, y, x[:8], y[:8], num_classes=10)
+  ds = data.from_arrays(x, y, x[:8], y[:8], num_classes=10)  # random CIFAR-shaped images
   if warmup:
     config = dict(config, zen_warmup_epochs=1)
   cfg = SearchConfig(space=size['space'], channels=size['channels'], layers=size['layers'],
-                     batch_size=size['batch'], epochs=2 if warmup else 1, dataset='arrays', **config)
+                     batch_size=size['batch'], epochs=2 if warmup else 1, dataset='cifar10', **config)
   run = Search(cfg, ds)
   state = run.init_state()
   from jaxnas import sharding

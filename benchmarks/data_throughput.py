@@ -20,7 +20,9 @@ import time
 import jax
 import numpy as np
 
-import jaxnas  # noqa: F401
+import jaxnas.xla
+
+jaxnas.xla.configure()  # jaxnas' CPU flags, before JAX starts its backend
 from jaxnas import data
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -43,7 +43,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-import jaxnas  # noqa: E402,F401
+import jaxnas.xla
+
+jaxnas.xla.configure()  # jaxnas' CPU flags, before JAX starts its backend
 from jaxnas import hypergrad  # noqa: E402
 from jaxnas.hypergrad import Batches, WeightOpt, Weights, ridge  # noqa: E402
 

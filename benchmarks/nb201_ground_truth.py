@@ -33,7 +33,8 @@ def main():
   p.add_argument('--seed', type=int, default=0, help='sampling seed')
   p.add_argument('--out', default=OUT)
   args = p.parse_args()
-  import jaxnas  # noqa: F401
+  import jaxnas.xla
+  jaxnas.xla.configure()  # jaxnas' CPU flags, before JAX starts its backend
   from jaxnas import data
   from jaxnas.train import TrainConfig, train
   from jaxnas.zc import sample_genotypes

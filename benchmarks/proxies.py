@@ -51,7 +51,8 @@ def kendall_tau(a, b) -> float:
 
 
 def quality(proxy_names, out: str) -> list[dict]:
-  import jaxnas  # noqa: F401
+  import jaxnas.xla
+  jaxnas.xla.configure()  # jaxnas' CPU flags, before JAX starts its backend
   from jaxnas import data, proxies
   from jaxnas.spaces import get_space
   from jaxnas.zc import score_genotypes
@@ -85,7 +86,8 @@ SPEED_SIZES = {'nb201': dict(channels=16, layers=5), 'darts': dict(channels=16, 
 def speed(spaces, proxy_names, out: str, batch: int = 32) -> list[dict]:
   import jax
   import jax.numpy as jnp
-  import jaxnas  # noqa: F401
+  import jaxnas.xla
+  jaxnas.xla.configure()  # jaxnas' CPU flags, before JAX starts its backend
   from jaxnas import proxies
   from jaxnas.spaces import get_space
   from jaxnas.spaces.base import init_variables
@@ -120,7 +122,8 @@ def speed(spaces, proxy_names, out: str, batch: int = 32) -> list[dict]:
 
 
 def supernet_rate(proxy_names, samples: int = 64) -> list[dict]:
-  import jaxnas  # noqa: F401
+  import jaxnas.xla
+  jaxnas.xla.configure()  # jaxnas' CPU flags, before JAX starts its backend
   from jaxnas import data
   from jaxnas.zc import SUPERNET_PROXIES, sample_genotypes, score_genotypes
   ds = data.load('digits')
@@ -138,7 +141,8 @@ def supernet_rate(proxy_names, samples: int = 64) -> list[dict]:
 
 
 def free_seconds(spaces, out: str, batch: int = 64) -> list[dict]:
-  import jaxnas  # noqa: F401
+  import jaxnas.xla
+  jaxnas.xla.configure()  # jaxnas' CPU flags, before JAX starts its backend
   from jaxnas import data
   from jaxnas.free import SALIENCIES, FreeConfig, free
   rng = np.random.default_rng(0)

@@ -27,7 +27,9 @@ import statistics
 import sys
 import time
 
-import jaxnas  # noqa: F401  (XLA flags before jax starts)
+import jaxnas.xla
+
+jaxnas.xla.configure()  # jaxnas' CPU flags, before JAX starts its backend
 import jax
 
 from jaxnas import data as data_lib

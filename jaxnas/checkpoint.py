@@ -14,6 +14,11 @@ import jax
 import orbax.checkpoint as ocp
 
 
+class Interrupted(Exception):
+  """A run stopped on a signal (or on request) after saving a checkpoint: ``--resume``
+  continues it."""
+
+
 class Checkpointer:
   def __init__(self, workdir: str, max_to_keep: int = 2):
     self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
@@ -40,8 +45,14 @@ class Checkpointer:
     if step is None:
       raise FileNotFoundError(f'no checkpoint in {self.directory}')
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
-    out = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+    try:
+      out = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+    except Exception as e:  # noqa: BLE001  (orbax raises many kinds; all mean the same here)
+      raise ValueError(
+          f'cannot read checkpoint {step} in {self.directory} ({type(e).__name__}: '
+          f'{str(e).splitlines()[0] if str(e) else ""}). Delete that step folder to resume from '
+          f'the one before, or start afresh in another --workdir.') from e
     return out.state, out.meta
 
   def close(self) -> None:
@@ -55,8 +66,11 @@ def check_resume_config(workdir: str, config: dict, resumable: tuple[str, ...]) 
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
     raise FileNotFoundError(f'cannot resume: {path} does not exist')
-  with open(path) as f:
-    saved = json.load(f)
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueError(f'cannot resume: {path} is not valid JSON ({e})') from None
   differ = sorted(k for k in set(saved) | set(config)
                   if k not in resumable and saved.get(k) != config.get(k))
   if differ:

@@ -1,148 +1,110 @@
-"""The ``jaxnas`` command line: ``search``, ``train``, ``run``, ``free``, ``zc``, ``params``."""
+"""The ``jaxnas`` command line: one table of sub-commands.
+
+Each sub-command is a config class (every field a flag, :mod:`jaxnas.config`),
+the library function that runs it and the text that reports its result.
+Errors a user can cause are one message and a non-zero exit status;
+``--debug`` (or ``JAXNAS_DEBUG=1``) shows the traceback instead.
+"""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
-import typing
+from typing import Any, Callable, NamedTuple
 
-import jaxnas  # noqa: F401  (applies the XLA flags before JAX starts)
-from jaxnas import spaces
+from jaxnas import config as config_lib
+from jaxnas import free, pipeline, search, spaces, train, xla, zc
+from jaxnas.checkpoint import Interrupted
 
 
-def _cmd_params(args) -> None:
-  main, aux = spaces.count_network_params(args.space, args.genotype, args.channels, args.layers,
-                                   args.classes, args.supernet)
+class Command(NamedTuple):
+  config: type                                   # the config dataclass; its fields are the flags
+  run: Callable[..., Any]                        # (config[, resume=, progress=]) -> result
+  report: Callable[[Any, argparse.Namespace], str]
+  help: str
+  description: str = ''
+  resumable: bool = False                        # --resume and --no-progress
+  extra_flags: tuple = ()                        # (flag, argparse keywords) not in the config
+
+
+def _files(workdir: str) -> str:
+  return ', '.join(sorted(f for f in os.listdir(workdir) if os.path.isfile(os.path.join(workdir, f))))
+
+
+def _report_params(counts, args) -> str:
+  main, aux = counts
   what = 'supernet' if args.supernet else f'network of {args.genotype}'
-  print(f'{args.space} {what}')
-  if aux:
-    print(f'auxiliary head: {aux}')
-  print(main)
+  lines = [f'{args.space} {what}'] + ([f'auxiliary head: {aux}'] if aux else [])
+  return '\n'.join(lines + [str(main)])  # the count last, a plain integer
 
 
-def _parse(value: str, kind):
-  if value.lower() == 'none':
-    return None
-  if kind is bool:  # bool('false') is True
-    if value.lower() not in ('true', 'false', '1', '0', 'yes', 'no'):
-      raise argparse.ArgumentTypeError(f'expected true or false, got {value!r}')
-    return value.lower() in ('true', '1', 'yes')
-  return kind(value)
+def _report_search(result, args) -> str:
+  return f'genotype: {result.genotype}\nwritten to {result.workdir}: {_files(result.workdir)}'
 
 
-def add_config_flags(parser: argparse.ArgumentParser, config_cls, prefix: str = '',
-                     skip: tuple[str, ...] = ()) -> None:
-  """One ``--flag`` per field of a config dataclass, defaulting to the field's default
-  (``--{prefix}-field``, stored as ``{prefix}_field``, with a prefix)."""
-  hints = typing.get_type_hints(config_cls)
-  for f in dataclasses.fields(config_cls):
-    if f.name in skip:
-      continue
-    hint = hints[f.name]
-    name = f'{prefix}_{f.name}' if prefix else f.name
-    flag = '--' + name.replace('_', '-')
-    if hint is bool:
-      parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
-      continue
-    base = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]
-    kind = base[0]
-    parser.add_argument(flag, type=lambda v, kind=kind: _parse(v, kind),
-                        default=f.default, metavar=kind.__name__.upper(),
-                        help=f'default: {f.default}' + (' (resolved by data set and space)'
-                                                        if f.default is None else ''))
+def _report_free(result, args) -> str:
+  lines = [f'genotype: {result.genotype}',
+           f'wall time: {result.seconds:.2f} s (compile included), '
+           f'{result.seconds_compiled:.3f} s (the saliency alone, compiled)']
+  if args.workdir:
+    lines.append(f'written to {args.workdir}: {_files(args.workdir)}')
+  return '\n'.join(lines)
 
 
-def _cmd_search(args) -> None:
-  from jaxnas.search import SearchConfig, SearchInterrupted, search
-  from jaxnas.xla import enable_compilation_cache
-  enable_compilation_cache()
-  fields = {f.name for f in dataclasses.fields(SearchConfig)}
-  config = SearchConfig(**{k: v for k, v in vars(args).items() if k in fields})
-  try:
-    result = search(config, resume=args.resume, progress=not args.no_progress)
-  except SearchInterrupted as e:
-    print(e, file=sys.stderr)
-    sys.exit(130)
-  print(f'genotype: {result.genotype}')
-  print(f'written to {result.workdir}: genotype.json, genotype.txt, metrics.jsonl, alpha.npz, '
-        f'{"normal.png, reduce.png" if result.config.space == "darts" else "cell.png"}, alpha_*.png, curves.png')
+def _report_train(result, args) -> str:
+  return f'{train.format_report(result.report)}\nwritten to {result.workdir}: {_files(result.workdir)}'
 
 
-def _cmd_free(args) -> None:
-  from jaxnas.free import FreeConfig, free
-  from jaxnas.xla import enable_compilation_cache
-  enable_compilation_cache()
-  fields = {f.name for f in dataclasses.fields(FreeConfig)}
-  result = free(FreeConfig(**{k: v for k, v in vars(args).items() if k in fields}))
-  print(f'genotype: {result.genotype}')
-  print(f'wall time: {result.seconds:.2f} s (compile included), '
-        f'{result.seconds_compiled:.3f} s (the saliency alone, compiled)')
+def _report_run(report, args) -> str:
+  return (f'{train.format_report(report)}\nsearch {report["search_seconds"]:.1f} s; written to '
+          f'{args.workdir}: search/, train/, report.json, report.md')
 
 
-def _cmd_train(args) -> None:
-  from jaxnas.train import TrainConfig, TrainInterrupted, format_report, train
-  from jaxnas.xla import enable_compilation_cache
-  enable_compilation_cache()
-  fields = {f.name for f in dataclasses.fields(TrainConfig)}
-  try:
-    result = train(TrainConfig(**{k: v for k, v in vars(args).items() if k in fields}),
-                   resume=args.resume, progress=not args.no_progress)
-  except TrainInterrupted as e:
-    print(e, file=sys.stderr)
-    sys.exit(130)
-  print(format_report(result.report))
-  print(f'written to {result.workdir}: report.json, metrics.jsonl, curves.png, config.json')
+def _report_zc(result, args) -> str:
+  lines = [f'{args.proxy} on {len(result.ranking)} {args.space} architectures (through the '
+           f'{result.via}); best first:']
+  lines += [f'{rank:4d}  {s:12.5g}  {g}' for rank, (g, s) in enumerate(result.ranking[:args.show], 1)]
+  lines += [f'{result.seconds:.1f} s in all (compile included), {result.archs_per_second:.1f} '
+            f'architectures per second compiled; ranking.json and genotype.json in {args.workdir}',
+            f'best: {result.best}']
+  return '\n'.join(lines)
 
 
-def _cmd_zc(args) -> None:
-  from jaxnas.xla import enable_compilation_cache
-  pr = sub.add_parser('run', help='search, derive, train and report in one resumable run',
-                      description='The search flags as for jaxnas search, the evaluation flags '
-                                  'as --train-*; stages go to WORKDIR/search and WORKDIR/train, '
-                                  'the report to WORKDIR/report.json and report.md.')
-  add_config_flags(pr, SearchConfig)
-  add_config_flags(pr, TrainConfig, prefix='train', skip=RUN_TRAIN_SKIP)
-  pr.set_defaults(workdir='runs/run')
-  pr.add_argument('--resume', action='store_true', help='continue the run in --workdir')
-  pr.add_argument('--no-progress', action='store_true', help='no progress bar')
-  pr.set_defaults(func=_cmd_run)
-
-  from jaxnas.zc import ZCConfig, zc
-  enable_compilation_cache()
-  fields = {f.name for f in dataclasses.fields(ZCConfig)}
-  result = zc(ZCConfig(**{k: v for k, v in vars(args).items() if k in fields}))
-  print(f'{args.proxy} on {len(result.ranking)} {args.space} architectures (through the {result.via}); '
-        f'best first:')
-  for rank, (g, s) in enumerate(result.ranking[:args.show], 1):
-    print(f'{rank:4d}  {s:12.5g}  {g}')
-  print(f'{result.seconds:.1f} s in all (compile included), {result.archs_per_second:.1f} '
-        f'architectures per second compiled; ranking.json and genotype.json in {args.workdir}')
-  print(f'best: {result.best}')
-
-
-def _cmd_run(args) -> None:
-  from jaxnas.pipeline import run
-  from jaxnas.search import SearchConfig, SearchInterrupted
-  from jaxnas.train import TrainConfig, TrainInterrupted, format_report
-  from jaxnas.xla import enable_compilation_cache
-  enable_compilation_cache()
-  fields = {f.name for f in dataclasses.fields(SearchConfig)}
-  scfg = SearchConfig(**{k: v for k, v in vars(args).items() if k in fields})
-  overrides = {f.name: getattr(args, 'train_' + f.name) for f in dataclasses.fields(TrainConfig)
-               if f.name not in RUN_TRAIN_SKIP}
-  try:
-    report = run(scfg, overrides, args.workdir, resume=args.resume, progress=not args.no_progress)
-  except (SearchInterrupted, TrainInterrupted) as e:
-    print(f'{e} (jaxnas run --resume continues the whole run)', file=sys.stderr)
-    sys.exit(130)
-  print(format_report(report))
-  print(f'search {report["search_seconds"]:.1f} s; written to {args.workdir}: search/, train/, '
-        f'report.json, report.md')
-
-
-# what jaxnas run takes from the search rather than from --train-* flags
-RUN_TRAIN_SKIP = ('space', 'genotype', 'dataset', 'data_dir', 'download', 'workdir', 'devices')
+COMMANDS: dict[str, Command] = {
+    'params': Command(
+        spaces.ParamsConfig, lambda c: spaces.count_network_params(**config_lib.to_json(c)),
+        _report_params, 'count the parameters of a network or supernet',
+        'Prints the parameter count (the auxiliary head counted apart, as quark0/darts does) '
+        'on the last line as a plain integer. Nothing is compiled.'),
+    'search': Command(
+        search.SearchConfig, search.search, _report_search, 'search an architecture (DARTS family)',
+        "Bilevel architecture search. Every config field is a flag; the defaults are DARTS' "
+        '(network size and epochs scaled down for the embedded digits data set).',
+        resumable=True),
+    'free': Command(
+        free.FreeConfig, free.free, _report_free,
+        'FreeDARTS: a genotype from α saliencies at initialisation',
+        "Training-free search: SNIP / GraSP / SynFlow saliency of the raw α of the supernet at "
+        "initialisation, then the space's derive rule."),
+    'train': Command(
+        train.TrainConfig, train.train, _report_train,
+        "train a genotype's network from scratch (evaluation)",
+        'Evaluation training with the DARTS recipe (darts) or the NAS-Bench-201 recipe (nb201); '
+        'fields left unset are resolved by space and data set. Ends with a report.',
+        resumable=True),
+    'run': Command(
+        pipeline.RunConfig, pipeline.run, _report_run,
+        'search, derive, train and report in one resumable run',
+        'The search flags as for jaxnas search, the evaluation flags as --train-*; stages go to '
+        'WORKDIR/search and WORKDIR/train, the report to WORKDIR/report.json and report.md.',
+        resumable=True),
+    'zc': Command(
+        zc.ZCConfig, zc.zc, _report_zc, 'zero-cost NAS: score sampled architectures with a proxy',
+        'Samples architectures, scores each with a zero-cost proxy and keeps the best. '
+        '--via supernet scores NAS-Bench-201 cells through the one-hot supernet, vmapped '
+        '(auto: where exact).',
+        extra_flags=(('--show', dict(type=int, default=10, help='rows of the ranking to print')),)),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,79 +113,55 @@ def build_parser() -> argparse.ArgumentParser:
                  help='multi-host: jax.distributed.initialize from JAX_COORDINATOR_ADDRESS, '
                       'JAX_NUM_PROCESSES, JAX_PROCESS_ID (auto-detected on TPU, SLURM, Open MPI); '
                       'give it before the command, on every host')
+  p.add_argument('--debug', action='store_true',
+                 help='show the traceback of an error (also JAXNAS_DEBUG=1)')
   sub = p.add_subparsers(dest='command', required=True)
-  pp = sub.add_parser('params', help='count the parameters of a network or supernet',
-                      description='Prints the parameter count (auxiliary head counted apart, as '
-                                  'quark0/darts does) on the last line as a plain integer.')
-  pp.add_argument('--space', default='darts', choices=sorted(spaces.SPACES))
-  pp.add_argument('--genotype', help='published name (e.g. DARTS_V2), JSON file, or genotype string')
-  pp.add_argument('--channels', type=int, help='initial channels C (default: the space\'s)')
-  pp.add_argument('--layers', type=int, help='cells (darts) or cells per stage (nb201)')
-  pp.add_argument('--classes', type=int, default=10)
-  pp.add_argument('--supernet', action='store_true', help='count the search supernet instead')
-  pp.set_defaults(func=_cmd_params)
-
-  from jaxnas.search import SearchConfig
-  ps = sub.add_parser('search', help='search an architecture (DARTS family)',
-                      description='Bilevel architecture search. Every config field is a flag; '
-                                  'the defaults are DARTS\' (network size and epochs scaled down '
-                                  'for the embedded digits data set).')
-  add_config_flags(ps, SearchConfig)
-  ps.add_argument('--resume', action='store_true', help='continue the search in --workdir')
-  ps.add_argument('--no-progress', action='store_true', help='no progress bar')
-  ps.set_defaults(func=_cmd_search)
-
-  from jaxnas.free import FreeConfig
-  pf = sub.add_parser('free', help='FreeDARTS: a genotype from α saliencies at initialisation',
-                      description='Training-free search: SNIP / GraSP / SynFlow saliency of the raw '
-                                  'α of the supernet at initialisation, then the space\'s derive rule.')
-  add_config_flags(pf, FreeConfig)
-  pf.set_defaults(func=_cmd_free)
-
-  from jaxnas.train import TrainConfig
-  pt = sub.add_parser('train', help='train a genotype\'s network from scratch (evaluation)',
-                      description='Evaluation training with the DARTS recipe (darts) or the '
-                                  'NAS-Bench-201 recipe (nb201); fields left unset are resolved '
-                                  'by space and data set. Ends with a report.')
-  add_config_flags(pt, TrainConfig)
-  pt.add_argument('--resume', action='store_true', help='continue the training in --workdir')
-  pt.add_argument('--no-progress', action='store_true', help='no progress bar')
-  pt.set_defaults(func=_cmd_train)
-
-  pr = sub.add_parser('run', help='search, derive, train and report in one resumable run',
-                      description='The search flags as for jaxnas search, the evaluation flags '
-                                  'as --train-*; stages go to WORKDIR/search and WORKDIR/train, '
-                                  'the report to WORKDIR/report.json and report.md.')
-  add_config_flags(pr, SearchConfig)
-  add_config_flags(pr, TrainConfig, prefix='train', skip=RUN_TRAIN_SKIP)
-  pr.set_defaults(workdir='runs/run')
-  pr.add_argument('--resume', action='store_true', help='continue the run in --workdir')
-  pr.add_argument('--no-progress', action='store_true', help='no progress bar')
-  pr.set_defaults(func=_cmd_run)
-
-  from jaxnas.zc import ZCConfig
-  pz = sub.add_parser('zc', help='zero-cost NAS: score sampled architectures with a proxy',
-                      description='Samples architectures, scores each with a zero-cost proxy '
-                                  '(ntk, zen, bn, zen_f, synflow, snip, grasp, grad_norm, naswot) '
-                                  'and keeps the best. --via supernet scores NAS-Bench-201 cells '
-                                  'through the one-hot supernet, vmapped (auto: where exact).')
-  add_config_flags(pz, ZCConfig)
-  pz.add_argument('--show', type=int, default=10, help='rows of the ranking to print')
-  pz.set_defaults(func=_cmd_zc)
+  for name, cmd in COMMANDS.items():
+    sp = sub.add_parser(name, help=cmd.help, description=cmd.description)
+    config_lib.add_flags(sp, cmd.config)
+    if cmd.resumable:
+      sp.add_argument('--resume', action='store_true', help='continue the run in --workdir')
+      sp.add_argument('--no-progress', action='store_true', help='no progress bar')
+    for flag, kw in cmd.extra_flags:
+      sp.add_argument(flag, **kw)
   return p
+
+
+# Errors a user causes (bad values, missing or corrupt files, a diverged run): the message
+# says what to do. Anything else is a defect of jaxnas, reported as one too.
+USER_ERRORS = (ValueError, OSError, FloatingPointError)
 
 
 def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
+  debug = args.debug or os.environ.get('JAXNAS_DEBUG', '') not in ('', '0')
+  cmd = COMMANDS[args.command]
   try:
+    xla.configure()  # before JAX starts its backend
     if args.distributed:
       from jaxnas import sharding
       sharding.initialize_distributed()
       if not sharding.is_main_process():  # one process speaks for all
         sys.stdout = open(os.devnull, 'w')
-    args.func(args)
-  except (ValueError, FileNotFoundError, FloatingPointError) as e:
+    config = config_lib.from_args(cmd.config, args)
+    if args.command != 'params':
+      xla.enable_compilation_cache()
+    kwargs = {'resume': args.resume, 'progress': not args.no_progress} if cmd.resumable else {}
+    print(cmd.report(cmd.run(config, **kwargs), args))
+  except Interrupted as e:
+    print(f'jaxnas {args.command}: {e}', file=sys.stderr)
+    return 130
+  except KeyboardInterrupt:
+    print(f'jaxnas {args.command}: interrupted', file=sys.stderr)
+    return 130
+  except Exception as e:  # noqa: BLE001  (every error ends as a message; --debug re-raises)
+    if debug:
+      raise
     print(f'jaxnas {args.command}: error: {e}', file=sys.stderr)
+    if not isinstance(e, USER_ERRORS):
+      print(f'({type(e).__name__} inside jaxnas: run again with --debug for the traceback, and '
+            f'report it with that output)', file=sys.stderr)
+      return 1
     return 2
   return 0
 

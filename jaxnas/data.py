@@ -198,6 +198,13 @@ def load_tfds(name: str, data_dir: str | None = None, download: bool = False) ->
   return from_arrays(x_tr, y_tr, x_te, y_te, name=name, num_classes=classes, mean=mean, std=std)
 
 
+def check_name(name: str) -> str | None:
+  """None if ``name`` names a data set :func:`load` knows, else what is wrong."""
+  if name in NAMES or (name.startswith('npz:') and len(name) > 4):
+    return None
+  return f'must be one of {", ".join(NAMES)}, or npz:PATH'
+
+
 def load(name: str = 'digits', data_dir: str | None = None, download: bool = False) -> Dataset:
   """A data set by name: ``digits``, a tfds name (see :data:`TFDS`) or ``npz:PATH``."""
   if name == 'digits':
@@ -206,7 +213,7 @@ def load(name: str = 'digits', data_dir: str | None = None, download: bool = Fal
     return load_npz(name[4:])
   if name in TFDS:
     return load_tfds(name, data_dir, download)
-  raise ValueError(f'unknown data set {name!r}; known: {", ".join(NAMES)}, or npz:PATH')
+  raise ValueError(f'unknown data set {name!r}: it {check_name(name)}')
 
 
 # ----------------------------------------------------------------------------

@@ -32,8 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxnas import config as config_lib
 from jaxnas import data as data_lib
-from jaxnas import sharding, xla
+from jaxnas import sharding, spaces, xla
+from jaxnas.config import option
 from jaxnas.proxies.saliency import synflow_inputs
 from jaxnas.spaces import get_space
 from jaxnas.spaces.base import init_variables
@@ -43,17 +45,24 @@ SALIENCIES = ('synflow', 'snip', 'grasp')
 
 @dataclasses.dataclass(frozen=True)
 class FreeConfig:
-  space: str = 'darts'
-  saliency: str = 'synflow'
-  dataset: str = 'digits'
-  data_dir: str | None = None
-  channels: int | None = None     # None: the space's search size (DARTS C=16, NB201 C=16)
-  layers: int | None = None       # None: the space's search size (DARTS 8 cells, NB201 5 per stage)
-  batch_size: int = 64
-  alpha_scale: float = 1e-3
-  seed: int = 0
-  devices: str | None = None      # 'all' or N: the batch split over a mesh (None: $JAXNAS_DEVICES, else all)
-  workdir: str | None = None      # if given: genotype.json, genotype.txt, saliency.npz there
+  space: str = option('darts', 'search space', choices=lambda: spaces.SPACES)
+  saliency: str = option('synflow', 'saliency of α', choices=SALIENCIES)
+  dataset: str = option('digits', 'digits, a tensorflow-datasets name, or npz:PATH',
+                        check=data_lib.check_name)
+  data_dir: str | None = option(None, 'tensorflow-datasets directory')
+  channels: int | None = option(None, "initial channels C (None: the space's search size, 16)", min=1)
+  layers: int | None = option(None, "cells (None: the space's search size: DARTS 8, "
+                                    "NAS-Bench-201 5 per stage)", min=1)
+  batch_size: int = option(64, 'images in the batch the saliency reads', min=1)
+  # FreeDARTS draws α = a·N(0, 1) with a in 1e-5..1e-2 (Zhang et al., arXiv 2106.11542)
+  alpha_scale: float = option(1e-3, 'α = scale · N(0, 1)', gt=0)
+  seed: int = option(0, 'random seed')
+  devices: str | None = option(None, "'all' or N: the batch split over a mesh (None: "
+                                     "$JAXNAS_DEVICES, else all)", check=sharding.check_devices)
+  workdir: str | None = option(None, 'if given: genotype.json, genotype.txt, saliency.npz there')
+
+  def __post_init__(self):
+    config_lib.validate(self)
 
 
 @dataclasses.dataclass
@@ -135,7 +144,6 @@ def free(config: FreeConfig, dataset: data_lib.Dataset | None = None) -> FreeRes
   t0 = time.perf_counter()
   cfg = config
   space = get_space(cfg.space)
-  check_saliency(cfg.saliency)
   ds = dataset or data_lib.load(cfg.dataset, cfg.data_dir)
   channels = cfg.channels or space.defaults['channels']
   layers = cfg.layers or space.defaults['layers']

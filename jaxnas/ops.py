@@ -1,7 +1,7 @@
 """Candidate operations of the DARTS and NAS-Bench-201 cell spaces (Flax Linen, NHWC).
 
-The kernels are written for XLA on CPU as well as for accelerators
-(see shared/XLA-CPU-NOTES.md):
+The kernels are written for XLA on CPU as well as for accelerators (the
+measurements behind each choice: docs/performance.md):
 
 * depthwise convolution is a sum of strided, shifted slices times per-channel
   weights with a hand-written VJP: XLA CPU's grouped convolution is ~50x slower.

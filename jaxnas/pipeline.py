@@ -13,9 +13,27 @@ import json
 import os
 import time
 
+from jaxnas import config as config_lib
 from jaxnas import data as data_lib
+from jaxnas.config import option, section
 from jaxnas.search import SearchConfig, search
 from jaxnas.train import TrainConfig, format_report, train
+
+# what the evaluation takes from the search rather than from its own (--train-*) flags
+TRAIN_FROM_SEARCH = ('space', 'genotype', 'dataset', 'data_dir', 'download', 'workdir', 'devices')
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  """The search (its flags as for ``jaxnas search``), then the evaluation training of the
+  derived genotype (``--train-*``; space, data and devices are the search's)."""
+  search: SearchConfig = section(SearchConfig, 'search', skip=('workdir',))
+  train: TrainConfig = section(TrainConfig, 'evaluation training', prefix='train',
+                               skip=TRAIN_FROM_SEARCH)
+  workdir: str = option('runs/run', 'output directory: search/, train/, report.json, report.md')
+
+  def __post_init__(self):
+    config_lib.validate(self)
 
 
 def _done(folder: str) -> dict | None:
@@ -31,19 +49,16 @@ def _mark_done(folder: str, info: dict) -> None:
     json.dump(info, f, indent=1)
 
 
-def run(search_config: SearchConfig, train_overrides: dict | None = None, workdir: str = 'runs/run',
-        resume: bool = False, progress: bool = True, dataset: data_lib.Dataset | None = None) -> dict:
-  """Runs the pipeline; returns the report (also written to ``workdir``).
-
-  ``train_overrides`` are :class:`TrainConfig` fields for the evaluation
-  (space, data set and genotype come from the search).
-  """
+def run(config: RunConfig, resume: bool = False, progress: bool = True,
+        dataset: data_lib.Dataset | None = None) -> dict:
+  """Runs the pipeline; returns the report (also written to ``config.workdir``)."""
+  workdir = config.workdir
   search_dir, train_dir = os.path.join(workdir, 'search'), os.path.join(workdir, 'train')
   if not resume and os.path.isdir(workdir) and os.listdir(workdir):
     raise ValueError(f'{workdir} is not empty: pass --resume to continue that run, or choose '
                      f'another --workdir')
   os.makedirs(workdir, exist_ok=True)
-  scfg = dataclasses.replace(search_config, workdir=search_dir)
+  scfg = dataclasses.replace(config.search, workdir=search_dir)
   info = _done(search_dir)
   if info is None:
     t0 = time.perf_counter()
@@ -52,10 +67,9 @@ def run(search_config: SearchConfig, train_overrides: dict | None = None, workdi
     info = {'genotype': result.genotype.to_json(), 'genotype_text': str(result.genotype),
             'seconds': time.perf_counter() - t0, 'config': result.config.to_json()}
     _mark_done(search_dir, info)
-  tcfg = TrainConfig(**{**(train_overrides or {}), 'space': scfg.space,
-                        'genotype': info['genotype_text'], 'dataset': scfg.dataset,
-                        'data_dir': scfg.data_dir, 'download': scfg.download,
-                        'devices': scfg.devices, 'workdir': train_dir})
+  tcfg = dataclasses.replace(config.train, space=scfg.space, genotype=info['genotype_text'],
+                             dataset=scfg.dataset, data_dir=scfg.data_dir, download=scfg.download,
+                             devices=scfg.devices, workdir=train_dir)
   done = _done(train_dir)
   if done is None:
     has_ckpt = os.path.isdir(os.path.join(train_dir, 'checkpoints'))

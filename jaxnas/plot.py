@@ -1,15 +1,17 @@
-"""Pictures: genotype cells as graphs, α (mixing weights) per edge over the epochs."""
+"""Pictures: genotype cells as graphs, α (mixing weights) per edge over the epochs.
+
+Drawn on ``matplotlib.figure.Figure`` and saved through Agg, without pyplot:
+drawing chooses no backend and leaves a notebook's matplotlib as it was.
+"""
 from __future__ import annotations
 
 import time
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-_COLORS = plt.get_cmap('tab10')
+_COLORS = matplotlib.colormaps['tab10']
 
 
 class Redraw:
@@ -55,7 +57,8 @@ def draw_cell(space: str, genotype, path: str, cell: str = 'normal') -> None:
     pos[n] = (1.2 + i * 1.1, 0.9 if i % 2 == 0 else -0.6)
   for n in outputs:
     pos[n] = (1.2 + len(nodes) * 1.1 + 0.4, 0.2)
-  fig, ax = plt.subplots(figsize=(2.0 + 1.6 * (len(nodes) + 1), 3.6))
+  fig = Figure(figsize=(2.0 + 1.6 * (len(nodes) + 1), 3.6))
+  ax = fig.subplots()
   ops = sorted({op for _, _, op in edges if op})
   color = {op: _COLORS(i % 10) for i, op in enumerate(ops)}
   for src, dst, op in edges:
@@ -76,7 +79,6 @@ def draw_cell(space: str, genotype, path: str, cell: str = 'normal') -> None:
   ax.set_title(f'{space} {cell} cell' if space == 'darts' else 'NAS-Bench-201 cell')
   fig.tight_layout()
   fig.savefig(path, dpi=120)
-  plt.close(fig)
 
 
 def draw_alpha_trajectory(weights: np.ndarray, primitives, edge_names, path: str, title: str) -> None:
@@ -84,8 +86,8 @@ def draw_alpha_trajectory(weights: np.ndarray, primitives, edge_names, path: str
   epochs, n_edges, _ = weights.shape
   cols = min(n_edges, 7)
   rows = -(-n_edges // cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 1.9 * rows + 0.6), squeeze=False,
-                           sharex=True, sharey=True)
+  fig = Figure(figsize=(2.2 * cols, 1.9 * rows + 0.6))
+  axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)
   x = np.arange(1, epochs + 1)
   for e in range(rows * cols):
     ax = axes[e // cols][e % cols]
@@ -101,12 +103,12 @@ def draw_alpha_trajectory(weights: np.ndarray, primitives, edge_names, path: str
   fig.supxlabel('epoch', fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
 def draw_curves(history: list[dict], keys, path: str, title: str) -> None:
   """Metric curves over epochs from a list of per-epoch records."""
-  fig, ax = plt.subplots(figsize=(5, 3.2))
+  fig = Figure(figsize=(5, 3.2))
+  ax = fig.subplots()
   for k in keys:  # a key may be missing from some epochs (a label-free warm-up has no loss)
     points = [(h['epoch'], h[k]) for h in history if h.get(k) is not None]
     if points:
@@ -117,4 +119,3 @@ def draw_curves(history: list[dict], keys, path: str, title: str) -> None:
   ax.set_title(title, fontsize=10)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)

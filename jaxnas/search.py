@@ -29,11 +29,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxnas import config as config_lib
 from jaxnas import data as data_lib
-from jaxnas import hypergrad, plot, proxies, relax, sharding, xla
-from jaxnas.checkpoint import Checkpointer, StopSignals, check_resume_config
+from jaxnas import hypergrad, plot, proxies, relax, sharding, spaces, xla
+from jaxnas.config import option
+from jaxnas.checkpoint import Checkpointer, Interrupted, StopSignals, check_resume_config
 from jaxnas.spaces import get_space
 from jaxnas.spaces.base import init_variables
+
+
+ALPHA_OPTIMIZERS = ('adam', 'sgd')
+WARMUP_MOVES = ('w', 'alpha', 'both')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,89 +50,106 @@ class SearchConfig:
   :meth:`resolved`: for the embedded 8x8 digits a small supernet that searches
   in minutes on a CPU, otherwise the space's search size (DARTS: C=16, 8
   cells, 50 epochs; NAS-Bench-201: C=16, 5 cells per stage, 50 epochs).
+  Every field is checked when the config is built (:func:`jaxnas.config.validate`).
   """
-  space: str = 'darts'
-  method: str = 'darts1'
-  relaxation: str = 'softmax'
-  dataset: str = 'digits'
-  data_dir: str | None = None
-  download: bool = False
-  train_portion: float = 0.5
-  augment: bool = False
-  epochs: int | None = None
-  batch_size: int = 64
-  channels: int | None = None
-  layers: int | None = None
-  remat: bool = True               # recompute each mixed op in the backward pass (less memory)
+  space: str = option('darts', 'search space', choices=lambda: spaces.SPACES)
+  method: str = option('darts1', 'hypergradient estimator', choices=lambda: hypergrad.ESTIMATORS)
+  relaxation: str = option('softmax', 'α -> mixing weights', choices=lambda: relax.RELAXATIONS)
+  dataset: str = option('digits', 'digits, a tensorflow-datasets name, or npz:PATH',
+                        check=data_lib.check_name)
+  data_dir: str | None = option(None, 'tensorflow-datasets directory')
+  download: bool = option(False, 'let tensorflow-datasets download (needs TensorFlow and a connection)')
+  train_portion: float = option(0.5, 'share of the training set that trains the weights', gt=0, lt=1)
+  augment: bool = option(False, "the data set's crop and flip on the search batches")
+  epochs: int | None = option(None, 'epochs (None: 10 on digits, else 50)', min=1)
+  batch_size: int = option(64, 'images per batch', min=1)
+  channels: int | None = option(None, 'initial channels C (None: 8 on digits, else 16)', min=1)
+  layers: int | None = option(None, 'cells (darts) or cells per stage (nb201)', min=1)
+  remat: bool = option(True, 'recompute each mixed op in the backward pass (less memory)')
   # weights: SGD with momentum, cosine schedule per epoch, gradient clipping
-  lr: float = 0.025
-  lr_min: float = 0.001
-  momentum: float = 0.9
-  weight_decay: float = 3e-4
-  grad_clip: float = 5.0
+  lr: float = option(0.025, 'weight learning rate (cosine per epoch)', gt=0)
+  lr_min: float = option(0.001, 'the cosine schedule\'s final learning rate', min=0)
+  momentum: float = option(0.9, 'weight SGD momentum', min=0, lt=1)
+  weight_decay: float = option(3e-4, 'weight decay (L2 added to the gradient)', min=0)
+  grad_clip: float = option(5.0, 'global gradient-norm clip', gt=0)
   # architecture: Adam (DARTS), or plain SGD with step q (SGE-NAS); None: by method
-  alpha_optimizer: str | None = None
-  alpha_lr: float | None = None
-  alpha_beta1: float = 0.5
-  alpha_beta2: float = 0.999
-  alpha_weight_decay: float = 1e-3
-  alpha_init_scale: float = 1e-3
-  # relaxations (DESIGN.md; the weights are the authors' defaults)
-  pc_k: int = 4                    # pc: 1/K of the channels through the mixed ops
-  fair_weight: float = 10.0        # fair: weight of the zero-one loss
-  fair_threshold: float | None = 0.85  # fair: threshold derive rule (None: the space's rule)
-  beta_weight_start: float = 0.0   # beta: β-decay weight, rising linearly over the epochs
-  beta_weight_end: float = 50.0
+  alpha_optimizer: str | None = option(None, 'adam or sgd (None: by method)', choices=ALPHA_OPTIMIZERS)
+  alpha_lr: float | None = option(None, 'α learning rate (None: 3e-4 for adam, 0.01 for sgd)', gt=0)
+  alpha_beta1: float = option(0.5, 'α Adam β1', min=0, lt=1)
+  alpha_beta2: float = option(0.999, 'α Adam β2', min=0, lt=1)
+  alpha_weight_decay: float = option(1e-3, 'α weight decay', min=0)
+  alpha_init_scale: float = option(1e-3, 'α = scale · N(0, 1) at the start', min=0)
+  # relaxations (the weights are the authors' defaults)
+  pc_k: int = option(4, 'pc: 1/K of the channels through the mixed ops', min=1)
+  fair_weight: float = option(10.0, 'fair: weight of the zero-one loss', min=0)
+  fair_threshold: float | None = option(0.85, "fair: threshold derive rule (None: the space's rule)")
+  beta_weight_start: float = option(0.0, 'beta: β-decay weight at the first epoch', min=0)
+  beta_weight_end: float = option(50.0, 'beta: β-decay weight at the last epoch', min=0)
   # estimators
-  xi: float | None = None          # darts2: virtual step size; None = current weight lr
-  fd_r: float = 1e-2               # darts2-fd: ε = fd_r / ‖v‖
-  multistep_n: int = 2             # multistep: weight steps per α step
+  xi: float | None = option(None, 'darts2: virtual step size (None: the current weight lr)', min=0)
+  fd_r: float = option(1e-2, 'darts2-fd: ε = fd_r / ‖v‖', gt=0)
+  multistep_n: int = option(2, 'multistep: weight steps per α step', min=1)
   # multistep: label-free warm-up. The first m epochs maximise Zen(F) =
   # β1·log tr NTK + β2·BN on Gaussian inputs (no data is read). By default it
   # moves the weights only: a label-free score that rewards NTK trace and BN
   # variance favours ops by their gain, not by the task, so α is left to the
   # labelled search (as DARTS-style warm-ups train w alone before moving α).
-  zen_warmup_epochs: int = 0
-  zen_warmup_moves: str = 'w'      # 'w', 'alpha' or 'both'
-  zen_beta1: float = 1.0
-  zen_beta2: float = 1.0
-  zen_batch_size: int = 16         # Gaussian inputs per warm-up weight step
+  zen_warmup_epochs: int = option(0, 'multistep: label-free Zen(F) warm-up epochs', min=0)
+  zen_warmup_moves: str = option('w', 'what the warm-up moves: w, alpha or both',
+                                 choices=WARMUP_MOVES)
+  zen_beta1: float = option(1.0, 'Zen(F) weight of log tr NTK')
+  zen_beta2: float = option(1.0, 'Zen(F) weight of the BN term')
+  zen_batch_size: int = option(16, 'Gaussian inputs per warm-up weight step', min=1)
   # sge, esj, unroll: N inner SGD steps of size p (unroll is the exact
   # hypergradient through the same steps); sge: Q directions, smoothing μ
-  sge_q: int = 10
-  sge_n: int = 1
-  sge_mu: float = 1e-2
-  sge_p: float = 0.01
-  sge_chunk: int | None = None     # sge: perturbed runs vmapped this many at a time (None: all Q)
-  unroll_remat: bool = False       # unroll: rematerialise each inner step (memory O(1) in N)
-  implicit_solver: str = 'cg'      # implicit: 'cg' or 'neumann'
-  implicit_k: int = 10             # implicit: solver iterations
-  implicit_eta: float = 0.01       # implicit: Neumann step
-  implicit_damping: float = 0.0    # implicit: solve (H + δI) z = ∇w L_val
-  seed: int = 2
-  devices: str | None = None       # 'all' or N: the data-parallel mesh (None: $JAXNAS_DEVICES, else all)
-  workdir: str = 'runs/search'
-  checkpoint_every: int = 0        # also every this many steps (0: only at epoch ends)
+  sge_q: int = option(10, 'sge: Gaussian directions Q', min=1)
+  sge_n: int = option(1, 'sge, esj, unroll: inner SGD steps N', min=1)
+  sge_mu: float = option(1e-2, 'sge, esj: smoothing μ', gt=0)
+  sge_p: float = option(0.01, 'sge, esj, unroll: inner step size p', gt=0)
+  sge_chunk: int | None = option(None, 'sge: perturbed runs vmapped at once (None: all Q)', min=1)
+  unroll_remat: bool = option(False, 'unroll: rematerialise each inner step (memory O(1) in N)')
+  implicit_solver: str = option('cg', 'implicit: cg or neumann', choices=('cg', 'neumann'))
+  implicit_k: int = option(10, 'implicit: solver iterations', min=1)
+  implicit_eta: float = option(0.01, 'implicit: Neumann step', gt=0)
+  implicit_damping: float = option(0.0, 'implicit: solve (H + δI) z = ∇w L_val', min=0)
+  seed: int = option(2, 'random seed (α, weights, batches)')
+  devices: str | None = option(None, "'all' or N: the data-parallel mesh (None: $JAXNAS_DEVICES, else all)",
+                               check=sharding.check_devices)
+  workdir: str = option('runs/search', 'output directory')
+  checkpoint_every: int = option(0, 'also checkpoint every this many steps (0: at epoch ends only)',
+                                 min=0)
 
   # Fields that may change when a run is resumed: the length of the run and
   # where and how often it is saved.
   RESUMABLE_CHANGES = ('epochs', 'checkpoint_every', 'workdir', 'data_dir', 'download', 'devices')
 
+  def __post_init__(self):
+    config_lib.validate(self)
+    if self.zen_warmup_epochs and self.method != 'multistep':
+      raise ValueError(f'the Zen(F) warm-up (zen_warmup_epochs) belongs to method multistep, '
+                       f'not {self.method}')
+    if self.lr_min > self.lr:
+      raise ValueError(f'lr_min (--lr-min) {self.lr_min} is above lr (--lr) {self.lr}')
+
   def resolved(self) -> 'SearchConfig':
+    """The config with every None resolved by data set, space and method, and the
+    batch checked against the devices."""
     space = get_space(self.space)
     small = self.dataset == 'digits'
     # SGE-NAS moves α by plain gradient steps of size q = 0.01 (its Algorithm 1)
     alpha_opt = self.alpha_optimizer or ('sgd' if self.method in ('sge', 'esj') else 'adam')
-    if alpha_opt not in ALPHA_OPTIMIZERS:
-      raise ValueError(f'unknown alpha optimizer {alpha_opt!r}; known: {", ".join(ALPHA_OPTIMIZERS)}')
     defaults = {'channels': 8 if small else space.defaults['channels'],
                 'layers': (5 if self.space == 'darts' else 1) if small else space.defaults['layers'],
                 'epochs': 10 if small else 50,
                 'alpha_optimizer': alpha_opt,
                 'alpha_lr': 3e-4 if alpha_opt == 'adam' else 0.01,
                 'devices': sharding.default_devices()}
-    return dataclasses.replace(self, **{k: v for k, v in defaults.items()
-                                        if getattr(self, k) is None})
+    cfg = dataclasses.replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
+    if cfg.zen_warmup_epochs >= cfg.epochs:
+      raise ValueError(f'zen_warmup_epochs must lie in 1..epochs-1 = {cfg.epochs - 1}, got '
+                       f'{cfg.zen_warmup_epochs}')
+    sharding.check_batch(cfg.batch_size, sharding.make_mesh(cfg.devices))
+    return cfg
 
   def estimator_options(self) -> dict[str, Any]:
     unrolled = {'n': self.sge_n, 'p': self.sge_p}
@@ -145,7 +168,7 @@ class SearchConfig:
             'beta': (self.beta_weight_start, self.beta_weight_end)}.get(self.relaxation, (0.0, 0.0))
 
   def to_json(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
+    return config_lib.to_json(self)
 
 
 # Config fields that do not reach the jitted step's program.
@@ -172,7 +195,7 @@ class SearchResult:
   config: SearchConfig
 
 
-class SearchInterrupted(Exception):
+class SearchInterrupted(Interrupted):
   """The search stopped on a signal (or on request) after saving a checkpoint."""
 
 
@@ -197,10 +220,6 @@ def weight_optimizer(cfg: SearchConfig, weight_steps_per_epoch: int) -> hypergra
                    optax.trace(decay=cfg.momentum),
                    optax.scale_by_schedule(lambda c: -lr(c)))
   return hypergrad.WeightOpt(tx, lr, cfg.momentum, cfg.weight_decay)
-
-
-ALPHA_OPTIMIZERS = ('adam', 'sgd')
-WARMUP_MOVES = ('w', 'alpha', 'both')
 
 
 def alpha_optimizer(cfg: SearchConfig) -> optax.GradientTransformation:
@@ -234,19 +253,6 @@ class Search:
     self.config = cfg
     self.space = get_space(cfg.space)
     self.estimator = hypergrad.get_estimator(cfg.method)
-    relax.get_relaxation(cfg.relaxation)
-    if cfg.method == 'implicit':  # before anything compiles
-      hypergrad.implicit.check_solver(cfg.implicit_solver)
-    if cfg.zen_warmup_epochs:
-      if cfg.method != 'multistep':
-        raise ValueError(f'the Zen(F) warm-up (zen_warmup_epochs) belongs to method multistep, '
-                         f'not {cfg.method}')
-      if cfg.zen_warmup_moves not in WARMUP_MOVES:
-        raise ValueError(f'unknown zen_warmup_moves {cfg.zen_warmup_moves!r}; known: '
-                         f'{", ".join(WARMUP_MOVES)}')
-      if not 0 < cfg.zen_warmup_epochs < cfg.epochs:
-        raise ValueError(f'zen_warmup_epochs must lie in 1..epochs-1 = {cfg.epochs - 1}, got '
-                         f'{cfg.zen_warmup_epochs}')
     self.options = cfg.estimator_options()
     self.n_train = hypergrad.train_batches_per_step(cfg.method, self.options)
     self.data = dataset or data_lib.load(cfg.dataset, cfg.data_dir, cfg.download)

@@ -48,6 +48,13 @@ def default_devices() -> str:
   return os.environ.get('JAXNAS_DEVICES', 'all')
 
 
+def check_devices(value: str) -> str | None:
+  """None if ``value`` is a valid ``devices`` setting ('all' or N >= 1), else what is wrong."""
+  if value == 'all' or (value.isdigit() and int(value) >= 1):
+    return None
+  return "must be 'all' or a number of devices >= 1"
+
+
 def resolve_devices(devices: str | int | None = None) -> list:
   """The devices a run uses: ``'all'`` (every device of every process), or the
   first N. None: :func:`default_devices`."""

@@ -33,9 +33,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxnas import config as config_lib
 from jaxnas import data as data_lib
-from jaxnas import plot, sharding
-from jaxnas.checkpoint import Checkpointer, StopSignals, check_resume_config
+from jaxnas import plot, sharding, spaces
+from jaxnas.config import option
+from jaxnas.checkpoint import Checkpointer, Interrupted, StopSignals, check_resume_config
 from jaxnas.spaces import get_space
 from jaxnas.search import cosine_per_epoch
 from jaxnas.spaces.base import count_params, init_variables
@@ -43,30 +45,38 @@ from jaxnas.spaces.base import count_params, init_variables
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  space: str = 'darts'
-  genotype: str | None = None       # published name, JSON file or genotype string
-  dataset: str = 'digits'
-  data_dir: str | None = None
-  download: bool = False
-  epochs: int | None = None
-  batch_size: int | None = None
-  channels: int | None = None
-  layers: int | None = None         # darts: cells; nb201: cells per stage
-  lr: float | None = None
-  lr_min: float = 0.0
-  momentum: float = 0.9
-  nesterov: bool | None = None
-  weight_decay: float | None = None
-  grad_clip: float | None = None    # 0: no clipping
-  auxiliary: bool | None = None     # darts only
-  auxiliary_weight: float = 0.4
-  drop_path: float | None = None    # darts only: final drop-path probability
-  cutout: int | None = None         # cutout length (0: none); None: the data set's recipe
-  augment: bool = True              # crop/flip of the data set's recipe
-  seed: int = 0
-  devices: str | None = None        # 'all' or N: the data-parallel mesh (None: $JAXNAS_DEVICES, else all)
-  workdir: str = 'runs/train'
-  checkpoint_every: int = 0         # also every this many steps (0: only at epoch ends)
+  """Evaluation-training settings; fields left None are resolved by space and data
+  set (:meth:`resolved`, the recipes of the module docstring)."""
+  space: str = option('darts', 'search space of the genotype', choices=lambda: spaces.SPACES)
+  genotype: str | None = option(None, 'published name, genotype.json file or genotype string')
+  dataset: str = option('digits', 'digits, a tensorflow-datasets name, or npz:PATH',
+                        check=data_lib.check_name)
+  data_dir: str | None = option(None, 'tensorflow-datasets directory')
+  download: bool = option(False, 'let tensorflow-datasets download (needs TensorFlow and a connection)')
+  epochs: int | None = option(None, 'epochs', min=1)
+  batch_size: int | None = option(None, 'images per batch', min=1)
+  channels: int | None = option(None, 'initial channels C', min=1)
+  layers: int | None = option(None, 'cells (darts) or cells per stage (nb201)', min=1)
+  lr: float | None = option(None, 'learning rate (cosine per epoch)', gt=0)
+  lr_min: float = option(0.0, "the cosine schedule's final learning rate", min=0)
+  momentum: float = option(0.9, 'SGD momentum', min=0, lt=1)
+  nesterov: bool | None = option(None, 'Nesterov momentum')
+  weight_decay: float | None = option(None, 'weight decay (L2 added to the gradient)', min=0)
+  grad_clip: float | None = option(None, 'global gradient-norm clip (0: none)', min=0)
+  auxiliary: bool | None = option(None, 'darts: auxiliary head')
+  auxiliary_weight: float = option(0.4, 'darts: weight of the auxiliary loss', min=0)
+  drop_path: float | None = option(None, 'darts: final drop-path probability', min=0, lt=1)
+  cutout: int | None = option(None, "cutout length (0: none; None: the data set's recipe)", min=0)
+  augment: bool = option(True, "the data set's crop and flip")
+  seed: int = option(0, 'random seed')
+  devices: str | None = option(None, "'all' or N: the data-parallel mesh (None: $JAXNAS_DEVICES, else all)",
+                               check=sharding.check_devices)
+  workdir: str = option('runs/train', 'output directory')
+  checkpoint_every: int = option(0, 'also checkpoint every this many steps (0: at epoch ends only)',
+                                 min=0)
+
+  def __post_init__(self):
+    config_lib.validate(self)
 
   RESUMABLE_CHANGES = ('epochs', 'checkpoint_every', 'workdir', 'data_dir', 'download', 'devices')
 
@@ -95,10 +105,13 @@ class TrainConfig:
     if not darts and (out.auxiliary or out.drop_path):
       raise ValueError('the NAS-Bench-201 network has no auxiliary head and no drop-path: '
                        'leave --auxiliary and --drop-path unset')
+    if out.lr_min > out.lr:
+      raise ValueError(f'lr_min (--lr-min) {out.lr_min} is above lr (--lr) {out.lr}')
+    sharding.check_batch(out.batch_size, sharding.make_mesh(out.devices))
     return out
 
   def to_json(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
+    return config_lib.to_json(self)
 
 
 class TrainState(NamedTuple):
@@ -117,7 +130,7 @@ class TrainResult:
   config: TrainConfig
 
 
-class TrainInterrupted(Exception):
+class TrainInterrupted(Interrupted):
   """Training stopped on a signal (or on request) after saving a checkpoint."""
 
 

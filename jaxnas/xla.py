@@ -1,9 +1,12 @@
-"""XLA settings jaxnas applies on import (CPU only; see shared/XLA-CPU-NOTES.md).
+"""XLA settings for the CPU, and the program cache.
 
+:func:`configure` adds jaxnas' XLA flags to ``XLA_FLAGS``. The command line
+calls it first thing; importing jaxnas does not, so a library user who wants
+them calls ``jaxnas.xla.configure()`` before JAX starts its backend. The flag:
 XLA's newer CPU fusion emitters compile the many small kernels of a supernet
 2-3x more slowly than the classic ones, for no faster steps (one DARTS mixed
-op forward+backward: 8.1 s -> 2.8 s compile). A user who sets the flag
-themselves in ``XLA_FLAGS`` keeps their value.
+op forward+backward: 8.1 s -> 2.8 s compile; docs/performance.md). A flag the
+user has set in ``XLA_FLAGS`` keeps the user's value.
 """
 import functools
 import hashlib
@@ -32,6 +35,8 @@ def run_once_options(model, heavy: bool = False) -> dict:
 
 
 def configure() -> None:
+  """Adds :data:`CPU_FLAGS` to ``XLA_FLAGS`` (those the user has not set). It takes
+  effect only if called before JAX starts its backend."""
   flags = os.environ.get('XLA_FLAGS', '')
   extra = [f for f in CPU_FLAGS if f.split('=')[0] not in flags]
   if extra:

@@ -29,9 +29,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnas import config as config_lib
 from jaxnas import data as data_lib
-from jaxnas import sharding
-from jaxnas import proxies
+from jaxnas import proxies, sharding, spaces
+from jaxnas.config import option
 from jaxnas.spaces import darts as darts_space
 from jaxnas.spaces import get_space, nb201
 from jaxnas.spaces.base import init_variables
@@ -99,19 +100,26 @@ def onehot_alpha(space: str, genotype) -> dict[str, np.ndarray]:
 
 @dataclasses.dataclass(frozen=True)
 class ZCConfig:
-  space: str = 'nb201'
-  proxy: str = 'synflow'
-  samples: int = 100
-  dataset: str = 'digits'
-  data_dir: str | None = None
-  channels: int | None = None     # None: 8 on digits, else the space's evaluation size
-  layers: int | None = None
-  batch_size: int = 64
-  via: str = 'auto'
-  chunk: int = 16                 # supernet: architectures vmapped at once
-  seed: int = 0
-  devices: str | None = None      # 'all' or N: the batch split over a mesh (None: $JAXNAS_DEVICES, else all)
-  workdir: str = 'runs/zc'
+  space: str = option('nb201', 'search space', choices=lambda: spaces.SPACES)
+  proxy: str = option('synflow', 'zero-cost proxy', choices=lambda: proxies.PROXIES)
+  samples: int = option(100, 'architectures to sample and score', min=1)
+  dataset: str = option('digits', 'digits, a tensorflow-datasets name, or npz:PATH',
+                        check=data_lib.check_name)
+  data_dir: str | None = option(None, 'tensorflow-datasets directory')
+  channels: int | None = option(None, "initial channels C (None: 8 on digits, else the space's "
+                                      "evaluation size)", min=1)
+  layers: int | None = option(None, 'cells (darts) or cells per stage (nb201)', min=1)
+  batch_size: int = option(64, 'images in the batch the proxy reads', min=1)
+  via: str = option('auto', 'score through the one-hot supernet or each network', choices=VIAS)
+  chunk: int = option(16, 'supernet: architectures vmapped at once', min=1)
+  seed: int = option(0, 'random seed (sampling, weights, batch)')
+  devices: str | None = option(None, "'all' or N: the batch split over a mesh (None: "
+                                     "$JAXNAS_DEVICES, else all)", check=sharding.check_devices)
+  workdir: str = option('runs/zc', 'output directory')
+
+  def __post_init__(self):
+    config_lib.validate(self)
+    resolve_via(self.space, self.proxy, self.via)
 
 
 @dataclasses.dataclass
@@ -190,8 +198,6 @@ def zc(config: ZCConfig, dataset: data_lib.Dataset | None = None, **options) -> 
   and the best genotype (``genotype.json``, ``genotype.txt``) to the work directory."""
   cfg = config
   sp = get_space(cfg.space)
-  proxies.get_proxy(cfg.proxy)
-  resolve_via(cfg.space, cfg.proxy, cfg.via)
   ds = dataset or data_lib.load(cfg.dataset, cfg.data_dir)
   small = cfg.dataset == 'digits'
   channels = cfg.channels or (8 if small else sp.defaults['eval_channels'])

@@ -13,7 +13,9 @@ for flag in _FLAGS:
 # other tests' batches need not split over 8, and they compile without SPMD.
 os.environ.setdefault('JAXNAS_DEVICES', '1')
 
-import jaxnas  # noqa: E402,F401  (adds jaxnas' XLA flags before the backend starts)
+from jaxnas import xla  # noqa: E402
+
+xla.configure()  # jaxnas' XLA flags, as the command line applies them
 
 
 import pytest  # noqa: E402
@@ -28,4 +30,5 @@ def compilation_cache(tmp_path_factory):
   path.mkdir(exist_ok=True)
   # Programs are not kept across tests: each test traces what it runs (tests count traces;
   # tests/test_search.py tests the program cache in a directory of its own).
-  jaxnas.xla.enable_compilation_cache(str(path), programs=False)
+  xla.enable_compilation_cache(str(path), programs=False)
+  return path

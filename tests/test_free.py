@@ -104,8 +104,11 @@ def test_every_saliency_gives_a_valid_genotype(tiny, space, saliencies, tmp_path
     for k, s in result.saliency.items():
       assert np.isfinite(s).all()
       assert np.all(s[:, sp.primitives.index('none')] == 0)  # 'none' contributes nothing
-  with pytest.raises(ValueError, match="unknown saliency 'fisher'.*synflow, snip, grasp"):
-    free.free(free.FreeConfig(space=space, saliency='fisher'), tiny)
+  with pytest.raises(ValueError, match=r"saliency \(--saliency\) must be one of synflow, snip, "
+                                       r"grasp, got 'fisher'"):
+    free.FreeConfig(space=space, saliency='fisher')
+  with pytest.raises(ValueError, match=r'alpha_scale \(--alpha-scale\) must be > 0, got 0'):
+    free.FreeConfig(space=space, alpha_scale=0.0)  # every saliency would be zero
 
 
 def test_a_second_run_loads_the_saliency_program(tiny, tmp_path, monkeypatch):

@@ -138,15 +138,29 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
   ckpt.close()
 
 
-def test_unknown_names_are_refused(tmp_path, tiny):
-  with pytest.raises(ValueError, match='unknown method'):
-    search(config(tmp_path, method='foo'), progress=False, dataset=tiny)
-  with pytest.raises(ValueError, match='unknown relaxation'):
-    search(config(tmp_path, relaxation='foo'), progress=False, dataset=tiny)
-  with pytest.raises(ValueError, match="unknown implicit solver 'lu'"):
-    search(config(tmp_path, method='implicit', implicit_solver='lu'), progress=False, dataset=tiny)
-  with pytest.raises(ValueError, match="unknown alpha optimizer 'rmsprop'"):
-    search(config(tmp_path, alpha_optimizer='rmsprop'), progress=False, dataset=tiny)
+def test_unknown_names_and_bad_values_are_refused_when_the_config_is_built(tmp_path):
+  for kw, message in [
+      (dict(method='foo'), r"method \(--method\) must be one of darts1, .*got 'foo'"),
+      (dict(relaxation='foo'), r'relaxation \(--relaxation\) must be one of softmax'),
+      (dict(implicit_solver='lu'), r"implicit_solver \(--implicit-solver\) must be one of cg, neumann"),
+      (dict(alpha_optimizer='rmsprop'), r"alpha_optimizer .* must be one of adam, sgd, got 'rmsprop'"),
+      (dict(batch_size=0), r'batch_size \(--batch-size\) must be >= 1, got 0'),
+      (dict(lr=-1.0), r'lr \(--lr\) must be > 0, got -1.0'),
+      (dict(epochs=0), r'epochs \(--epochs\) must be >= 1'),
+      (dict(channels=-1), r'channels \(--channels\) must be >= 1'),
+      (dict(train_portion=1.0), r'train_portion .* must be < 1'),
+      (dict(lr=float('nan')), r'lr \(--lr\) must be a finite number'),
+      (dict(dataset='cifar11'), r'dataset \(--dataset\) must be one of digits, cifar10'),
+      (dict(devices='two'), r"devices \(--devices\) must be 'all' or a number"),
+      (dict(lr_min=0.1), r'lr_min \(--lr-min\) 0.1 is above lr'),
+      (dict(zen_warmup_epochs=1), 'belongs to method multistep')]:
+    with pytest.raises(ValueError, match=message):
+      config(tmp_path, **kw)
+  # limits that depend on resolved fields: when the config is resolved, before any data is read
+  with pytest.raises(ValueError, match='zen_warmup_epochs must lie in 1..epochs-1 = 1'):
+    config(tmp_path, method='multistep', zen_warmup_epochs=2).resolved()
+  with pytest.raises(ValueError, match='the batch size 30 does not split over 8 devices'):
+    config(tmp_path, batch_size=30, devices='8').resolved()
 
 
 # Every relaxation with darts1, every estimator with softmax and with pc. Fair and β
@@ -227,10 +241,8 @@ def test_zen_warmup_reads_no_labels(tmp_path, tiny):
     state, m = run.warmup_fn(state)
     values.append(float(m['zen_f']))
   assert values[-1] > values[0] and run.traces == 1
-  with pytest.raises(ValueError, match='belongs to method multistep'):
-    Search(config(tmp_path, method='darts1', zen_warmup_epochs=1), tiny)
-  with pytest.raises(ValueError, match='known: w, alpha, both'):
-    Search(config(tmp_path, **{**kw, 'zen_warmup_moves': 'beta'}), tiny)
+  with pytest.raises(ValueError, match='must be one of w, alpha, both'):
+    config(tmp_path, **{**kw, 'zen_warmup_moves': 'beta'})
 
 
 def test_program_cache_skips_the_trace_and_keeps_the_numbers(tmp_path, tiny, monkeypatch):

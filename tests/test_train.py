@@ -125,21 +125,22 @@ def test_recipes_and_errors(tmp_path):
 
 
 def test_pipeline_runs_and_resumes_as_a_whole(tmp_path):
-  from jaxnas.pipeline import run
+  from jaxnas.pipeline import RunConfig, run
   from jaxnas.search import SearchConfig
   ds = _small_data(n_train=256, n_test=64)
   # the search of test_search's config(): its compiled step is in the shared cache
-  scfg = SearchConfig(space='nb201', channels=4, layers=1, epochs=2, batch_size=32)
-  overrides = {'channels': 4, 'layers': 1, 'batch_size': 32, 'epochs': 1}
-  report = run(scfg, overrides, str(tmp_path / 'run'), progress=False, dataset=ds)
+  cfg = RunConfig(SearchConfig(space='nb201', channels=4, layers=1, epochs=2, batch_size=32),
+                  TrainConfig(channels=4, layers=1, batch_size=32, epochs=1),
+                  workdir=str(tmp_path / 'run'))
+  report = run(cfg, progress=False, dataset=ds)
   for name in ('search/genotype.json', 'search/done.json', 'train/report.json', 'train/done.json',
                'report.json', 'report.md'):
     assert os.path.exists(tmp_path / 'run' / name), name
   with open(tmp_path / 'run' / 'search' / 'genotype.txt') as f:
     assert report['genotype'] == f.read().strip()
   with pytest.raises(ValueError, match='--resume'):
-    run(scfg, overrides, str(tmp_path / 'run'), progress=False, dataset=ds)
+    run(cfg, progress=False, dataset=ds)
   # finished stages are not run again: a resumed run returns the same report at once
   os.remove(tmp_path / 'run' / 'report.json')
-  again = run(scfg, overrides, str(tmp_path / 'run'), resume=True, progress=False, dataset=ds)
+  again = run(cfg, resume=True, progress=False, dataset=ds)
   assert again == report

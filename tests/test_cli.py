@@ -1,0 +1,235 @@
+"""The command line as a user meets it: every sub-command through ``jaxnas.cli.main``,
+the README's commands against the parser, errors as messages, and an import that
+changes nothing global."""
+import json
+import os
+import pathlib
+import re
+import shlex
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jaxnas import cli, config as config_lib, xla
+from jaxnas.spaces import get_space
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+NB201 = '|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|skip_connect~0|avg_pool_3x3~1|nor_conv_3x3~2|'
+# the tiniest search that exercises a command: NAS-Bench-201, C=4, one cell per stage, 8x8 digits
+TINY = ['--space', 'nb201', '--channels', '4', '--layers', '1', '--batch-size', '32']
+
+
+@pytest.fixture(autouse=True)
+def cli_caches(monkeypatch, compilation_cache):
+  # the CLI turns on the compilation and program caches: in the tests' shared directory,
+  # and the program cache off again afterwards for the other tests of this worker
+  monkeypatch.setenv('JAXNAS_CACHE_DIR', str(compilation_cache))
+  monkeypatch.setattr(xla, '_program_dir', xla._program_dir)
+
+
+def run_cli(capsys, *argv):
+  """(exit status, stdout, stderr) of ``jaxnas ARGV``."""
+  status = cli.main([str(a) for a in argv])
+  out, err = capsys.readouterr()
+  return status, out, err
+
+
+def test_params(capsys):
+  status, out, _ = run_cli(capsys, 'params', '--space', 'darts', '--supernet', '--channels', 16,
+                           '--layers', 8)
+  assert status == 0 and out.splitlines() == ['darts supernet', '1930618']
+  status, out, _ = run_cli(capsys, 'params', '--space', 'nb201', '--genotype', 'NB201_BEST')
+  assert status == 0 and out.splitlines()[-1] == '1288506'
+
+
+def test_search_writes_its_genotype_and_resumes_longer(tmp_path, capsys):
+  wd = tmp_path / 'search'
+  status, out, err = run_cli(capsys, 'search', *TINY, '--epochs', 1, '--workdir', wd, '--no-progress')
+  assert status == 0, err
+  lines = out.splitlines()
+  genotype = get_space('nb201').load_genotype(lines[0].removeprefix('genotype: '))
+  assert lines[0].startswith('genotype: |')
+  for name in ('config.json', 'metrics.jsonl', 'genotype.json', 'genotype.txt', 'alpha.npz',
+               'cell.png', 'alpha_cell.png', 'curves.png'):
+    assert (wd / name).stat().st_size > 0 and name in lines[1], name
+  assert get_space('nb201').load_genotype(str(wd / 'genotype.json')) == genotype
+  # a used workdir is refused without --resume; --resume continues it for a longer run
+  status, _, err = run_cli(capsys, 'search', *TINY, '--epochs', 1, '--workdir', wd, '--no-progress')
+  assert status == 2 and 'pass --resume' in err and len(err.splitlines()) == 1
+  status, _, err = run_cli(capsys, 'search', *TINY, '--epochs', 1, '--lr', 0.05, '--workdir', wd,
+                           '--resume', '--no-progress')
+  assert status == 2 and 'config differs in lr: 0.025 -> 0.05' in err
+  status, out, err = run_cli(capsys, 'search', *TINY, '--epochs', 2, '--workdir', wd, '--resume',
+                             '--no-progress')
+  assert status == 0, err
+  records = [json.loads(line) for line in open(wd / 'metrics.jsonl')]
+  assert [r['epoch'] for r in records] == [0, 1]
+  assert json.load(open(wd / 'config.json'))['epochs'] == 2
+
+
+def test_a_corrupt_checkpoint_is_a_message(tmp_path, capsys):
+  wd = tmp_path / 'search'
+  assert run_cli(capsys, 'search', *TINY, '--epochs', 1, '--workdir', wd, '--no-progress')[0] == 0
+  for f in (wd / 'checkpoints').rglob('*'):
+    if f.is_file() and f.name != '_CHECKPOINT_METADATA':
+      f.write_bytes(b'\0garbage')
+  status, _, err = run_cli(capsys, 'search', *TINY, '--epochs', 2, '--workdir', wd, '--resume',
+                           '--no-progress')
+  assert status == 2
+  assert re.search(r'cannot read checkpoint \d+ in .*checkpoints .*Delete that step folder', err)
+  assert 'Traceback' not in err
+
+
+def test_free(tmp_path, capsys):
+  wd = tmp_path / 'free'
+  status, out, err = run_cli(capsys, 'free', '--space', 'nb201', '--saliency', 'synflow',
+                             '--channels', 4, '--layers', 1, '--batch-size', 16, '--workdir', wd)
+  assert status == 0, err
+  lines = out.splitlines()
+  genotype = get_space('nb201').load_genotype(lines[0].removeprefix('genotype: '))
+  assert re.fullmatch(r'wall time: [\d.]+ s \(compile included\), [\d.]+ s \(the saliency alone, '
+                      r'compiled\)', lines[1])
+  assert get_space('nb201').load_genotype(str(wd / 'genotype.json')) == genotype
+  saliency = np.load(wd / 'saliency.npz')['cell']
+  assert saliency.shape == (6, 5) and np.isfinite(saliency).all()
+
+
+def test_train(tmp_path, capsys):
+  wd = tmp_path / 'train'
+  status, out, err = run_cli(capsys, 'train', '--space', 'nb201', '--genotype', NB201, '--channels', 4,
+                             '--layers', 1, '--batch-size', 32, '--epochs', 1, '--workdir', wd,
+                             '--no-progress')
+  assert status == 0, err
+  report = json.load(open(wd / 'report.json'))
+  assert f"parameters: {report['params']:,}" in out
+  assert re.search(r'test accuracy on digits: [\d.]+% after 1 epochs', out)
+  assert report['genotype'] == NB201 and 0 <= report['test_acc'] <= 1
+  for name in ('metrics.jsonl', 'curves.png', 'config.json'):
+    assert (wd / name).exists(), name
+
+
+def test_run(tmp_path, capsys):
+  wd = tmp_path / 'run'
+  argv = ['run', *TINY, '--epochs', 1, '--train-channels', 4, '--train-layers', 1,
+          '--train-batch-size', 32, '--train-epochs', 1, '--workdir', wd, '--no-progress']
+  status, out, err = run_cli(capsys, *argv)
+  assert status == 0, err
+  report = json.load(open(wd / 'report.json'))
+  assert report['genotype'] == (wd / 'search' / 'genotype.txt').read_text().strip()
+  assert report['epochs'] == 1 and report['search_epochs'] == 1
+  assert re.search(r'search [\d.]+ s; written to ', out)
+  assert (wd / 'report.md').read_text().startswith('# jaxnas run: darts1 (softmax) on digits')
+  # the train section took its flags: C=4, one cell per stage
+  assert json.load(open(wd / 'train' / 'config.json'))['channels'] == 4
+  status, out2, err = run_cli(capsys, *argv, '--resume')  # finished stages are skipped
+  assert status == 0 and out2.splitlines()[0] == out.splitlines()[0]
+
+
+@pytest.mark.parametrize('via', ['supernet', 'network'])
+def test_zc(tmp_path, capsys, via):
+  wd = tmp_path / 'zc'
+  status, out, err = run_cli(capsys, 'zc', '--space', 'nb201', '--proxy', 'synflow', '--samples', 3,
+                             '--channels', 4, '--layers', 1, '--batch-size', 16, '--via', via,
+                             '--workdir', wd)
+  assert status == 0, err
+  lines = out.splitlines()
+  assert lines[0] == f'synflow on 3 nb201 architectures (through the {via}); best first:'
+  ranking = json.load(open(wd / 'ranking.json'))['ranking']
+  scores = [r['score'] for r in ranking]
+  assert len(ranking) == 3 and scores == sorted(scores, reverse=True)
+  assert lines[-1] == f"best: {ranking[0]['genotype']}"
+  assert (wd / 'genotype.txt').read_text().strip() == ranking[0]['genotype']
+
+
+def test_user_errors_are_one_message_and_exit_2(tmp_path, capsys):
+  cases = [
+      (['search', '--batch-size', '0'], 'batch_size (--batch-size) must be >= 1, got 0'),
+      (['search', '--channels', '-1'], 'channels (--channels) must be >= 1, got -1'),
+      (['search', '--lr', '-1'], 'lr (--lr) must be > 0, got -1.0'),
+      (['search', '--epochs', '0'], 'epochs (--epochs) must be >= 1, got 0'),
+      (['search', '--method', 'darts3'], "method (--method) must be one of darts1, "),
+      (['free', '--alpha-scale', '0'], 'alpha_scale (--alpha-scale) must be > 0, got 0.0'),
+      (['run', '--train-lr', '-1'], 'lr (--train-lr) must be > 0, got -1.0'),
+      (['train', '--space', 'nb201', '--workdir', tmp_path / 't'], 'give --genotype'),
+      (['train', '--space', 'nb201', '--genotype', 'nope', '--workdir', tmp_path / 't'],
+       "'nope' is not a known nb201 genotype name"),
+      (['params', '--space', 'darts', '--genotype', '|nor_conv_3x3~0|'], 'malformed DARTS genotype'),
+      (['search', '--dataset', 'npz:' + str(tmp_path / 'missing.npz')], 'no such .npz file'),
+      (['search', '--dataset', 'cifar10', '--data-dir', tmp_path / 'tfds', '--workdir', tmp_path / 's'],
+       "data set 'cifar10' (cifar10) is not prepared as ArrayRecord in"),
+  ]
+  for argv, message in cases:
+    status, out, err = run_cli(capsys, *argv)
+    assert status == 2, (argv, err)
+    assert err.startswith(f'jaxnas {argv[0]}: error: ') and message in err, (argv, err)
+    assert 'Traceback' not in err and out == ''
+  # argparse's own refusals: a value of the wrong type, an unknown flag
+  for argv in (['search', '--epochs', 'ten'], ['search', '--no-such-flag']):
+    with pytest.raises(SystemExit) as e:
+      cli.main(argv)
+    assert e.value.code == 2
+  assert 'expected int' in capsys.readouterr().err
+
+
+def test_an_internal_error_is_a_message_and_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
+  def broken(config, **kw):
+    raise KeyError('a defect')
+  monkeypatch.setitem(cli.COMMANDS, 'free', cli.COMMANDS['free']._replace(run=broken))
+  status, _, err = run_cli(capsys, 'free')
+  assert status == 1
+  assert err.splitlines() == ["jaxnas free: error: 'a defect'",
+                              '(KeyError inside jaxnas: run again with --debug for the traceback, '
+                              'and report it with that output)']
+  with pytest.raises(KeyError, match='a defect'):
+    cli.main(['--debug', 'free'])
+  monkeypatch.setenv('JAXNAS_DEBUG', '1')
+  with pytest.raises(KeyError, match='a defect'):
+    cli.main(['free'])
+
+
+def _readme_commands():
+  """Every ``jaxnas ...`` command in the READMEs' shell blocks, as argv lists."""
+  for path in (ROOT / 'README.md', ROOT / 'experiments' / 'README.md'):
+    blocks = re.findall(r'```bash\n(.*?)```', path.read_text(), re.S)
+    for line in '\n'.join(blocks).splitlines():
+      line = line.split(' # ')[0].split('  #')[0].strip()
+      for part in line.split('&&'):
+        words = shlex.split(part)
+        while words and re.fullmatch(r'[A-Z_]+=\S*', words[0]):  # VAR=value prefixes
+          words = words[1:]
+        if words and words[0] == 'jaxnas':
+          yield path.name, words[1:]
+
+
+def test_every_readme_command_parses_and_builds_its_config():
+  commands = list(_readme_commands())
+  assert {argv[0] if argv[0] != '--distributed' else argv[1] for _, argv in commands} >= set(cli.COMMANDS)
+  parser = cli.build_parser()
+  for source, argv in commands:
+    try:
+      args = parser.parse_args(argv)
+    except SystemExit:
+      pytest.fail(f'{source}: jaxnas {" ".join(argv)} is refused by the parser')
+    config_lib.from_args(cli.COMMANDS[args.command].config, args)  # names and limits checked
+
+
+def test_importing_jaxnas_changes_nothing_global(tmp_path):
+  code = '''
+import os, sys, matplotlib
+before = (os.environ.get('XLA_FLAGS'), dict.__getitem__(matplotlib.rcParams, 'backend'))
+import jaxnas, jaxnas.search, jaxnas.cli, jaxnas.plot
+from jaxnas.spaces import nb201
+jaxnas.plot.draw_cell('nb201', nb201.GENOTYPES['NB201_BEST'], sys.argv[1])
+after = (os.environ.get('XLA_FLAGS'), dict.__getitem__(matplotlib.rcParams, 'backend'))
+assert after == before, (before, after)
+assert 'matplotlib.pyplot' not in sys.modules
+assert callable(jaxnas.search.search) and jaxnas.search.SearchConfig is jaxnas.SearchConfig
+print('ok')
+'''
+  env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'MPLBACKEND')}
+  out = subprocess.run([sys.executable, '-c', code, str(tmp_path / 'cell.png')], env=env,
+                       capture_output=True, text=True, timeout=120)
+  assert out.stdout.strip() == 'ok', out.stderr
+  assert (tmp_path / 'cell.png').stat().st_size > 0
