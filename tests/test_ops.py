@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from jaxnas import ops
+from jaxnas import kernels, ops
 
 
 def grouped_conv(x, kernel, stride, dilation):
@@ -83,15 +83,15 @@ def test_grouped_batch_norm_is_one_batch_norm_per_group(train):
 @pytest.mark.parametrize('k,stride,dilation', [(3, 1, 1), (5, 1, 1), (3, 2, 1), (5, 2, 2),
                                                (3, 1, 2), (5, 2, 1)])
 def test_depthwise_conv_matches_grouped_conv(k, stride, dilation, size):
-  assert (size * (size + 1) <= ops.DENSE_DEPTHWISE_PIXELS) == (size == 7)
+  assert (size * (size + 1) <= kernels.DENSE_DEPTHWISE_PIXELS) == (size == 7)
   kx, kw, kg = jax.random.split(jax.random.key(0), 3)
   x = jax.random.normal(kx, (2, size, size + 1, 3))
   w = jax.random.normal(kw, (k, k, 3))
-  got = ops.depthwise_conv(x, w, stride, dilation)
+  got = kernels.depthwise_conv(x, w, stride, dilation)
   want = grouped_conv(x, w, stride, dilation)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
   g = jax.random.normal(kg, want.shape)
-  grads = jax.grad(lambda x, w: jnp.sum(ops.depthwise_conv(x, w, stride, dilation) * g), (0, 1))(x, w)
+  grads = jax.grad(lambda x, w: jnp.sum(kernels.depthwise_conv(x, w, stride, dilation) * g), (0, 1))(x, w)
   ref = jax.grad(lambda x, w: jnp.sum(grouped_conv(x, w, stride, dilation) * g), (0, 1))(x, w)
   for a, b in zip(grads, ref):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
@@ -99,7 +99,7 @@ def test_depthwise_conv_matches_grouped_conv(k, stride, dilation, size):
   def grad_of(conv):
     return jax.grad(lambda x, w: jnp.sum(jnp.sin(conv(x, w, stride, dilation)) * g), 1)
   tx, tw = jax.random.normal(kg, x.shape), jax.random.normal(kw, w.shape)
-  hvp = [jax.jvp(grad_of(c), (x, w), (tx, tw))[1] for c in (ops.depthwise_conv, grouped_conv)]
+  hvp = [jax.jvp(grad_of(c), (x, w), (tx, tw))[1] for c in (kernels.depthwise_conv, grouped_conv)]
   np.testing.assert_allclose(*hvp, rtol=1e-3, atol=1e-3)
 
 
@@ -116,18 +116,18 @@ def test_conv2d_and_its_vjp_match_xla_convolution(k, stride, padding, dilation, 
   x = jax.random.normal(kx, (2, size, size + 1, 3))
   w = jax.random.normal(kw, (k, k, 3, 4))
   want = dense_conv(x, w, stride, padding, dilation)
-  np.testing.assert_allclose(ops.conv2d(x, w, stride, padding, dilation), want, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(kernels.conv2d(x, w, stride, padding, dilation), want, rtol=1e-5, atol=1e-5)
   g = jax.random.normal(kg, want.shape)
 
   def loss(conv):  # a nonlinear loss, so that the second derivative is not trivial
     return lambda x, w: jnp.sum(jnp.sin(conv(x, w, stride, padding, dilation)) * g)
-  got = jax.grad(loss(ops.conv2d), (0, 1))(x, w)
+  got = jax.grad(loss(kernels.conv2d), (0, 1))(x, w)
   ref = jax.grad(loss(dense_conv), (0, 1))(x, w)
   for a, b in zip(got, ref):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
   # reverse over reverse (darts2, GraSP) differentiates the hand-written VJP itself
   hvp = [jax.grad(lambda x, w: jnp.vdot(jax.grad(loss(c), 1)(x, w), w), (0, 1))(x, w)
-         for c in (ops.conv2d, dense_conv)]
+         for c in (kernels.conv2d, dense_conv)]
   for a, b in zip(*hvp):
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
 
@@ -145,7 +145,7 @@ def test_conv2d_second_derivative_under_scan_and_remat():
       return jnp.sum(lax.scan(body, a * x, None, length=2)[0])
     g, pullback = jax.vjp(lambda a: jax.grad(inner)(w, a), 0.5)
     return pullback(g)[0]
-  np.testing.assert_allclose(mixed_product(ops.conv2d), mixed_product(dense_conv), rtol=1e-4)
+  np.testing.assert_allclose(mixed_product(kernels.conv2d), mixed_product(dense_conv), rtol=1e-4)
 
 
 @pytest.mark.parametrize('stride', [1, 2])
@@ -153,13 +153,13 @@ def test_max_pool_matches_reduce_window(stride):
   x = jax.random.normal(jax.random.key(1), (2, 8, 8, 3))
   want = lax.reduce_window(x, -jnp.inf, lax.max, (1, 3, 3, 1), (1, stride, stride, 1),
                            [(0, 0), (1, 1), (1, 1), (0, 0)])
-  np.testing.assert_array_equal(ops.max_pool_3x3(x, stride), want)
+  np.testing.assert_array_equal(kernels.max_pool_3x3(x, stride), want)
 
 
 @pytest.mark.parametrize('stride', [1, 2])
 def test_avg_pool_excludes_padding(stride):
   x = np.random.default_rng(0).normal(size=(1, 6, 6, 2)).astype(np.float32)
-  got = np.asarray(ops.avg_pool_3x3(jnp.asarray(x), stride))
+  got = np.asarray(kernels.avg_pool_3x3(jnp.asarray(x), stride))
   want = np.zeros_like(got)
   for i in range(got.shape[1]):
     for j in range(got.shape[2]):
@@ -171,7 +171,7 @@ def test_avg_pool_excludes_padding(stride):
 
 def test_adaptive_avg_pool_matches_numpy():
   x = np.arange(2 * 3 * 3 * 1, dtype=np.float32).reshape(2, 3, 3, 1)
-  got = np.asarray(ops.adaptive_avg_pool(jnp.asarray(x), 2))
+  got = np.asarray(kernels.adaptive_avg_pool(jnp.asarray(x), 2))
   # bins of a 3-wide axis into 2: [0, 2) and [1, 3)
   want = np.stack([np.stack([x[:, a:a + 2, b:b + 2].mean((1, 2)) for b in (0, 1)], 1)
                    for a in (0, 1)], 1)

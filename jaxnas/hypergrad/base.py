@@ -28,7 +28,7 @@ class Problem(NamedTuple):
 
   ``forward_over_reverse``: ``jax.jvp`` of the losses' gradients is possible
   (no custom VJP whose fwd rule is itself a custom VJP on the way, see
-  :func:`jaxnas.ops.conv2d`); second-order estimators then take their mixed
+  :func:`jaxnas.kernels.conv2d`); second-order estimators then take their mixed
   products that way, which is cheaper than reverse over reverse.
   """
   train_loss: Loss
@@ -130,7 +130,7 @@ def exact_mixed_product(loss, w, alpha, v):
   computes the same number more cheaply, but only where no custom VJP whose
   fwd rule calls a custom VJP lies on the way (``Problem.forward_over_reverse``):
   JAX cannot push a tangent through a ``custom_vjp`` call, and
-  :func:`jaxnas.ops.conv2d` keeps its fwd rule one for reverse over reverse.
+  :func:`jaxnas.kernels.conv2d` keeps its fwd rule one for reverse over reverse.
   """
   return _grad_of_inner_product(loss, w, alpha, v, 1)
 

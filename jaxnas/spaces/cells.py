@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnas import ops
+from jaxnas import kernels, ops
 
 
 def edge_list(n_in: int, n_nodes: int) -> list[tuple[int, int]]:
@@ -52,7 +52,7 @@ def channel_shuffle(x, groups: int):
 # (kernel size, dilation, blocks) of the ops that are ReLU -> depthwise -> 1x1 -> BN, `blocks` times
 _DW_CHAINS = {'sep_conv_3x3': (3, 1, 2), 'sep_conv_5x5': (5, 1, 2), 'sep_conv_7x7': (7, 1, 2),
               'dil_conv_3x3': (3, 2, 1), 'dil_conv_5x5': (5, 2, 1)}
-_POOLS = {'max_pool_3x3': ops.max_pool_3x3, 'avg_pool_3x3': ops.avg_pool_3x3}
+_POOLS = {'max_pool_3x3': kernels.max_pool_3x3, 'avg_pool_3x3': kernels.avg_pool_3x3}
 
 
 class MixedOp(nn.Module):
@@ -127,9 +127,9 @@ class MixedOp(nn.Module):
       if block == 0:
         for _ in names:  # each op's own ReLU, as NASWOT counts them
           xr = ops.relu(self, x)
-        x = ops.depthwise_conv_stack(xr, dw, self.stride, [_DW_CHAINS[n][1] for n in names])
+        x = kernels.depthwise_conv_stack(xr, dw, self.stride, [_DW_CHAINS[n][1] for n in names])
       else:
-        x = ops.depthwise_conv_stack(ops.relu(self, x, batch_axis=1), dw, 1, [1] * len(names))
+        x = kernels.depthwise_conv_stack(ops.relu(self, x, batch_axis=1), dw, 1, [1] * len(names))
       x = jnp.einsum('gbhwc,gcd->gbhwd', x, pw)
       x = ops.BatchNorm(self.train, False, groups=True, name=f'bn{block}')(x)
       go_on = sum(_DW_CHAINS[n][2] > block + 1 for n in names)

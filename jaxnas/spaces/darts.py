@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnas import ops, relax
+from jaxnas import kernels, ops, relax
 from jaxnas.spaces.base import SearchSpace, check_op
 from jaxnas.spaces.cells import MixedCell, edge_list
 
@@ -336,7 +336,7 @@ class AuxiliaryHead(nn.Module):
     x = nn.relu(x)
     # 8x8 maps (32x32 images) as published; smaller maps (small test images)
     # are average-pooled adaptively to the 2x2 the published pooling yields.
-    x = ops.avg_pool(x, 5, 3, 0) if x.shape[1] >= 5 else ops.adaptive_avg_pool(x, 2)
+    x = kernels.avg_pool(x, 5, 3, 0) if x.shape[1] >= 5 else kernels.adaptive_avg_pool(x, 2)
     x = nn.relu(ops.batch_norm(train, True)(ops.Conv(128)(x)))
     x = ops.Conv(768, 2)(x)
     x = nn.relu(ops.batch_norm(train, True)(x))
