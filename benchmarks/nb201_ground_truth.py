@@ -3,7 +3,7 @@
     python benchmarks/nb201_ground_truth.py              # 60 architectures, ~10 s each on 2 cores
     python benchmarks/nb201_ground_truth.py --samples 100 --epochs 8
 
-Each architecture (jaxnas.zc.sample_genotypes, seed 0) is trained from
+Each architecture (SearchSpace.sample_distinct, seed 0) is trained from
 scratch with jaxnas.train on the embedded digits data set (NAS-Bench-201
 recipe: SGD 0.1 Nesterov, wd 5e-4, cosine; C=8, one cell per stage, one epoch:
 a short run, so that accuracies spread) and its accuracy on the whole test split recorded. Rows are appended to
@@ -37,7 +37,7 @@ def main():
   jaxnas.xla.configure()  # jaxnas' CPU flags, before JAX starts its backend
   from jaxnas import data
   from jaxnas.train import TrainConfig, train
-  from jaxnas.zc import sample_genotypes
+  from jaxnas.spaces import get_space
 
   setup = dict(space='nb201', dataset='digits', epochs=args.epochs, channels=args.channels,
                layers=args.layers, seed=0)
@@ -49,7 +49,7 @@ def main():
       doc = old
   done = {r['genotype'] for r in doc['rows']}
   ds = data.load('digits')
-  genotypes = sample_genotypes('nb201', args.samples, args.seed)
+  genotypes = get_space('nb201').sample_distinct(args.samples, args.seed)
   for i, g in enumerate(genotypes):
     if str(g) in done:
       continue

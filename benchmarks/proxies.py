@@ -125,9 +125,10 @@ def supernet_rate(proxy_names, samples: int = 64) -> list[dict]:
   import jaxnas.xla
   jaxnas.xla.configure()  # jaxnas' CPU flags, before JAX starts its backend
   from jaxnas import data
-  from jaxnas.zc import SUPERNET_PROXIES, sample_genotypes, score_genotypes
+  from jaxnas.spaces import get_space
+  from jaxnas.zc import SUPERNET_PROXIES, score_genotypes
   ds = data.load('digits')
-  genotypes = sample_genotypes('nb201', samples, 1)
+  genotypes = get_space('nb201').sample_distinct(samples, 1)
   rows = []
   for name in [p for p in proxy_names if p in SUPERNET_PROXIES]:
     for via in ('supernet', 'network'):

@@ -68,7 +68,7 @@ def find_genotype(entry: dict, cfg: dict, seed: int, workdir: str, ds) -> tuple[
     return str(result.best), options.get('samples', 100) / result.archs_per_second, \
         time.perf_counter() - t0
   if kind == 'random':
-    genotype = zc_lib.sample_genotypes(cfg['space'], 1, seed)[0]
+    genotype = get_space(cfg['space']).sample_distinct(1, seed)[0]
     return str(genotype), 0.0, time.perf_counter() - t0
   raise ValueError(f'unknown method kind {kind!r} in the config; known: {", ".join(KINDS)}')
 

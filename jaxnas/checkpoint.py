@@ -13,6 +13,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from jaxnas.config import flatten
+
 
 class Interrupted(Exception):
   """A run stopped on a signal (or on request) after saving a checkpoint: ``--resume``
@@ -71,6 +73,7 @@ def check_resume_config(workdir: str, config: dict, resumable: tuple[str, ...]) 
       saved = json.load(f)
   except json.JSONDecodeError as e:
     raise ValueError(f'cannot resume: {path} is not valid JSON ({e})') from None
+  saved, config = flatten(saved), flatten(config)  # sections as dotted names: 'optim.lr'
   differ = sorted(k for k in set(saved) | set(config)
                   if k not in resumable and saved.get(k) != config.get(k))
   if differ:

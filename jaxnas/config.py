@@ -1,16 +1,25 @@
 """Configurations: frozen dataclasses whose fields carry their help, their limits and their flag.
 
-A config is a frozen dataclass. Each field is a *leaf* (a str, int, float or
-bool, possibly None) declared with :func:`option`, which puts the help text
-and the limits next to the default, or a *section*, a nested config declared
-with :func:`section`. One function of this module does each job for every
-config:
+A config is a frozen dataclass of three kinds of field:
+
+* a *leaf* (a str, int, float or bool, possibly None), declared with
+  :func:`option`, which puts the help text and the limits beside the default;
+* a *section*, a nested config, declared with :func:`section`;
+* the *options* of a registry entry chosen by another field (the method's, the
+  relaxation's), declared with :func:`registry_options`. Those options are the
+  keyword parameters of the entry's function, their defaults in its signature
+  and their limits in ``Annotated[type, Limits(...)]`` (:func:`signature_options`):
+  each default is written once, beside the code it configures.
+
+One function of this module does each job for every config:
 
 * :func:`validate` checks every leaf against its limits (each config calls it
   from ``__post_init__``, so the library API and the command line get the
-  same checks, once, where the config is built);
+  same checks, once, where the config is built); :func:`bind_options` checks
+  a registry entry's options and fills in their defaults;
 * :func:`add_flags` makes one ``--flag`` per leaf, grouped by section in
-  ``--help``; :func:`from_args` builds the config back from the parsed flags;
+  ``--help``, and ``--{entry}-{option}`` for every option of every entry of a
+  registry; :func:`from_args` builds the config back from the parsed flags;
 * :func:`to_json` / :func:`from_json` write and read it (``config.json``).
 
 A leaf's flag is its name with ``-`` for ``_``, after its section's prefix
@@ -21,28 +30,33 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import math
 import typing
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, Mapping, NamedTuple
 
 _META = 'jaxnas'
 
 
-def option(default: Any, help: str = '', *, min: float | None = None,
-           gt: float | None = None, max: float | None = None, lt: float | None = None,
-           choices: Callable[[], Any] | tuple | None = None,
-           check: Callable[[Any], str | None] | None = None) -> Any:
-  """A config leaf: its default, its help and its limits.
+class Limits(NamedTuple):
+  """The help and the limits of a setting. ``min``/``max`` are inclusive bounds,
+  ``gt``/``lt`` exclusive ones; ``choices`` the allowed values (or a function
+  returning them, read when the value is checked, so that a registry can grow
+  after import); ``check`` a function returning an error message, or None when
+  the value is fine."""
+  help: str = ''
+  min: float | None = None
+  gt: float | None = None
+  max: float | None = None
+  lt: float | None = None
+  choices: Callable[[], Any] | tuple | None = None
+  check: Callable[[Any], str | None] | None = None
 
-  ``min``/``max`` are inclusive bounds, ``gt``/``lt`` exclusive ones;
-  ``choices`` the allowed values (or a function returning them, read when the
-  config is checked, so that a registry can grow after import); ``check`` a
-  function returning an error message, or None when the value is fine. None
-  is always allowed where the default is None (it means "resolved later").
-  """
-  meta = {'help': help, 'min': min, 'gt': gt, 'max': max, 'lt': lt, 'choices': choices,
-          'check': check}
-  return dataclasses.field(default=default, metadata={_META: meta})
+
+def option(default: Any, help: str = '', **limits) -> Any:
+  """A config leaf: its default, its help and its :class:`Limits`. None is always
+  allowed where the default is None (it means "resolved later")."""
+  return dataclasses.field(default=default, metadata={_META: Limits(help, **limits)})
 
 
 def section(cls: type, help: str = '', prefix: str = '', skip: tuple[str, ...] = ()) -> Any:
@@ -50,16 +64,135 @@ def section(cls: type, help: str = '', prefix: str = '', skip: tuple[str, ...] =
   ``--{prefix}-{leaf}`` (``--{leaf}`` with no prefix); ``skip`` lists leaves that get
   no flag (set by the enclosing command instead)."""
   return dataclasses.field(default_factory=cls, metadata={
-      _META: {'help': help, 'section': True, 'prefix': prefix, 'skip': skip}})
+      _META: {'section': True, 'help': help, 'prefix': prefix, 'skip': skip}})
 
 
-def _meta(f: dataclasses.Field) -> dict:
-  return f.metadata.get(_META, {})
+def registry_options(name_field: str, registry: Callable[[], Mapping[str, Any]], help: str = '') -> Any:
+  """The options (a dict) of the entry of ``registry()`` that field ``name_field`` names.
+  Each entry has ``options``, a dict of :class:`Param`; the flag of option ``o`` of
+  entry ``e`` is ``--e-o``, and giving it while another entry is chosen is an error."""
+  return dataclasses.field(default_factory=dict, metadata={
+      _META: {'registry': registry, 'name_field': name_field, 'help': help}})
+
+
+def _meta(f: dataclasses.Field):
+  return f.metadata.get(_META, Limits())
+
+
+def _is(f: dataclasses.Field, kind: str) -> bool:
+  meta = _meta(f)
+  return isinstance(meta, dict) and kind in meta
 
 
 def flag_name(name: str, prefix: str = '') -> str:
   return '--' + (f'{prefix}_{name}' if prefix else name).replace('_', '-')
 
+
+# ----------------------------------------------------------------------------
+# Checking values
+# ----------------------------------------------------------------------------
+
+def violation(value, limits: Limits) -> str | None:
+  """What is wrong with ``value`` under ``limits``, or None."""
+  if isinstance(value, float) and not math.isfinite(value):
+    return 'must be a finite number'
+  if isinstance(value, (int, float)) and not isinstance(value, bool):
+    for bound, ok, word in ((limits.min, lambda b: value >= b, '>='),
+                            (limits.gt, lambda b: value > b, '>'),
+                            (limits.max, lambda b: value <= b, '<='),
+                            (limits.lt, lambda b: value < b, '<')):
+      if bound is not None and not ok(bound):
+        return f'must be {word} {bound:g}'
+  if limits.choices is not None:
+    known = tuple(limits.choices() if callable(limits.choices) else limits.choices)
+    if value not in known:
+      return f'must be one of {", ".join(map(str, known))}'
+  return limits.check(value) if limits.check is not None else None
+
+
+class ConfigError(ValueError):
+  """A setting out of its limits; the message names the field and its flag."""
+
+  def __init__(self, field: str, problem: str, value: Any, prefix: str = '', flag: str | None = None):
+    self.field, self.problem, self.value, self.flag = field, problem, value, flag
+    super().__init__(f'{field} ({flag or flag_name(field, prefix)}) {problem}, got {value!r}')
+
+
+def validate(config) -> None:
+  """Raises :class:`ConfigError` (a ValueError) naming the field, its flag and its limit
+  for the first leaf of ``config`` that breaks its limits, and checks the options of
+  every registry entry it names (:func:`bind_options`). Sections check themselves
+  when they are built."""
+  for f in dataclasses.fields(config):
+    value = getattr(config, f.name)
+    if _is(f, 'registry'):
+      meta = _meta(f)
+      bind_options(meta['registry'](), getattr(config, meta['name_field']), value, meta['name_field'])
+    elif not _is(f, 'section') and value is not None:
+      problem = violation(value, _meta(f))
+      if problem:
+        raise ConfigError(f.name, problem, value)
+
+
+# ----------------------------------------------------------------------------
+# Options of registry entries: keyword parameters of a function
+# ----------------------------------------------------------------------------
+
+class Param(NamedTuple):
+  default: Any
+  kind: type
+  limits: Limits
+
+
+def _kind(hint) -> type:
+  args = [t for t in typing.get_args(hint) if t is not type(None)]
+  return args[0] if args else hint
+
+
+def signature_options(fn: Callable) -> dict[str, Param]:
+  """The keyword-only parameters of ``fn`` (after ``*``) with their defaults, types and
+  :class:`Limits` (``Annotated[int, Limits(...)] = 10``)."""
+  hints = typing.get_type_hints(fn, include_extras=True)
+  out = {}
+  for name, p in inspect.signature(fn).parameters.items():
+    if p.kind is not inspect.Parameter.KEYWORD_ONLY:
+      continue
+    hint = hints.get(name, type(p.default))
+    limits = next((m for m in getattr(hint, '__metadata__', ()) if isinstance(m, Limits)), Limits())
+    base = typing.get_args(hint)[0] if hasattr(hint, '__metadata__') else hint
+    out[name] = Param(p.default, _kind(base), limits)
+  return out
+
+
+def option_flag(entry: str, option_name: str) -> str:
+  return f'--{entry}-{option_name}'.replace('_', '-')
+
+
+def bind_options(registry: Mapping[str, Any], name: str, given: Mapping[str, Any],
+                 what: str = 'entry') -> dict[str, Any]:
+  """Every option of entry ``name`` of ``registry`` (a ``what``: method, relaxation): the
+  ``given`` ones, checked against their limits, and the defaults of the rest. An
+  unknown name or option is an error naming the known ones."""
+  if name not in registry:
+    raise ValueError(f'unknown {what} {name!r}; known {what}s: {", ".join(registry)}')
+  params = registry[name].options
+  unknown = sorted(set(given) - set(params))
+  if unknown:
+    raise ValueError(f'{name} has no option {", ".join(unknown)}; its options: '
+                     f'{", ".join(params) or "none"}')
+  out = {}
+  for key, param in params.items():
+    value = given.get(key, param.default)
+    problem = value is not None and violation(value, param.limits)
+    if problem:
+      raise ConfigError(key, problem, value, flag=option_flag(name, key))
+    out[key] = value
+  return out
+
+
+# ----------------------------------------------------------------------------
+# Flags
+# ----------------------------------------------------------------------------
 
 class Leaf(NamedTuple):
   path: tuple[str, ...]      # field names from the top config down
@@ -70,33 +203,42 @@ class Leaf(NamedTuple):
   group: str                 # the section's title ('' at the top)
 
 
-def _kind(hint) -> type:
-  args = [t for t in typing.get_args(hint) if t is not type(None)]
-  return args[0] if args else hint
-
-
 def leaves(cls: type, prefix: str = '', path: tuple[str, ...] = (), group: str = '',
            skip: tuple[str, ...] = ()) -> Iterator[Leaf]:
   """Every leaf of config class ``cls`` (depth first), with its flag."""
   hints = typing.get_type_hints(cls)
   for f in dataclasses.fields(cls):
-    meta = _meta(f)
-    if f.name in skip:
+    if f.name in skip or _is(f, 'registry'):
       continue
-    if meta.get('section'):
+    if _is(f, 'section'):
+      meta = _meta(f)
       sub_prefix = '_'.join(p for p in (prefix, meta['prefix']) if p)
-      title = meta['help'] or f.name
-      yield from leaves(hints[f.name], sub_prefix, path + (f.name,), title, meta['skip'])
+      yield from leaves(hints[f.name], sub_prefix, path + (f.name,), meta['help'] or f.name,
+                        meta['skip'])
       continue
     default = f.default if f.default is not dataclasses.MISSING else None
     yield Leaf(path + (f.name,), flag_name(f.name, prefix), _kind(hints[f.name]), default,
-               meta.get('help', ''), group)
+               _meta(f).help, group)
+
+
+def _registries(cls: type, path: tuple[str, ...] = ()):
+  """(path of the options field, path of the name field, its metadata) of every registry field."""
+  hints = typing.get_type_hints(cls)
+  for f in dataclasses.fields(cls):
+    if _is(f, 'section'):
+      yield from _registries(hints[f.name], path + (f.name,))
+    elif _is(f, 'registry'):
+      yield path + (f.name,), path + (_meta(f)['name_field'],), _meta(f)
 
 
 def _parse(kind: type):
   def parse(text: str):
     if text.lower() == 'none':
       return None
+    if kind is bool:  # bool('false') is True
+      if text.lower() not in ('true', 'false', '1', '0', 'yes', 'no'):
+        raise argparse.ArgumentTypeError(f'expected true or false, got {text!r}')
+      return text.lower() in ('true', '1', 'yes')
     try:
       return kind(text)
     except ValueError:
@@ -105,31 +247,36 @@ def _parse(kind: type):
   return parse
 
 
+def _help(text: str, default) -> str:
+  shown = 'None (resolved by data set, space and method)' if default is None else default
+  return f'{text} (default: {shown})' if text else f'default: {shown}'
+
+
 def add_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = '',
               skip: tuple[str, ...] = ()) -> None:
-  """One ``--flag`` per leaf of ``cls``, the leaves of each section in one argument group."""
+  """One ``--flag`` per leaf of ``cls``, the leaves of each section in one argument group,
+  and ``--{entry}-{option}`` for the options of every registry entry, a group per entry."""
   groups: dict[str, Any] = {}
   for leaf in leaves(cls, prefix, skip=skip):
     if leaf.group not in groups:
       groups[leaf.group] = parser.add_argument_group(leaf.group) if leaf.group else parser
-    target = groups[leaf.group]
-    dest = '.'.join(leaf.path)
-    default = 'None (resolved by data set and space)' if leaf.default is None else leaf.default
-    help_text = f'{leaf.help} (default: {default})' if leaf.help else f'default: {default}'
+    target, dest = groups[leaf.group], '.'.join(leaf.path)
     if leaf.kind is bool:
       target.add_argument(leaf.flag, dest=dest, action=argparse.BooleanOptionalAction,
-                          default=leaf.default, help=help_text)
+                          default=leaf.default, help=_help(leaf.help, leaf.default))
     else:
       target.add_argument(leaf.flag, dest=dest, type=_parse(leaf.kind), default=leaf.default,
-                          metavar=leaf.kind.__name__.upper(), help=help_text)
-
-
-class ConfigError(ValueError):
-  """A config leaf out of its limits; the message names the field and its flag."""
-
-  def __init__(self, field: str, problem: str, value: Any, prefix: str = ''):
-    self.field, self.problem, self.value = field, problem, value
-    super().__init__(f'{field} ({flag_name(field, prefix)}) {problem}, got {value!r}')
+                          metavar=leaf.kind.__name__.upper(), help=_help(leaf.help, leaf.default))
+  for options_path, name_path, meta in _registries(cls):
+    for entry, spec in meta['registry']().items():
+      if not spec.options:
+        continue
+      group = parser.add_argument_group(f'{name_path[-1]} {entry}')
+      for key, param in spec.options.items():
+        group.add_argument(option_flag(entry, key), dest=':'.join(['.'.join(options_path), entry, key]),
+                           type=_parse(param.kind), default=argparse.SUPPRESS,
+                           metavar=param.kind.__name__.upper(),
+                           help=_help(param.limits.help, param.default))
 
 
 def _build(cls: type, values: dict[tuple[str, ...], Any], path: tuple[str, ...] = (),
@@ -137,25 +284,93 @@ def _build(cls: type, values: dict[tuple[str, ...], Any], path: tuple[str, ...] 
   hints = typing.get_type_hints(cls)
   kwargs = {}
   for f in dataclasses.fields(cls):
-    meta = _meta(f)
-    if meta.get('section'):
-      sub_prefix = '_'.join(p for p in (prefix, meta['prefix']) if p)
+    if _is(f, 'section'):
+      sub_prefix = '_'.join(p for p in (prefix, _meta(f)['prefix']) if p)
       kwargs[f.name] = _build(hints[f.name], values, path + (f.name,), sub_prefix)
     elif path + (f.name,) in values:
       kwargs[f.name] = values[path + (f.name,)]
   try:
     return cls(**kwargs)
   except ConfigError as e:  # name the flag as the command line spells it
+    if e.flag:
+      raise
     raise ConfigError(e.field, e.problem, e.value, prefix) from None
+
+
+def _flat_registry_options(cls: type, prefix: str = '', skip: tuple[str, ...] = ()):
+  """{flat name: (options path, name path, entry, option)} of every registry option."""
+  out = {}
+  for options_path, name_path, meta in _registries(cls):
+    if options_path[0] in skip:
+      continue
+    for entry, spec in meta['registry']().items():
+      for key in spec.options:
+        out[option_flag(entry, key)[2:].replace('-', '_')] = (options_path, name_path, entry, key)
+  return out
+
+
+def make(cls: type, prefix: str = '', skip: tuple[str, ...] = (), **flat):
+  """The config of class ``cls`` from its settings spelt as on the command line
+  (``make(SearchConfig, channels=4, sge_q=3)`` is ``--channels 4 --sge-q 3``): a
+  section's leaves by their flag names, a registry entry's options as
+  ``{entry}_{option}``. An option of a registry entry other than the chosen one is
+  an error (it would do nothing)."""
+  by_flag = {leaf.flag[2:].replace('-', '_'): leaf.path for leaf in leaves(cls, prefix, skip=skip)}
+  registry = _flat_registry_options(cls, prefix, skip)
+  unknown = sorted(set(flat) - set(by_flag) - set(registry))
+  if unknown:
+    raise ValueError(f'{cls.__name__} has no setting {", ".join(unknown)}')
+  values = {by_flag[k]: v for k, v in flat.items() if k in by_flag}
+  defaults = {leaf.path: leaf.default for leaf in leaves(cls, prefix, skip=skip)}
+  for options_path, name_path, _ in _registries(cls):
+    values.setdefault(options_path, {})
+  for k, v in flat.items():
+    if k in registry:
+      options_path, name_path, entry, key = registry[k]
+      chosen = values.get(name_path, defaults.get(name_path))
+      if entry != chosen:
+        raise ValueError(f'{option_flag(entry, key)} is an option of {name_path[-1]} {entry}, '
+                         f'but the {name_path[-1]} is {chosen}: it would do nothing')
+      values[options_path] = {**values[options_path], key: v}
+  return _build(cls, values, prefix=prefix)
+
+
+def to_flat(config, prefix: str = '') -> dict[str, Any]:
+  """The settings of ``config`` as :func:`make` takes them."""
+  out = {leaf.flag[2:].replace('-', '_'): _get(config, leaf.path) for leaf in leaves(type(config), prefix)}
+  for options_path, name_path, _ in _registries(type(config)):
+    entry = _get(config, name_path)
+    for key, value in _get(config, options_path).items():
+      out[option_flag(entry, key)[2:].replace('-', '_')] = value
+  return out
+
+
+def replace(config, **flat):
+  """``config`` with some settings changed, spelt as for :func:`make`."""
+  return make(type(config), **{**to_flat(config), **flat})
+
+
+def _get(config, path):
+  for name in path:
+    config = getattr(config, name)
+  return config
 
 
 def from_args(cls: type, args: argparse.Namespace, prefix: str = '', skip: tuple[str, ...] = ()):
   """The config of class ``cls`` from flags added by :func:`add_flags` (same prefix and skip)."""
   ns = vars(args)
-  return _build(cls, {leaf.path: ns['.'.join(leaf.path)]
-                      for leaf in leaves(cls, prefix, skip=skip) if '.'.join(leaf.path) in ns},
-                prefix=prefix)
+  flat = {leaf.flag[2:].replace('-', '_'): ns['.'.join(leaf.path)]
+          for leaf in leaves(cls, prefix, skip=skip) if '.'.join(leaf.path) in ns}
+  for dest, value in ns.items():
+    parts = dest.split(':')
+    if len(parts) == 3:
+      flat[option_flag(*parts[1:])[2:].replace('-', '_')] = value
+  return make(cls, prefix, skip, **flat)
 
+
+# ----------------------------------------------------------------------------
+# JSON
+# ----------------------------------------------------------------------------
 
 def to_json(config) -> dict[str, Any]:
   """The config as a JSON-able dict (sections as nested dicts)."""
@@ -169,38 +384,16 @@ def from_json(cls: type, data: dict[str, Any]):
   unknown = sorted(set(data) - set(fields))
   if unknown:
     raise ValueError(f'{cls.__name__} has no field {", ".join(unknown)}')
-  return cls(**{k: from_json(hints[k], v) if _meta(fields[k]).get('section') else v
+  return cls(**{k: from_json(hints[k], v) if _is(fields[k], 'section') else v
                 for k, v in data.items()})
 
 
-def _violation(value, meta: dict) -> str | None:
-  if isinstance(value, bool) or not isinstance(value, (int, float)):
-    pass
-  elif isinstance(value, float) and not math.isfinite(value):
-    return 'must be a finite number'
-  else:
-    for key, ok, word in (('min', lambda b: value >= b, '>='), ('gt', lambda b: value > b, '>'),
-                          ('max', lambda b: value <= b, '<='), ('lt', lambda b: value < b, '<')):
-      bound = meta.get(key)
-      if bound is not None and not ok(bound):
-        return f'must be {word} {bound:g}'
-  choices = meta.get('choices')
-  if choices is not None:
-    known = tuple(choices() if callable(choices) else choices)
-    if value not in known:
-      return f'must be one of {", ".join(map(str, known))}'
-  check = meta.get('check')
-  return check(value) if check is not None else None
-
-
-def validate(config) -> None:
-  """Raises :class:`ConfigError` (a ValueError) naming the field, its flag and its limit
-  for the first leaf of ``config`` that breaks its limits (sections check themselves
-  when they are built)."""
-  for f in dataclasses.fields(config):
-    meta, value = _meta(f), getattr(config, f.name)
-    if meta.get('section') or value is None:
-      continue
-    problem = _violation(value, meta)
-    if problem:
-      raise ConfigError(f.name, problem, value)
+def flatten(tree: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
+  """A nested dict as ``{'a.b': leaf}``."""
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, Mapping) and v and all(isinstance(x, str) for x in v):
+      out.update(flatten(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out

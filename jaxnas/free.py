@@ -85,7 +85,7 @@ def check_saliency(name: str) -> None:
     raise ValueError(f'unknown saliency {name!r}; known saliencies: {", ".join(SALIENCIES)}')
 
 
-def saliency_stages(model, name: str) -> list:
+def saliency_stages(model, name: str, forward_over_reverse: bool = False) -> list:
   """One saliency as a chain of programs ``stage(variables, alpha, batch, prev) -> out``:
   each stage's output is the next one's ``prev`` (None for the first), the last
   one's the saliencies ``{cell: (edges, ops)}``.
@@ -122,14 +122,14 @@ def saliency_stages(model, name: str) -> list:
         return jnp.sum(model.apply(v, ones, a, train=False))
       g = jax.grad(r)(a_abs)
       return jax.tree_util.tree_map(lambda a, g: (a * g).astype(jnp.float32), a_abs, g)
-  if name == 'grasp' and getattr(model, 'forward_over_reverse', False):
+  if name == 'grasp' and forward_over_reverse:
     return [grad, grasp_hg]
   return [{'snip': snip, 'grasp': grasp, 'synflow': synflow}[name]]
 
 
-def saliency_fn(model, name: str):
+def saliency_fn(model, name: str, forward_over_reverse: bool = False):
   """``(variables, alpha, batch) -> {cell: (edges, ops) saliency}``: the stages in one function."""
-  stages = saliency_stages(model, name)
+  stages = saliency_stages(model, name, forward_over_reverse)
 
   def fn(variables, alpha, batch):
     out = None
@@ -145,11 +145,9 @@ def free(config: FreeConfig, dataset: data_lib.Dataset | None = None) -> FreeRes
   cfg = config
   space = get_space(cfg.space)
   ds = dataset or data_lib.load(cfg.dataset, cfg.data_dir)
-  channels = cfg.channels or space.defaults['channels']
-  layers = cfg.layers or space.defaults['layers']
-  model = space.supernet(channels, layers, ds.num_classes, 'raw')
+  model = space.supernet(cfg.channels, cfg.layers, ds.num_classes, 'raw')
   k_alpha, k_w, k_batch = jax.random.split(jax.random.key(cfg.seed), 3)
-  alpha = space.init_alpha(k_alpha, cfg.alpha_scale)
+  alpha = space.init_alpha(k_alpha, cfg.alpha_scale, 'raw')
   x0 = jnp.zeros((1,) + ds.image_shape, jnp.float32)
   variables = init_variables(model, k_w, x0, alpha)
   idx = np.asarray(jax.random.choice(k_batch, len(ds.x_train), (min(cfg.batch_size, len(ds.x_train)),),
@@ -167,8 +165,8 @@ def free(config: FreeConfig, dataset: data_lib.Dataset | None = None) -> FreeRes
   # kept on disk with the program cache on (the CLI): a second run loads them
   fns = [xla.persistent_jit(stage, ['free', cfg.saliency, k, type(model).__module__, repr(model)],
                             out_shardings=sharding.replicated(mesh),
-                            compiler_options=xla.run_once_options(model, heavy))
-         for k, stage in enumerate(saliency_stages(model, cfg.saliency))]
+                            compiler_options={} if heavy else dict(space.run_once_options))
+         for k, stage in enumerate(saliency_stages(model, cfg.saliency, space.forward_over_reverse))]
   # each stage is lowered while XLA compiles the one before (outside the GIL); then
   # they run in turn, alone on the cores: the compiled time is their runs
   with concurrent.futures.ThreadPoolExecutor(1) as pool:

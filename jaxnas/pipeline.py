@@ -68,8 +68,8 @@ def run(config: RunConfig, resume: bool = False, progress: bool = True,
             'seconds': time.perf_counter() - t0, 'config': result.config.to_json()}
     _mark_done(search_dir, info)
   tcfg = dataclasses.replace(config.train, space=scfg.space, genotype=info['genotype_text'],
-                             dataset=scfg.dataset, data_dir=scfg.data_dir, download=scfg.download,
-                             devices=scfg.devices, workdir=train_dir)
+                             dataset=scfg.data.dataset, data_dir=scfg.data.data_dir,
+                             download=scfg.data.download, devices=scfg.devices, workdir=train_dir)
   done = _done(train_dir)
   if done is None:
     has_ckpt = os.path.isdir(os.path.join(train_dir, 'checkpoints'))
@@ -77,12 +77,12 @@ def run(config: RunConfig, resume: bool = False, progress: bool = True,
     done = {'report': result.report}
     _mark_done(train_dir, done)
   report = {**done['report'], 'method': scfg.method, 'relaxation': scfg.relaxation,
-            'search_seconds': info['seconds'], 'search_epochs': info['config']['epochs']}
+            'search_seconds': info['seconds'], 'search_epochs': info['config']['size']['epochs']}
   with open(os.path.join(workdir, 'report.json'), 'w') as f:
     json.dump(report, f, indent=1)
   text = format_report(report)
   with open(os.path.join(workdir, 'report.md'), 'w') as f:
-    f.write(f"# jaxnas run: {scfg.method} ({scfg.relaxation}) on {scfg.dataset}\n\n"
-            f"search: {info['seconds']:.1f} s, {info['config']['epochs']} epochs\n\n"
+    f.write(f"# jaxnas run: {scfg.method} ({scfg.relaxation}) on {scfg.data.dataset}\n\n"
+            f"search: {info['seconds']:.1f} s, {info['config']['size']['epochs']} epochs\n\n"
             + '\n'.join(f'- {line}' for line in text.splitlines()) + '\n')
   return report

@@ -30,26 +30,10 @@ class Redraw:
     return False
 
 
-def _cell_edges(space: str, genotype, cell: str):
-  """(source label, destination label, op) of the kept edges, and node labels in order."""
-  if space == 'darts':
-    gene = getattr(genotype, cell)
-    concat = getattr(genotype, cell + '_concat')
-    inputs = ['c_{k-2}', 'c_{k-1}']
-    nodes = [str(i) for i in range(len(gene) // 2)]
-    label = lambda i: inputs[i] if i < 2 else nodes[i - 2]
-    edges = [(label(idx), nodes[k // 2], op) for k, (op, idx) in enumerate(gene)]
-    edges += [(label(i), 'c_{k}', '') for i in concat]
-    return inputs, nodes, ['c_{k}'], edges
-  nodes = ['0'] + [str(i) for i in range(1, len(genotype.nodes) + 1)]
-  edges = [(str(j), str(i), op) for i, node in enumerate(genotype.nodes, 1) for op, j in node
-           if op != 'none']
-  return ['0'], nodes[1:], [], edges
-
-
-def draw_cell(space: str, genotype, path: str, cell: str = 'normal') -> None:
-  """Draws one cell of a genotype as a left-to-right graph, ops on the edges."""
-  inputs, nodes, outputs, edges = _cell_edges(space, genotype, cell)
+def draw_cell(space, genotype, path: str, cell: str) -> None:
+  """Draws one cell of a genotype of ``space`` (a SearchSpace) as a left-to-right graph,
+  ops on the edges."""
+  inputs, nodes, outputs, edges = space.drawing(genotype, cell)
   pos = {}
   for i, n in enumerate(inputs):
     pos[n] = (0.0, 1.0 - i * 1.2 if len(inputs) > 1 else 0.0)
@@ -76,7 +60,7 @@ def draw_cell(space: str, genotype, path: str, cell: str = 'normal') -> None:
   ax.set_xlim(-0.6, max(x for x, _ in pos.values()) + 0.6)
   ax.set_ylim(-1.6, 1.6)
   ax.axis('off')
-  ax.set_title(f'{space} {cell} cell' if space == 'darts' else 'NAS-Bench-201 cell')
+  ax.set_title(f'{space.title} {cell} cell')
   fig.tight_layout()
   fig.savefig(path, dpi=120)
 

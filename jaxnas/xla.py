@@ -18,22 +18,6 @@ from typing import Any, Callable
 
 CPU_FLAGS = ('--xla_cpu_use_fusion_emitters=false',)
 
-# For a program that runs once (FreeDARTS' saliency) on small images: LLVM's
-# optimisation passes cost more than they save. DARTS supernet, SynFlow saliency on
-# 8x8 digits: cold start 25.7 s -> 16.8 s, the run itself 0.016 s -> 0.053 s; GraSP:
-# compile 43.5 -> 18.4 s, run 1.6 -> 5.3 s. (A model may name its own:
-# ``run_once_options``.) Where the run outweighs the compile, XLA's default
-# options are the faster: :func:`run_once_options`.
-RUN_ONCE_OPTIONS = {'xla_backend_optimization_level': 0}
-
-
-def run_once_options(model, heavy: bool = False) -> dict:
-  """XLA's compile options for a program that ``model`` runs once: the model's
-  ``run_once_options`` (else :data:`RUN_ONCE_OPTIONS`), or XLA's defaults where
-  the caller knows the run to be ``heavy``, longer than the compile."""
-  return {} if heavy else getattr(model, 'run_once_options', RUN_ONCE_OPTIONS)
-
-
 def configure() -> None:
   """Adds :data:`CPU_FLAGS` to ``XLA_FLAGS`` (those the user has not set). It takes
   effect only if called before JAX starts its backend."""

@@ -33,69 +33,11 @@ from jaxnas import config as config_lib
 from jaxnas import data as data_lib
 from jaxnas import proxies, sharding, spaces
 from jaxnas.config import option
-from jaxnas.spaces import darts as darts_space
-from jaxnas.spaces import get_space, nb201
+from jaxnas.spaces import get_space
 from jaxnas.spaces.base import init_variables
 
 SUPERNET_PROXIES = ('synflow', 'snip', 'grasp', 'grad_norm', 'ntk')
 VIAS = ('auto', 'supernet', 'network')
-
-
-def random_genotype(space: str, rng: np.random.Generator):
-  """A uniformly random architecture of the space (DARTS: per node two distinct
-  inputs and a non-``none`` op for each, as the derive rule produces)."""
-  if space == 'nb201':
-    ops = [nb201.PRIMITIVES[i] for i in rng.integers(0, len(nb201.PRIMITIVES), len(nb201.EDGES))]
-    nodes = [[] for _ in range(nb201.N_NODES)]
-    for op, (src, node) in zip(ops, nb201.EDGES):
-      nodes[node].append((op, src))
-    return nb201.Genotype(tuple(tuple(n) for n in nodes))
-  if space == 'darts':
-    choices = [p for p in darts_space.PRIMITIVES if p != 'none']
-
-    def cell():
-      gene = []
-      for node in range(darts_space.N_NODES):
-        for src in sorted(rng.choice(node + darts_space.N_INPUTS, 2, replace=False)):
-          gene.append((choices[rng.integers(len(choices))], int(src)))
-      return gene
-    concat = list(range(2, 2 + darts_space.N_NODES))
-    return darts_space.Genotype(cell(), concat, cell(), concat)
-  get_space(space)  # raises for an unknown space
-  raise ValueError(f'no sampler for space {space!r}')
-
-
-def sample_genotypes(space: str, k: int, seed: int = 0) -> list:
-  """``k`` distinct random architectures."""
-  if k < 1:
-    raise ValueError(f'samples must be >= 1, got {k}')
-  if space == 'nb201' and k > len(nb201.PRIMITIVES) ** len(nb201.EDGES):
-    raise ValueError(f'NAS-Bench-201 has {len(nb201.PRIMITIVES) ** len(nb201.EDGES)} architectures')
-  rng = np.random.default_rng(seed)
-  out, seen = [], set()
-  while len(out) < k:
-    g = random_genotype(space, rng)
-    if str(g) not in seen:
-      seen.add(str(g))
-      out.append(g)
-  return out
-
-
-def onehot_alpha(space: str, genotype) -> dict[str, np.ndarray]:
-  """The α that selects ``genotype`` in the raw-α supernet: one-hot rows on the
-  genotype's edges, zero rows on the edges it does not keep."""
-  sp = get_space(space)
-  alpha = {k: np.zeros(s, np.float32) for k, s in sp.alpha_shapes.items()}
-  if space == 'nb201':
-    for row, op in enumerate(genotype.edge_ops()):
-      alpha['cell'][row, sp.primitives.index(op)] = 1.0
-    return alpha
-  for kind, gene in (('normal', genotype.normal), ('reduce', genotype.reduce)):
-    for k, (op, src) in enumerate(gene):
-      node = k // 2
-      row = darts_space.EDGES.index((src, node))
-      alpha[kind][row, sp.primitives.index(op)] = 1.0
-  return alpha
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +61,7 @@ class ZCConfig:
 
   def __post_init__(self):
     config_lib.validate(self)
-    resolve_via(self.space, self.proxy, self.via)
+    resolve_via(get_space(self.space), self.proxy, self.via)
 
 
 @dataclasses.dataclass
@@ -132,14 +74,13 @@ class ZCResult:
   archs_per_second: float            # compile excluded
 
 
-def resolve_via(space: str, proxy: str, via: str) -> str:
-  if via not in VIAS:
-    raise ValueError(f'unknown via {via!r}; known: {", ".join(VIAS)}')
+def resolve_via(space, proxy: str, via: str) -> str:
+  """The way ``proxy`` scores architectures of ``space`` (a SearchSpace)."""
   if via == 'supernet' and proxy not in SUPERNET_PROXIES:
     raise ValueError(f'{proxy} reads the network\'s insides and is not exact through the '
                      f'supernet: use via network (supernet-exact: {", ".join(SUPERNET_PROXIES)})')
   if via == 'auto':
-    return 'supernet' if space == 'nb201' and proxy in SUPERNET_PROXIES else 'network'
+    return 'supernet' if space.onehot_supernet_exact and proxy in SUPERNET_PROXIES else 'network'
   return via
 
 
@@ -149,7 +90,7 @@ def _batch(ds: data_lib.Dataset, batch_size: int, seed: int):
   return jnp.asarray(ds.normalize(ds.x_train[idx])), jnp.asarray(ds.y_train[idx])
 
 
-def score_genotypes(space: str, genotypes: list, proxy: str, dataset: data_lib.Dataset,
+def score_genotypes(space, genotypes: list, proxy: str, dataset: data_lib.Dataset,
                     channels: int, layers: int, batch_size: int = 64, via: str = 'auto',
                     chunk: int = 16, seed: int = 0, devices: str | None = None,
                     **options) -> tuple[np.ndarray, str, float, float]:
@@ -157,8 +98,8 @@ def score_genotypes(space: str, genotypes: list, proxy: str, dataset: data_lib.D
   (compile included) and the architectures per second (compile excluded).
   The batch is split over the ``devices`` mesh (:mod:`jaxnas.sharding`)."""
   proxies.get_proxy(proxy)
-  via = resolve_via(space, proxy, via)
-  sp = get_space(space)
+  sp = get_space(space) if isinstance(space, str) else space
+  via = resolve_via(sp, proxy, via)
   batch = _batch(dataset, batch_size, seed)
   key = jax.random.key(seed)
   x0 = batch[0][:1]
@@ -166,7 +107,7 @@ def score_genotypes(space: str, genotypes: list, proxy: str, dataset: data_lib.D
   t0 = time.perf_counter()
   if via == 'supernet':
     model = sp.supernet(channels, layers, dataset.num_classes, 'raw')
-    alphas = [onehot_alpha(space, g) for g in genotypes]
+    alphas = [sp.onehot(g) for g in genotypes]
     stacked = {k: jnp.asarray(np.stack([a[k] for a in alphas])) for k in alphas[0]}
     variables = init_variables(model, key, x0, {k: v[0] for k, v in stacked.items()})
     fn = proxies.get_proxy(proxy)
@@ -183,7 +124,7 @@ def score_genotypes(space: str, genotypes: list, proxy: str, dataset: data_lib.D
   scores, run_seconds = [], 0.0
   for g in genotypes:
     net = sp.network(g, channels, layers, dataset.num_classes,
-                     **({'auxiliary': False} if space == 'darts' else {}))
+                     **{k: False for k in sp.network_options})  # no auxiliary head
     variables = init_variables(net, key, x0)
     fn = proxies.jitted(proxy, proxies.network_apply(net), **options)
     compiled = fn.lower(variables, batch, key).compile()
@@ -200,10 +141,10 @@ def zc(config: ZCConfig, dataset: data_lib.Dataset | None = None, **options) -> 
   sp = get_space(cfg.space)
   ds = dataset or data_lib.load(cfg.dataset, cfg.data_dir)
   small = cfg.dataset == 'digits'
-  channels = cfg.channels or (8 if small else sp.defaults['eval_channels'])
-  layers = cfg.layers or ((5 if cfg.space == 'darts' else 1) if small else sp.defaults['eval_layers'])
-  genotypes = sample_genotypes(cfg.space, cfg.samples, cfg.seed)
-  scores, via, seconds, rate = score_genotypes(cfg.space, genotypes, cfg.proxy, ds, channels,
+  channels = cfg.channels or (sp.small['channels'] if small else sp.defaults['eval_channels'])
+  layers = cfg.layers or (sp.small['layers'] if small else sp.defaults['eval_layers'])
+  genotypes = sp.sample_distinct(cfg.samples, cfg.seed)
+  scores, via, seconds, rate = score_genotypes(sp, genotypes, cfg.proxy, ds, channels,
                                                layers, cfg.batch_size, cfg.via, cfg.chunk,
                                                cfg.seed, cfg.devices, **options)
   sign = proxies.sign(cfg.proxy, options)

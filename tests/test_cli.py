@@ -60,13 +60,13 @@ def test_search_writes_its_genotype_and_resumes_longer(tmp_path, capsys):
   assert status == 2 and 'pass --resume' in err and len(err.splitlines()) == 1
   status, _, err = run_cli(capsys, 'search', *TINY, '--epochs', 1, '--lr', 0.05, '--workdir', wd,
                            '--resume', '--no-progress')
-  assert status == 2 and 'config differs in lr: 0.025 -> 0.05' in err
+  assert status == 2 and 'config differs in optim.lr: 0.025 -> 0.05' in err
   status, out, err = run_cli(capsys, 'search', *TINY, '--epochs', 2, '--workdir', wd, '--resume',
                              '--no-progress')
   assert status == 0, err
   records = [json.loads(line) for line in open(wd / 'metrics.jsonl')]
   assert [r['epoch'] for r in records] == [0, 1]
-  assert json.load(open(wd / 'config.json'))['epochs'] == 2
+  assert json.load(open(wd / 'config.json'))['size']['epochs'] == 2
 
 
 def test_a_corrupt_checkpoint_is_a_message(tmp_path, capsys):
@@ -221,7 +221,7 @@ import os, sys, matplotlib
 before = (os.environ.get('XLA_FLAGS'), dict.__getitem__(matplotlib.rcParams, 'backend'))
 import jaxnas, jaxnas.search, jaxnas.cli, jaxnas.plot
 from jaxnas.spaces import nb201
-jaxnas.plot.draw_cell('nb201', nb201.GENOTYPES['NB201_BEST'], sys.argv[1])
+jaxnas.plot.draw_cell(nb201.SPACE, nb201.GENOTYPES['NB201_BEST'], sys.argv[1], 'cell')
 after = (os.environ.get('XLA_FLAGS'), dict.__getitem__(matplotlib.rcParams, 'backend'))
 assert after == before, (before, after)
 assert 'matplotlib.pyplot' not in sys.modules

@@ -54,7 +54,7 @@ def test_snip_and_grasp_are_their_definitions(tiny, space_name):
       v = init_variables(model, jax.random.key(1), jnp.zeros((1, 8, 8, 1)), alpha)
       x = data.NO_AUGMENT(jax.random.key(0), tiny.x_train[:8], tiny.mean, tiny.std)
       batch = (x, jnp.asarray(tiny.y_train[:8]))
-    assert getattr(model, 'forward_over_reverse', False) == (space_name == 'darts')
+    assert space.forward_over_reverse == (space_name == 'darts')
     v = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), v)
     batch = (batch[0].astype(jnp.float64), batch[1])
 
@@ -63,7 +63,7 @@ def test_snip_and_grasp_are_their_definitions(tiny, space_name):
       return optax.softmax_cross_entropy_with_integer_labels(logits, batch[1]).mean()
     grad = jax.jit(jax.grad(loss))
     g = grad(alpha)
-    snip = jax.jit(free.saliency_fn(model, 'snip'))(v, alpha, batch)
+    snip = jax.jit(free.saliency_fn(model, 'snip', space.forward_over_reverse))(v, alpha, batch)
     for k in alpha:
       np.testing.assert_allclose(snip[k], np.abs(alpha[k] * g[k]), rtol=1e-9, atol=1e-15)
     # GraSP: −α ⊙ H g, the Hessian-gradient product by a central difference of the gradient
@@ -72,7 +72,7 @@ def test_snip_and_grasp_are_their_definitions(tiny, space_name):
     eps = 1e-7 / norm
     plus = grad({k: alpha[k] + eps * g[k] for k in alpha})
     minus = grad({k: alpha[k] - eps * g[k] for k in alpha})
-    grasp = jax.jit(free.saliency_fn(model, 'grasp'))(v, alpha, batch)
+    grasp = jax.jit(free.saliency_fn(model, 'grasp', space.forward_over_reverse))(v, alpha, batch)
     for k in alpha:
       hg = (plus[k] - minus[k]) / (2 * eps)
       assert np.linalg.norm(grasp[k] + alpha[k] * hg) <= 1e-5 * np.linalg.norm(grasp[k]), k

@@ -8,8 +8,8 @@ import pytest
 from jax import enable_x64
 
 from jaxnas import ops
-from jaxnas.hypergrad import (Batches, Problem, WeightOpt, Weights, darts, get_estimator, implicit,
-                              ridge, unrolled)
+from jaxnas import hypergrad
+from jaxnas.hypergrad import Batches, Problem, WeightOpt, Weights, darts, implicit, ridge, unrolled
 from jaxnas.spaces import cells
 from jaxnas.spaces.base import init_variables
 
@@ -73,11 +73,11 @@ def test_multistep_one_step_is_first_order_and_n_steps_move_n_times():
     _, opt, weights, alpha, batches = ridge_setup(momentum=0.9, wd=3e-4, n=1)
     p = ridge.problem()
     e1 = darts.darts1(p, opt, weights, alpha, batches, None)
-    em = darts.multistep(p, opt, weights, alpha, batches, None)
+    em = darts.multistep(p, opt, weights, alpha, batches, None, n=1)
     np.testing.assert_allclose(em.alpha_grad, e1.alpha_grad, rtol=1e-12)
     np.testing.assert_allclose(em.weights.w, e1.weights.w, rtol=1e-12)
     _, _, _, _, batches3 = ridge_setup(momentum=0.9, wd=3e-4, n=3)
-    e3 = darts.multistep(p, opt, weights, alpha, batches3, None)
+    e3 = darts.multistep(p, opt, weights, alpha, batches3, None, n=3)
     assert int(e3.weights.step) == 3
     w = weights
     for _ in range(3):
@@ -85,10 +85,28 @@ def test_multistep_one_step_is_first_order_and_n_steps_move_n_times():
     np.testing.assert_allclose(e3.weights.w, w.w, rtol=1e-12)
 
 
-def test_unknown_method_lists_known():
+def test_make_binds_checked_options_and_refuses_unknown_ones():
   with pytest.raises(ValueError, match=r"unknown method 'darts3'.*darts1, darts2, darts2-fd, multistep, "
                                       r"unroll, sge, esj, implicit"):
-    get_estimator('darts3')
+    hypergrad.make('darts3')
+  with pytest.raises(ValueError, match='multistep has no option steps; its options: n'):
+    hypergrad.make('multistep', steps=3)  # a misspelt option is an error, not ignored
+  with pytest.raises(ValueError, match=r'p \(--unroll-p\) must be > 0, got 0.0'):
+    hypergrad.make('unroll', p=0.0)
+  est = hypergrad.make('sge', q=3)
+  assert est.options == {'n': 1, 'q': 3, 'mu': 1e-2, 'p': 0.01, 'chunk': None}  # the signature's defaults
+  assert est.train_batches == 1 and est.spec.needs_key and est.spec.alpha_optimizer.kind == 'sgd'
+  assert hypergrad.make('multistep').train_batches == 2
+  assert repr(est) == "Estimator(sge, {'chunk': None, 'mu': 0.01, 'n': 1, 'p': 0.01, 'q': 3})"
+  # the bound estimator computes what its function computes with those options
+  with enable_x64():
+    _, opt, weights, alpha, batches = ridge_setup(momentum=0.9, wd=3e-4, n=2)
+    p = ridge.problem()
+    got = hypergrad.make('unroll', n=2, p=0.05)(p, opt, weights, alpha, batches, None)
+    want = unrolled.unroll(p, opt, weights, alpha, batches, None, n=2, p=0.05)
+    np.testing.assert_array_equal(got.alpha_grad, want.alpha_grad)
+    with pytest.raises(ValueError, match='the estimator takes n = 3 training batches per step, got 2'):
+      hypergrad.make('unroll', n=3)(p, opt, weights, alpha, batches, None)
 
 
 OPS = ('none', 'max_pool_3x3', 'skip_connect', 'dil_conv_3x3')
@@ -145,7 +163,7 @@ def test_exact_second_order_on_a_supernet_and_finite_difference_agreement(forwar
       # DARTS' r = 1e-2 it is off by O(1) on this tiny ReLU/BN supernet: the
       # perturbation crosses ReLU kinks.)
       return (darts.darts2(p, opt, w, a, batches, None).alpha_grad, jax.grad(unrolled)(a),
-              darts.darts2_fd(p, opt, w, a, batches, None, fd_r=1e-6).alpha_grad)
+              darts.darts2_fd(p, opt, w, a, batches, None, r=1e-6).alpha_grad)
     exact, want, fd = all_three(weights, alpha)
     g, w = exact, want
     assert np.linalg.norm(g - w) <= 1e-5 * np.linalg.norm(w)
@@ -157,7 +175,7 @@ def test_finite_difference_on_a_smooth_problem_at_darts_radius():
     _, opt, weights, alpha, batches = ridge_setup(momentum=0.9, wd=3e-4)
     p = ridge.problem()
     exact = darts.darts2(p, opt, weights, alpha, batches, None).alpha_grad
-    fd = darts.darts2_fd(p, opt, weights, alpha, batches, None, fd_r=1e-2).alpha_grad
+    fd = darts.darts2_fd(p, opt, weights, alpha, batches, None, r=1e-2).alpha_grad
     np.testing.assert_allclose(fd, exact, rtol=1e-2)
 
 
@@ -197,7 +215,7 @@ def test_unroll_converges_to_the_closed_form_with_many_inner_steps():
     errors = []
     for n in (1, 10, 200):
       _, _, _, _, batches = ridge_setup(n=n)
-      est = jax.jit(lambda w, b: unrolled.unroll(ridge.problem(), opt, w, alpha, b, None, p=0.5))(
+      est = jax.jit(lambda w, b: unrolled.unroll(ridge.problem(), opt, w, alpha, b, None, n=n, p=0.5))(
           weights, batches)
       assert int(est.weights.step) == n
       errors.append(_rel(est.alpha_grad, exact))
@@ -209,7 +227,7 @@ def test_unroll_matches_central_differences_of_the_unrolled_objective(remat):
   with enable_x64():
     _, opt, weights, alpha, batches = ridge_setup(n=4)
     p = ridge.problem()
-    est = unrolled.unroll(p, opt, weights, alpha, batches, None, p=0.3, remat=remat)
+    est = unrolled.unroll(p, opt, weights, alpha, batches, None, n=4, p=0.3, remat=remat)
 
     def objective(a):  # the unrolled objective, written out step by step in NumPy terms
       w = weights.w
@@ -227,8 +245,8 @@ def test_sge_mean_over_many_directions_is_the_unrolled_hypergradient_and_error_s
   with enable_x64():
     _, opt, weights, alpha, batches = ridge_setup(n=3)
     p = ridge.problem()
-    exact = unrolled.unroll(p, opt, weights, alpha, batches, None, p=0.1).alpha_grad
-    est = jax.jit(lambda key, q: unrolled.sge(p, opt, weights, alpha, batches, key, q=q, mu=1e-5,
+    exact = unrolled.unroll(p, opt, weights, alpha, batches, None, n=3, p=0.1).alpha_grad
+    est = jax.jit(lambda key, q: unrolled.sge(p, opt, weights, alpha, batches, key, n=3, q=q, mu=1e-5,
                                               p=0.1).alpha_grad, static_argnums=1)
     g = est(jax.random.key(0), 4000)
     assert g @ exact / np.linalg.norm(g) / np.linalg.norm(exact) >= 0.99
@@ -237,8 +255,8 @@ def test_sge_mean_over_many_directions_is_the_unrolled_hypergradient_and_error_s
            for q in (10, 100, 1000)}
     assert err[100] < err[10] / 2 and err[1000] < err[100] / 2, err
     # the weights continue from the unperturbed inner run
-    ref = unrolled.unroll(p, opt, weights, alpha, batches, None, p=0.1).weights
-    out = unrolled.sge(p, opt, weights, alpha, batches, jax.random.key(0), q=3, p=0.1).weights
+    ref = unrolled.unroll(p, opt, weights, alpha, batches, None, n=3, p=0.1).weights
+    out = unrolled.sge(p, opt, weights, alpha, batches, jax.random.key(0), n=3, q=3, p=0.1).weights
     np.testing.assert_allclose(out.w, ref.w, rtol=1e-12)
 
 
@@ -250,9 +268,9 @@ def test_esj_directions_are_normalised_per_tensor_and_its_mean_is_unbiased():
     np.testing.assert_allclose(np.linalg.norm(u['b'], axis=1), np.sqrt(5))
     _, opt, weights, alpha, batches = ridge_setup(n=2)
     p = ridge.problem()
-    exact = unrolled.unroll(p, opt, weights, alpha, batches, None, p=0.1).alpha_grad
+    exact = unrolled.unroll(p, opt, weights, alpha, batches, None, n=2, p=0.1).alpha_grad
     keys = jax.random.split(jax.random.key(1), 4000)
-    g = jax.vmap(lambda k: unrolled.esj(p, opt, weights, alpha, batches, k, mu=1e-5,
+    g = jax.vmap(lambda k: unrolled.esj(p, opt, weights, alpha, batches, k, n=2, mu=1e-5,
                                         p=0.1).alpha_grad)(keys).mean(0)
     assert g @ exact / np.linalg.norm(g) / np.linalg.norm(exact) >= 0.99
 

@@ -12,21 +12,42 @@ from jaxnas.spaces.base import init_variables
 A = np.array([[0.3, -1.0, 2.0], [0.0, 0.5, -0.5]], np.float32)
 
 
+def mix(name, alpha, **options):
+  return relax.make(name, **options).mix_all(alpha)
+
+
+def regularizer(name, alpha, **options):
+  return relax.make(name, **options).regularize(alpha)
+
+
 def test_mixing_weights():
   e = np.exp(A)
-  np.testing.assert_allclose(relax.mix('softmax', {'c': A})['c'], e / e.sum(1, keepdims=True), rtol=1e-6)
-  np.testing.assert_allclose(relax.mix('beta', {'c': A})['c'], e / e.sum(1, keepdims=True), rtol=1e-6)
-  np.testing.assert_allclose(relax.mix('fair', {'c': A})['c'], 1 / (1 + np.exp(-A)), rtol=1e-6)
-  np.testing.assert_allclose(relax.mix('raw', {'c': A})['c'], A)
+  np.testing.assert_allclose(mix('softmax', {'c': A})['c'], e / e.sum(1, keepdims=True), rtol=1e-6)
+  np.testing.assert_allclose(mix('beta', {'c': A})['c'], e / e.sum(1, keepdims=True), rtol=1e-6)
+  np.testing.assert_allclose(mix('fair', {'c': A})['c'], 1 / (1 + np.exp(-A)), rtol=1e-6)
+  np.testing.assert_allclose(mix('raw', {'c': A})['c'], A)
   # PC-DARTS' edge arrays are not op weights
-  assert set(relax.mix('pc', {'c': A, 'c_edges': np.zeros(2)})) == {'c'}
+  assert set(mix('pc', {'c': A, 'c_edges': np.zeros(2)})) == {'c'}
+
+
+def test_make_checks_options_and_names():
+  assert relax.make('pc').partial_channels == 4 and relax.make('pc', k=2).partial_channels == 2
+  assert relax.make('fair').threshold == 0.85 and relax.make('fair', threshold=None).threshold is None
+  with pytest.raises(ValueError, match="unknown relaxation 'gumbel'; known relaxations: softmax, raw, "
+                                      "pc, fair, beta, gdas, drnas"):
+    relax.make('gumbel')
+  with pytest.raises(ValueError, match='pc has no option K; its options: k'):
+    relax.make('pc', K=2)
+  with pytest.raises(ValueError, match=r'k \(--pc-k\) must be >= 1, got 0'):
+    relax.make('pc', k=0)
+  assert repr(relax.make('beta')) == "Relaxation(beta, {'weight_end': 50.0, 'weight_start': 0.0})"
 
 
 def test_fair_zero_one_loss_and_gradient():
   b = -A[:1] * 2
   alpha = {'normal': A, 'reduce': b}
   s = 1 / (1 + np.exp(-np.concatenate([A.ravel(), b.ravel()])))
-  value, grad = jax.value_and_grad(lambda a: relax.regularizer('fair', a))(alpha)
+  value, grad = jax.value_and_grad(lambda a: regularizer('fair', a))(alpha)
   np.testing.assert_allclose(value, -np.mean((s - 0.5) ** 2), rtol=1e-6)
   want = -2 * (s - 0.5) * s * (1 - s) / s.size  # d/dα of −mean((σ − ½)²)
   got = np.concatenate([np.ravel(grad['normal']), np.ravel(grad['reduce'])])
@@ -37,19 +58,78 @@ def test_beta_decay_loss_and_gradient():
   alpha = {'normal': A, 'reduce': A[::-1] * 3}
   rows = np.concatenate([A, A[::-1] * 3])
   lse = np.log(np.exp(rows).sum(1))
-  value, grad = jax.value_and_grad(lambda a: relax.regularizer('beta', a))(alpha)
+  value, grad = jax.value_and_grad(lambda a: regularizer('beta', a))(alpha)
   np.testing.assert_allclose(value, lse.mean(), rtol=1e-6)
   # the gradient of mean_e logsumexp is the softmax of each edge over the number of edges
   soft = np.exp(rows) / np.exp(rows).sum(1, keepdims=True) / len(rows)
   np.testing.assert_allclose(np.concatenate([grad['normal'], grad['reduce']]), soft, rtol=1e-5)
-  assert float(relax.regularizer('softmax', alpha)) == 0.0
+  assert float(regularizer('softmax', alpha)) == 0.0
 
 
 def test_regularizer_weight_ramps_linearly_over_the_epochs():
-  assert relax.regularizer_weight(0.0, 50.0, 0, 11) == 0.0
-  assert relax.regularizer_weight(0.0, 50.0, 5, 11) == 25.0
-  assert relax.regularizer_weight(0.0, 50.0, 10, 11) == 50.0
-  assert relax.regularizer_weight(10.0, 10.0, 3, 1) == 10.0
+  weight = relax.make('beta', weight_start=0.0, weight_end=50.0).weight
+  assert [weight(e, 11) for e in (0, 5, 10)] == [0.0, 25.0, 50.0]
+  assert relax.make('fair', weight=10.0).weight(3, 1) == 10.0
+  assert relax.make('softmax').weight(3, 10) == 0.0
+
+
+def test_gdas_forward_is_exactly_one_hot_and_its_gradient_is_the_softmax_s():
+  a = jnp.asarray(np.random.default_rng(0).normal(size=(6, 5)), jnp.float32)
+  c = np.random.default_rng(1).normal(size=(6, 5))
+  key = jax.random.key(3)
+  r = relax.make('gdas')
+  for progress, tau in ((0.0, 10.0), (0.5, 5.05), (1.0, 0.1)):
+    w = np.asarray(r.mix(a, key, progress))
+    g = np.asarray(jax.random.gumbel(key, a.shape, a.dtype), np.float64)
+    z = (np.asarray(a, np.float64) - np.log(np.exp(np.asarray(a, np.float64)).sum(1, keepdims=True)) + g) / tau
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    # forward: exactly the one-hot of the sample's argmax
+    assert set(np.unique(w)) == {0.0, 1.0}
+    np.testing.assert_array_equal(w, np.eye(5)[p.argmax(1)])
+    # backward: d/dα Σ c ⊙ w = that of the softmax p (NumPy): v = p(c − c·p), then the
+    # log-softmax's Jacobian, (v − softmax(α) Σv) / τ
+    got = np.asarray(jax.grad(lambda a: jnp.sum(jnp.asarray(c, jnp.float32) * r.mix(a, key, progress)))(a))
+    v = p * (c - (c * p).sum(1, keepdims=True))
+    s = np.exp(np.asarray(a, np.float64))
+    s /= s.sum(1, keepdims=True)
+    want = (v - s * v.sum(1, keepdims=True)) / tau
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-6)
+  # without a key (deriving): softmax(α)
+  np.testing.assert_allclose(r.mix(a, None, None), jax.nn.softmax(a, -1), rtol=1e-6)
+
+
+def test_drnas_samples_lie_on_the_simplex_and_their_pathwise_gradient_is_unbiased():
+  a = jnp.asarray(np.random.default_rng(0).normal(size=(3, 5)), jnp.float32)
+  c = jnp.asarray(np.random.default_rng(1).normal(size=(3, 5)), jnp.float32)
+  r = relax.make('drnas')
+  keys = jax.random.split(jax.random.key(0), 20000)
+  w = jax.vmap(lambda k: r.mix(a, k, None))(keys)
+  assert np.all(np.asarray(w) >= 0)  # (a small concentration's gamma draw may round to 0)
+  np.testing.assert_allclose(np.asarray(w).sum(-1), 1.0, rtol=1e-5)
+  conc = np.where(np.asarray(a) > 0, np.asarray(a), np.expm1(np.asarray(a))) + 1  # elu(α) + 1
+  np.testing.assert_allclose(np.asarray(w).mean(0), conc / conc.sum(1, keepdims=True), atol=0.01)
+  # E[c·w] = Σ c_i conc_i / conc_0: the mean of the pathwise gradients is its gradient
+  pathwise = jax.vmap(jax.grad(lambda a, k: jnp.sum(c * r.mix(a, k, None))), (None, 0))(a, keys).mean(0)
+  exact = jax.grad(lambda a: jnp.sum(c * r.mix(a, None, None)))(a)  # the mean's gradient, closed form
+  np.testing.assert_allclose(pathwise, exact, atol=0.03 * float(jnp.abs(exact).max()))
+  # the derive rule reads softmax(α)
+  np.testing.assert_allclose(r.derive_weights({'cell': a})['cell'], jax.nn.softmax(a, -1), rtol=1e-6)
+
+
+def test_drnas_kl_to_the_uniform_dirichlet_against_monte_carlo():
+  from scipy import stats
+  a = np.array([[0.5, -0.3, 1.2, 0.0], [2.0, 0.1, -0.9, 0.4]])
+  conc = np.where(a > 0, a, np.expm1(a)) + 1
+  value = float(regularizer('drnas', {'cell': jnp.asarray(a)}))  # Σ KL; the search weighs it
+  rng = np.random.default_rng(0)
+  mc = 0.0
+  for row in conc:  # KL(q‖p) = E_q[log q − log p], p = Dir(1)
+    x = rng.dirichlet(row, 200000)
+    mc += np.mean(stats.dirichlet.logpdf(x.T, row) - stats.dirichlet.logpdf(x.T, np.ones(4)))
+  assert value == pytest.approx(mc, rel=0.02)
+  assert float(regularizer('drnas', {'cell': jnp.zeros((2, 4))})) == pytest.approx(0.0, abs=1e-5)
+  assert relax.make('drnas').weight(7, 50) == 1e-3 and relax.make('drnas', kl_weight=0.0).weight(0, 50) == 0
 
 
 def test_channel_shuffle_matches_pytorch_index_formula():
@@ -105,7 +185,7 @@ def test_pc_derive_multiplies_edge_strength_by_the_normalised_edge_weights():
   beta = np.zeros(14, np.float32)
   beta[2:5] = [-3.0, 1.0, 1.0]
   alpha = {'normal': np.log(w), 'reduce': np.log(w), 'normal_edges': beta, 'reduce_edges': beta}
-  strength = relax.edge_strength('pc', alpha, 2)
+  strength = relax.make('pc').edge_strength(alpha, 2)
   e = np.exp(beta[2:5])
   np.testing.assert_allclose(strength['normal'][2:5], e / e.sum(), rtol=1e-6)
   g = darts.derive({'normal': w, 'reduce': w}, strength)

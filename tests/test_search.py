@@ -7,9 +7,12 @@ import jax
 import numpy as np
 import pytest
 
+from jaxnas import config as config_lib
 from jaxnas import data, xla
 from jaxnas.checkpoint import Checkpointer
-from jaxnas.search import Search, SearchConfig, SearchInterrupted, search
+from jaxnas.loop import Interrupted
+from jaxnas.search import Search, SearchConfig, search
+from jaxnas.spaces import get_space
 
 
 @pytest.fixture(scope='module')
@@ -20,15 +23,17 @@ def tiny():
 
 
 def config(tmp_path, **kw):
+  """A tiny search, its settings spelt as on the command line (``sge_q`` is ``--sge-q``)."""
   base = dict(space='nb201', channels=4, layers=1, epochs=2, batch_size=32,
               workdir=str(tmp_path / 'run'))
-  return SearchConfig(**{**base, **kw})
+  return config_lib.make(SearchConfig, **{**base, **kw})
 
 
 @pytest.mark.parametrize('method,weight_steps', [('darts1', 1), ('sge', 2)])
 def test_step_traces_once(tmp_path, tiny, method, weight_steps):
   # sge: two inner steps per α step (sge_n = 2), Q = 3 directions vmapped in chunks of 2
-  run = Search(config(tmp_path, method=method, sge_n=2, sge_q=3, sge_chunk=2), tiny)
+  kw = dict(sge_n=2, sge_q=3, sge_chunk=2) if method == 'sge' else {}
+  run = Search(config(tmp_path, method=method, **kw), tiny)
   state = run.init_state()
   alpha0 = np.asarray(state.alpha['cell'])
   steps = [divmod(i, run.steps_per_epoch) for i in range(3)]
@@ -47,22 +52,33 @@ def test_each_method_gets_its_options_batches_and_alpha_optimizer(tmp_path, tiny
   # (the estimators themselves are tested in test_hypergrad.py)
   want = {'darts1': ({}, 1, 'adam', 3e-4),
           'darts2': ({'xi': None}, 1, 'adam', 3e-4),
+          'darts2-fd': ({'xi': None, 'r': 1e-2}, 1, 'adam', 3e-4),
           'multistep': ({'n': 3}, 3, 'adam', 3e-4),
           'sge': ({'n': 2, 'p': 0.02, 'q': 5, 'mu': 1e-3, 'chunk': None}, 2, 'sgd', 0.01),
-          'esj': ({'n': 2, 'p': 0.02, 'mu': 1e-3}, 2, 'sgd', 0.01),
-          'unroll': ({'n': 2, 'p': 0.02, 'remat': True}, 2, 'adam', 3e-4),
+          'esj': ({'n': 2, 'p': 0.02, 'mu': 1e-2}, 2, 'sgd', 0.01),
+          'unroll': ({'n': 2, 'p': 0.01, 'remat': True}, 2, 'adam', 3e-4),
           'implicit': ({'solver': 'neumann', 'k': 4, 'eta': 0.01, 'damping': 0.1}, 1, 'adam', 3e-4)}
+  given = {'multistep': dict(multistep_n=3), 'sge': dict(sge_n=2, sge_p=0.02, sge_q=5, sge_mu=1e-3),
+           'esj': dict(esj_n=2, esj_p=0.02), 'unroll': dict(unroll_n=2, unroll_remat=True),
+           'implicit': dict(implicit_solver='neumann', implicit_k=4, implicit_damping=0.1)}
   for method, (options, n_train, alpha_opt, alpha_lr) in want.items():
-    run = Search(config(tmp_path, method=method, multistep_n=3, sge_n=2, sge_p=0.02, sge_q=5,
-                        sge_mu=1e-3, unroll_remat=True, implicit_solver='neumann', implicit_k=4,
-                        implicit_damping=0.1), tiny)
-    assert run.options == options, method
+    run = Search(config(tmp_path, method=method, **given.get(method, {})), tiny)
+    assert run.config.method_options == options, method  # every option resolved, in config.json
+    assert run.estimator.options == options, method
     assert run.n_train == n_train and run.steps_per_epoch == 4 // n_train, method
-    assert (run.config.alpha_optimizer, run.config.alpha_lr) == (alpha_opt, alpha_lr), method
+    assert (run.config.optim.alpha_optimizer, run.config.optim.alpha_lr) == (alpha_opt, alpha_lr), method
+  # an option of another method would do nothing: refused; so is an unknown or bad one
+  with pytest.raises(ValueError, match='--sge-q is an option of method sge, but the method is darts1'):
+    config(tmp_path, method='darts1', sge_q=3)
+  with pytest.raises(ValueError, match='q \\(--sge-q\\) must be >= 1, got 0'):
+    config(tmp_path, method='sge', sge_q=0)
+  with pytest.raises(ValueError, match='sge has no option qq; its options: n, q, mu, p, chunk'):
+    SearchConfig(method='sge', method_options={'qq': 1})
   sgd_run = Search(config(tmp_path, method='darts1', alpha_optimizer='sgd', alpha_lr=0.1), tiny)
   alpha = {'cell': np.ones((6, 5), np.float32)}
   grad = {'cell': np.full((6, 5), 2.0, np.float32)}
-  updates, _ = sgd_run.aopt.update(grad, sgd_run.aopt.init(alpha), alpha)
+  aopt = sgd_run.spec.alpha_opt()
+  updates, _ = aopt.update(grad, aopt.init(alpha), alpha)
   # SGD with L2 1e-3: −0.1 (2 + 1e-3 · 1)
   np.testing.assert_allclose(updates['cell'], -0.1 * (2 + 1e-3), rtol=1e-6)
 
@@ -83,7 +99,7 @@ def test_search_writes_its_outputs(tmp_path, tiny):
   w = jax.nn.softmax(result.alpha['cell'], axis=-1)
   assert result.genotype == run_space_derive(w)
   assert open(os.path.join(wd, 'genotype.txt')).read().strip() == str(result.genotype)
-  assert json.load(open(os.path.join(wd, 'config.json')))['channels'] == 4
+  assert json.load(open(os.path.join(wd, 'config.json')))['size']['channels'] == 4
   traj = np.load(os.path.join(wd, 'alpha.npz'))['weights_cell']
   assert traj.shape == (2, 6, 5)
 
@@ -97,7 +113,7 @@ def test_resume_equals_uninterrupted(tmp_path, tiny):
   full = search(config(tmp_path / 'a', method='multistep', multistep_n=2), progress=False,
                 dataset=tiny)
   cfg = config(tmp_path / 'b', method='multistep', multistep_n=2)
-  with pytest.raises(SearchInterrupted, match='--resume'):
+  with pytest.raises(Interrupted, match='--resume'):
     search(cfg, progress=False, dataset=tiny, stop_after_steps=3)  # mid-epoch 1 (2 steps/epoch)
   resumed = search(cfg, resume=True, progress=False, dataset=tiny)
   np.testing.assert_allclose(resumed.alpha['cell'], full.alpha['cell'], rtol=0, atol=1e-6)
@@ -109,21 +125,21 @@ def test_resume_equals_uninterrupted(tmp_path, tiny):
 
 def test_resume_refuses_a_changed_config_and_a_fresh_start_refuses_a_used_workdir(tmp_path, tiny):
   cfg = config(tmp_path)  # as test_search_writes_its_outputs: its compiled step is cached
-  with pytest.raises(SearchInterrupted):
+  with pytest.raises(Interrupted):
     search(cfg, progress=False, dataset=tiny, stop_after_steps=1)
-  with pytest.raises(ValueError, match=r"config differs in lr: 0.025 -> 0.1, seed: 2 -> 3"):
-    search(dataclasses.replace(cfg, lr=0.1, seed=3), resume=True, progress=False, dataset=tiny)
+  with pytest.raises(ValueError, match=r"config differs in optim.lr: 0.025 -> 0.1, seed: 2 -> 3"):
+    search(config_lib.replace(cfg, lr=0.1, seed=3), resume=True, progress=False, dataset=tiny)
   with pytest.raises(ValueError, match='pass --resume'):
     search(cfg, progress=False, dataset=tiny)
   # the length of the run may change
-  result = search(dataclasses.replace(cfg, epochs=3), resume=True, progress=False, dataset=tiny)
+  result = search(config_lib.replace(cfg, epochs=3), resume=True, progress=False, dataset=tiny)
   assert [r['epoch'] for r in result.history] == [0, 1, 2]
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, tiny):
   cfg = config(tmp_path, checkpoint_every=1)
-  train, _ = data.search_split(tiny, cfg.train_portion)
-  bad = data.batch_indices(cfg.seed, 0, 2, len(train.x), cfg.batch_size)[0]
+  train, _ = data.search_split(tiny, cfg.data.train_portion)
+  bad = data.batch_indices(cfg.seed, 0, 2, len(train.x), cfg.size.batch_size)[0]
   x = tiny.x_train.copy()
   x[bad] = np.nan
   poisoned = dataclasses.replace(tiny, x_train=x)
@@ -142,7 +158,9 @@ def test_unknown_names_and_bad_values_are_refused_when_the_config_is_built(tmp_p
   for kw, message in [
       (dict(method='foo'), r"method \(--method\) must be one of darts1, .*got 'foo'"),
       (dict(relaxation='foo'), r'relaxation \(--relaxation\) must be one of softmax'),
-      (dict(implicit_solver='lu'), r"implicit_solver \(--implicit-solver\) must be one of cg, neumann"),
+      (dict(method='implicit', implicit_solver='lu'),
+       r"solver \(--implicit-solver\) must be one of cg, neumann"),
+      (dict(pc_k=2), r'--pc-k is an option of relaxation pc, but the relaxation is softmax'),
       (dict(alpha_optimizer='rmsprop'), r"alpha_optimizer .* must be one of adam, sgd, got 'rmsprop'"),
       (dict(batch_size=0), r'batch_size \(--batch-size\) must be >= 1, got 0'),
       (dict(lr=-1.0), r'lr \(--lr\) must be > 0, got -1.0'),
@@ -157,16 +175,20 @@ def test_unknown_names_and_bad_values_are_refused_when_the_config_is_built(tmp_p
     with pytest.raises(ValueError, match=message):
       config(tmp_path, **kw)
   # limits that depend on resolved fields: when the config is resolved, before any data is read
-  with pytest.raises(ValueError, match='zen_warmup_epochs must lie in 1..epochs-1 = 1'):
+  with pytest.raises(ValueError, match=r'the warm-up \(--zen-warmup-epochs 2\) must leave labelled '
+                                      r'epochs: at most epochs - 1 = 1'):
     config(tmp_path, method='multistep', zen_warmup_epochs=2).resolved()
   with pytest.raises(ValueError, match='the batch size 30 does not split over 8 devices'):
     config(tmp_path, batch_size=30, devices='8').resolved()
+  with pytest.raises(ValueError, match=r'6 channels \(--channels\) do not split into the 4 groups'):
+    config(tmp_path, relaxation='pc', channels=6).resolved()
 
 
 # Every relaxation with darts1, every estimator with softmax and with pc. Fair and β
 # change only the mixing function and add an α-only regulariser (whose gradient
 # joins any estimator's: the test below); pc also changes the structure of α (an
-# edge-normalisation leaf), which is what an estimator could trip on. darts1 and sge
+# edge-normalisation leaf), which is what an estimator could trip on; GDAS and DrNAS
+# thread a key through the relaxation (and search end to end below). darts1 and sge
 # with softmax run their steps in test_step_traces_once, darts2 with softmax in
 # tests/test_sharding.py.
 @pytest.mark.parametrize('method,relaxation', [
@@ -176,8 +198,9 @@ def test_unknown_names_and_bad_values_are_refused_when_the_config_is_built(tmp_p
 def test_every_estimator_with_every_relaxation(tmp_path, tiny, method, relaxation):
   # two search steps; channels 8 so that PC-DARTS' quarter is two channels; sge with Q = 2
   from jaxnas.spaces import nb201
-  run = Search(config(tmp_path, method=method, relaxation=relaxation, channels=8, sge_q=2,
-                      beta_weight_start=1.0, beta_weight_end=1.0), tiny)
+  kw = {**({'sge_q': 2} if method == 'sge' else {}),
+        **({'beta_weight_start': 1.0, 'beta_weight_end': 1.0} if relaxation == 'beta' else {})}
+  run = Search(config(tmp_path, method=method, relaxation=relaxation, channels=8, **kw), tiny)
   state = run.init_state()
   assert set(state.alpha) == ({'cell', 'cell_edges'} if relaxation == 'pc' else {'cell'})
   for step in range(2):
@@ -194,13 +217,36 @@ def test_every_estimator_with_every_relaxation(tmp_path, tiny, method, relaxatio
     assert metrics['regularizer'] < 0
 
 
+@pytest.mark.parametrize('space', ['nb201', 'darts'])
+@pytest.mark.parametrize('relaxation', ['gdas', 'drnas'])
+def test_stochastic_relaxations_search_end_to_end(tmp_path, tiny, space, relaxation):
+  # darts1 and sge (Q = 2), one epoch each, on both spaces (DARTS: 3 cells, the middle one
+  # normal); the stochastic mixing draws from the step's key, so runs differ by seed only
+  for method in ('darts1', 'sge'):
+    kw = {'sge_q': 2} if method == 'sge' else {}
+    cfg = config(tmp_path / method, space=space, method=method, relaxation=relaxation, epochs=1,
+                 layers=3 if space == 'darts' else 1, **kw)
+    result = search(cfg, progress=False, dataset=tiny)
+    record = result.history[-1]
+    assert np.isfinite(record['train_loss']) and np.isfinite(record['val_loss'])
+    assert all(np.isfinite(a).all() for a in result.alpha.values())
+    sp = get_space(space)
+    assert sp.load_genotype(os.path.join(cfg.workdir, 'genotype.json')) == result.genotype
+    # the derive rule reads softmax(α) (AutoDL's and DrNAS' genotype())
+    soft = {k: np.asarray(jax.nn.softmax(jax.numpy.asarray(a), -1)) for k, a in result.alpha.items()}
+    assert result.genotype == sp.derive(soft)
+    if relaxation == 'drnas':  # the KL to Dir(1) enters with weight 1e-3
+      assert record['regularizer_weight'] == pytest.approx(1e-3) and record['regularizer'] >= 0
+
+
 def test_the_regulariser_gradient_joins_the_hypergradient(tmp_path, tiny):
   # plain SGD on α without decay: the β-DARTS step differs from the DARTS step by exactly
   # −lr·λ·∇R(α) = −lr·λ·softmax(α)/n_edges (the cross-entropy part is the same)
   alphas = {}
   for relaxation in ('softmax', 'beta'):
+    weights = {'beta_weight_start': 5.0, 'beta_weight_end': 5.0} if relaxation == 'beta' else {}
     run = Search(config(tmp_path, relaxation=relaxation, alpha_optimizer='sgd', alpha_lr=0.1,
-                        alpha_weight_decay=0.0, beta_weight_start=5.0, beta_weight_end=5.0), tiny)
+                        alpha_weight_decay=0.0, **weights), tiny)
     state = run.init_state()
     alpha0 = np.asarray(state.alpha['cell'])
     state, _ = run.step_fn(state, run.batch(0, 0))
@@ -216,13 +262,14 @@ def test_zen_warmup_reads_no_labels(tmp_path, tiny):
   rng = np.random.default_rng(0)
   corrupted = data.from_arrays(tiny.x_train, rng.permutation((tiny.y_train + 3) % 10),
                                tiny.x_test, tiny.y_test, name='digits', num_classes=10)
-  kw = dict(method='multistep', multistep_n=2, zen_warmup_epochs=1, epochs=2, zen_batch_size=8)
+  kw = dict(method='multistep', multistep_n=2, zen_warmup_epochs=1, epochs=2,
+            zen_warmup_batch_size=8)
   clean = search(config(tmp_path / 'clean', **kw), progress=False, dataset=tiny)
   assert 'zen_f' in clean.history[0] and 'train_loss' not in clean.history[0]
   cfg = config(tmp_path / 'corrupted', **kw)
   run = Search(cfg, corrupted)
   S = run.steps_per_epoch
-  with pytest.raises(SearchInterrupted):
+  with pytest.raises(Interrupted):
     search(cfg, progress=False, dataset=corrupted, stop_after_steps=S + 1)
   like = run.init_state()
   states = [Checkpointer(str(tmp_path / name / 'run')).restore(like, step=S)[0]
@@ -261,13 +308,13 @@ def test_program_cache_skips_the_trace_and_keeps_the_numbers(tmp_path, tiny, mon
   assert first.traces == 1 and len(list(programs.glob('*.jaxprogram'))) == 1
   assert len(list(programs.glob('*.shapes'))) == 1  # the supernet's init, traced once
   # a later run of the same program (another workdir and seed do not change it) reads it back
-  again, alpha2, w2 = run_steps(dataclasses.replace(cfg, workdir=str(tmp_path / 'other'), seed=5))
+  again, alpha2, w2 = run_steps(config_lib.replace(cfg, workdir=str(tmp_path / 'other'), seed=5))
   assert again.traces == 0 and len(list(programs.glob('*.jaxprogram'))) == 1
   np.testing.assert_allclose(alpha1, alpha, rtol=1e-6, atol=1e-9)
   np.testing.assert_allclose(w1, w, rtol=1e-6, atol=1e-9)
   assert not np.allclose(alpha2, alpha1)  # its own seed: its own α
   # anything that shapes the program makes a new one
-  other, _, _ = run_steps(dataclasses.replace(cfg, lr=0.05))
+  other, _, _ = run_steps(config_lib.replace(cfg, lr=0.05))
   assert other.traces == 1 and len(list(programs.glob('*.jaxprogram'))) == 2
   # a corrupt file is traced afresh, with a warning, and rewritten
   for f in programs.iterdir():

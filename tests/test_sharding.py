@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import pytest
 
+from jaxnas import config as config_lib
 from jaxnas import data, free, sharding
 from jaxnas.checkpoint import Checkpointer
 from jaxnas.search import Search, SearchConfig
@@ -28,9 +29,9 @@ def tiny():
 def search_config(tmp_path, **kw):
   # α by plain SGD: Adam's first steps divide by |g| and would magnify the float
   # noise of near-zero hypergradient entries into visible differences
-  return SearchConfig(**{**dict(space='nb201', channels=4, layers=1, epochs=2, batch_size=16,
-                                augment=True, alpha_optimizer='sgd', alpha_lr=0.1,
-                                workdir=str(tmp_path / 'run')), **kw})
+  return config_lib.make(SearchConfig, **{
+      **dict(space='nb201', channels=4, layers=1, epochs=2, batch_size=16, augment=True,
+             alpha_optimizer='sgd', alpha_lr=0.1, workdir=str(tmp_path / 'run')), **kw})
 
 
 def assert_trees_close(a, b, rtol, atol):
@@ -58,7 +59,8 @@ def test_sharded_search_step_equals_one_device(tmp_path, tiny, method):
   # momentum, Adam moments); augmentation on, so its random numbers are compared too
   states, metrics = {}, {}
   for devices in ('1', '8'):
-    run = Search(search_config(tmp_path, method=method, devices=devices, sge_q=2), tiny)
+    kw = {'sge_q': 2} if method == 'sge' else {}
+    run = Search(search_config(tmp_path, method=method, devices=devices, **kw), tiny)
     assert run.mesh.devices.size == int(devices)
     state = run.init_state()
     for step in range(2):

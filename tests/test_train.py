@@ -8,11 +8,13 @@ import numpy as np
 import optax
 import pytest
 
+from jaxnas import config as config_lib
 from jaxnas import data as data_lib
 from jaxnas.cli import main
 from jaxnas.spaces import get_space
 from jaxnas.spaces.base import init_variables
-from jaxnas.train import TrainConfig, TrainInterrupted, Trainer, loss_fn, train
+from jaxnas.loop import Interrupted
+from jaxnas.train import TrainConfig, Trainer, loss_fn, train
 
 NB201 = '|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|skip_connect~0|avg_pool_3x3~1|nor_conv_3x3~2|'
 
@@ -46,7 +48,7 @@ def test_evaluation_reads_the_whole_test_split(tmp_path):
   state = run.init_state()
   for _ in range(3):  # move off the initial network so predictions vary
     state, _ = run.train_step(state, *run.batch(0, _))
-  logits, _ = run.model.apply({'params': state.params, 'batch_stats': state.batch_stats},
+  logits, _ = run.spec.model.apply({'params': state.params, 'batch_stats': state.batch_stats},
                               ds.normalize(ds.x_test), train=False)
   logits = np.asarray(logits)
   expected_acc = np.mean(np.argmax(logits, -1) == ds.y_test)
@@ -60,7 +62,7 @@ def test_resume_equals_uninterrupted(tmp_path):
   ds = _small_data()
   full = train(_config(tmp_path / 'a', checkpoint_every=2), progress=False, dataset=ds)
   cfg = _config(tmp_path / 'b', checkpoint_every=2)
-  with pytest.raises(TrainInterrupted):
+  with pytest.raises(Interrupted):
     train(cfg, progress=False, dataset=ds, stop_after_steps=9)  # mid-epoch 1 (6 steps per epoch)
   resumed = train(cfg, resume=True, progress=False, dataset=ds)
   for a, b in zip(full.history, resumed.history):
@@ -126,12 +128,11 @@ def test_recipes_and_errors(tmp_path):
 
 def test_pipeline_runs_and_resumes_as_a_whole(tmp_path):
   from jaxnas.pipeline import RunConfig, run
-  from jaxnas.search import SearchConfig
   ds = _small_data(n_train=256, n_test=64)
   # the search of test_search's config(): its compiled step is in the shared cache
-  cfg = RunConfig(SearchConfig(space='nb201', channels=4, layers=1, epochs=2, batch_size=32),
-                  TrainConfig(channels=4, layers=1, batch_size=32, epochs=1),
-                  workdir=str(tmp_path / 'run'))
+  cfg = config_lib.make(RunConfig, space='nb201', channels=4, layers=1, epochs=2, batch_size=32,
+                        train_channels=4, train_layers=1, train_batch_size=32, train_epochs=1,
+                        workdir=str(tmp_path / 'run'))
   report = run(cfg, progress=False, dataset=ds)
   for name in ('search/genotype.json', 'search/done.json', 'train/report.json', 'train/done.json',
                'report.json', 'report.md'):

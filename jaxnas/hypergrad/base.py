@@ -67,9 +67,18 @@ class Estimate(NamedTuple):
   metrics: dict
 
 
-class Estimator(Protocol):
+class EstimatorFn(Protocol):
+  """``fn(problem, opt, weights, alpha, batches, key, *, options...) -> Estimate``; each
+  option keyword-only, its default in the signature and its limits in ``Annotated``."""
   def __call__(self, problem: Problem, opt: WeightOpt, weights: Weights, alpha: PyTree,
                batches: Batches, key: Array, **options) -> Estimate: ...
+
+
+def check_batches(batches: Batches, n: int) -> None:
+  """Raises unless ``batches.train`` stacks the ``n`` batches an estimator's options ask for."""
+  got = jax.tree_util.tree_leaves(batches.train)[0].shape[0]
+  if got != n:
+    raise ValueError(f'the estimator takes n = {n} training batches per step, got {got}')
 
 
 def first(tree: PyTree) -> PyTree:

@@ -7,18 +7,22 @@ the weight optimiser with coefficient μ, λ its weight decay.
 """
 from __future__ import annotations
 
+from typing import Annotated
+
 import jax
 import jax.numpy as jnp
 
+from jaxnas.config import Limits
+
 from jaxnas.hypergrad.base import (Batches, Estimate, Problem, WeightOpt, Weights,
-                                   apply_weight_grad, first, mixed_product_fwd,
+                                   apply_weight_grad, check_batches, first, mixed_product_fwd,
                                    momentum_buffer, prefixed,
                                    train_grad, tree_norm, val_alpha_grad, val_grads,
                                    weight_step)
 
 
-def darts1(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batches, key,
-           **_) -> Estimate:
+def darts1(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batches,
+           key) -> Estimate:
   """First order: ``g_α = ∇α L_val(w, α)``, then one weight step on the training batch."""
   ga, val_metrics = val_alpha_grad(problem, weights.w, alpha, batches.val, weights.state)
   new, train_metrics = weight_step(problem, opt, weights, alpha, first(batches.train))
@@ -31,6 +35,10 @@ def virtual_step(opt: WeightOpt, weights: Weights, g, xi):
   m = momentum_buffer(weights.opt_state, weights.w)
   return jax.tree_util.tree_map(
       lambda w, g, m: w - xi * (opt.momentum * m + g + opt.weight_decay * w), weights.w, g, m)
+
+
+XI = Annotated[float | None, Limits('virtual step size ξ (None: the current weight learning '
+                                   'rate, as quark0/darts architect.py)', min=0)]
 
 
 def _second_order(problem, opt, weights, alpha, batches, fd_r=None, xi=None):
@@ -81,8 +89,8 @@ def fd_mixed_product(loss, w, alpha, v, r: float = 1e-2):
   return jax.tree_util.tree_map(lambda p, m: (p - m) / (2 * eps), plus, minus)
 
 
-def darts2(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batches, key,
-           xi=None, **_) -> Estimate:
+def darts2(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batches, key, *,
+           xi: XI = None) -> Estimate:
   """Second order, exact:
   ``g_α = ∇α L_val(w', α) − ξ ∇²_{α,w} L_train(w, α) ∇w' L_val(w', α)``
   with ``w'`` the virtual step (:func:`virtual_step`); the mixed second
@@ -93,18 +101,21 @@ def darts2(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: B
   return _second_order(problem, opt, weights, alpha, batches, xi=xi)
 
 
-def darts2_fd(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batches, key,
-              xi=None, fd_r: float = 1e-2, **_) -> Estimate:
+def darts2_fd(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batches, key, *,
+              xi: XI = None,
+              r: Annotated[float, Limits('ε = r / ‖∇w\' L_val‖ (quark0/darts architect.py: 1e-2)',
+                                         gt=0)] = 1e-2) -> Estimate:
   """Second order as quark0/darts computes it: the mixed product of :func:`darts2`
-  by a central finite difference with ε = r/‖∇w' L_val‖ (r = 1e-2)."""
-  return _second_order(problem, opt, weights, alpha, batches, fd_r=fd_r, xi=xi)
+  by a central finite difference with ε = r/‖∇w' L_val‖."""
+  return _second_order(problem, opt, weights, alpha, batches, fd_r=r, xi=xi)
 
 
-def multistep(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batches, key,
-              **_) -> Estimate:
+def multistep(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batches, key, *,
+              n: Annotated[int, Limits('weight steps per α step', min=1)] = 2) -> Estimate:
   """Multi-step: ``g_α = ∇α L_val(w, α)`` at the current weights, then one weight
   step on each of the n stacked training batches (``lax.scan``), so that the
   weights move n times per architecture step. n = 1 is DARTS' first order."""
+  check_batches(batches, n)
   ga, val_metrics = val_alpha_grad(problem, weights.w, alpha, batches.val, weights.state)
 
   def body(weights, batch):

@@ -17,10 +17,13 @@ supernet in training) H may be indefinite; ``damping`` δ solves
 """
 from __future__ import annotations
 
+from typing import Annotated
+
 import jax
 import jax.scipy.sparse.linalg
 import optax
 
+from jaxnas.config import Limits
 from jaxnas.hypergrad.base import (Batches, Estimate, Problem, WeightOpt, Weights,
                                    exact_mixed_product, first, hessian_product, val_grads,
                                    weight_step)
@@ -49,9 +52,12 @@ def check_solver(solver: str) -> None:
     raise ValueError(f'unknown implicit solver {solver!r}; known solvers: {", ".join(SOLVERS)}')
 
 
-def implicit(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batches, key,
-             solver: str = 'cg', k: int = 10, eta: float = 0.01, damping: float = 0.0,
-             **_) -> Estimate:
+def implicit(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batches, key, *,
+             solver: Annotated[str, Limits('inverse-HVP solver', choices=SOLVERS)] = 'cg',
+             k: Annotated[int, Limits('solver iterations K', min=1)] = 10,
+             eta: Annotated[float, Limits('Neumann step η (converges for η < 2/λ_max(H))', gt=0)] = 0.01,
+             damping: Annotated[float, Limits('δ: solve (H + δI) z = ∇w L_val', min=0)] = 0.0
+             ) -> Estimate:
   """IFT hypergradient at the current weights (module docstring):
   ``g_α = ∇α L_val(w, α) − ∇²_{α,w} L_train(w, α) (H + δI)⁻¹ ∇w L_val(w, α)``,
   H and the mixed term on the training batch; then one weight step on it, as

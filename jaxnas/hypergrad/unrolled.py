@@ -21,12 +21,20 @@ by N).
 """
 from __future__ import annotations
 
+from typing import Annotated
+
 import jax
 import jax.numpy as jnp
 import optax
 
-from jaxnas.hypergrad.base import (Batches, Estimate, Problem, WeightOpt, Weights, prefixed,
-                                   val_grads)
+from jaxnas.config import Limits
+from jaxnas.hypergrad.base import (Batches, Estimate, Problem, WeightOpt, Weights, check_batches,
+                                   prefixed, val_grads)
+
+# The options the unrolled estimators share. SGE-NAS (§4): p = q = 0.01, Q = 10.
+N = Annotated[int, Limits('inner SGD steps N (training batches per step)', min=1)]
+P = Annotated[float, Limits('inner SGD step size p (SGE-NAS: 0.01)', gt=0)]
+MU = Annotated[float, Limits('smoothing μ of the perturbations of α', gt=0)]
 
 
 def sgd_steps(problem: Problem, alpha, w, state, train_batches, p: float, remat: bool = False):
@@ -51,13 +59,15 @@ def _advance(weights: Weights, y, state, n: int) -> Weights:
   return Weights(y, state, weights.opt_state, weights.step + n)
 
 
-def unroll(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batches, key,
-           p: float = 0.01, remat: bool = False, **_) -> Estimate:
+def unroll(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batches, key, *,
+           n: N = 1, p: P = 0.01,
+           remat: Annotated[bool, Limits('rematerialise each inner step (memory O(1) in N)')] = False
+           ) -> Estimate:
   """Exact reverse mode through N inner SGD steps (N = the number of stacked
   training batches): ``g_α = d/dα L_val(Y^N(α), α)``, ``jax.grad`` through the
   ``lax.scan`` of :func:`sgd_steps`. The ground truth :func:`sge` estimates.
   Memory grows with N unless ``remat``."""
-  n = jax.tree_util.tree_leaves(batches.train)[0].shape[0]
+  check_batches(batches, n)
 
   def objective(a):
     y, state, train_metrics = sgd_steps(problem, a, weights.w, weights.state, batches.train, p,
@@ -85,9 +95,11 @@ def gaussian_directions(key, alpha, q: int, normalize: bool = False):
   return jax.tree_util.tree_unflatten(treedef, out)
 
 
-def sge(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batches, key,
-        q: int = 10, mu: float = 1e-2, p: float = 0.01, normalize: bool = False,
-        chunk: int | None = None, **_) -> Estimate:
+def sge(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batches, key, *,
+        n: N = 1, q: Annotated[int, Limits('Gaussian directions Q (SGE-NAS: 10)', min=1)] = 10,
+        mu: MU = 1e-2, p: P = 0.01,
+        chunk: Annotated[int | None, Limits('perturbed runs vmapped at once (None: all Q)',
+                                            min=1)] = None) -> Estimate:
   """SGE-NAS (Algorithm 1): the Jacobian ``dY^N/dα`` by Gaussian smoothing.
 
   Draw ``u_1 .. u_Q ~ N(0, I)`` in α-space; run the N inner SGD steps of
@@ -107,7 +119,11 @@ def sge(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batc
   runs go through ``lax.map`` in vmapped groups of that size (None: all Q at
   once).
   """
-  n = jax.tree_util.tree_leaves(batches.train)[0].shape[0]
+  return _smoothed(problem, weights, alpha, batches, key, n, q, mu, p, False, chunk)
+
+
+def _smoothed(problem, weights, alpha, batches, key, n, q, mu, p, normalize, chunk):
+  check_batches(batches, n)
   y, state, train_metrics = sgd_steps(problem, alpha, weights.w, weights.state, batches.train, p)
   gw, ga, val_metrics = val_grads(problem, y, alpha, batches.val, state)
   u = gaussian_directions(key, alpha, q, normalize)
@@ -122,8 +138,8 @@ def sge(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batc
   return Estimate(g, _advance(weights, y, state, n), {**train_metrics, **val_metrics})
 
 
-def esj(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batches, key,
-        mu: float = 1e-2, p: float = 0.01, **_) -> Estimate:
+def esj(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batches, key, *,
+        n: N = 1, mu: MU = 1e-2, p: P = 0.01) -> Estimate:
   """ES Jacobian (Sow, Ji and Liang): :func:`sge` with one direction per step
   (Q = 1), each tensor of u normalised (:func:`gaussian_directions`)."""
-  return sge(problem, opt, weights, alpha, batches, key, q=1, mu=mu, p=p, normalize=True)
+  return _smoothed(problem, weights, alpha, batches, key, n, 1, mu, p, True, None)

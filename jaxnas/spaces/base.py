@@ -5,7 +5,7 @@ import dataclasses
 import functools
 import json
 import os
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 import flax
 import flax.linen as nn
@@ -17,42 +17,113 @@ from flax import traverse_util
 from jaxnas import ops, xla
 
 
+class CellDrawing(NamedTuple):
+  """What :func:`jaxnas.plot.draw_cell` draws of one cell: input, intermediate and output
+  node labels, and the kept edges as (source label, destination label, op)."""
+  inputs: list[str]
+  nodes: list[str]
+  outputs: list[str]
+  edges: list[tuple[str, str, str]]
+
+
 @dataclasses.dataclass(frozen=True)
 class SearchSpace:
-  """A cell search space.
+  """A cell search space: everything the rest of jaxnas asks of one.
 
   Attributes:
-    name: registry name.
+    name: registry name; ``title`` its name in pictures.
     primitives: candidate op names, in α column order.
-    alpha_shapes: α array name -> (edges, ops).
-    supernet: ``(channels, layers, num_classes, relaxation, **kw) -> nn.Module``;
-      the module is applied as ``apply(variables, x, alpha, train=...)``.
+    alpha_shapes: α array name -> (edges, ops); the names are the cell types.
+    build_supernet: ``(channels, layers, num_classes, relaxation, **kw) -> nn.Module``,
+      applied as ``apply(variables, x, alpha, train=...)``; :meth:`supernet` resolves
+      the relaxation's name to its object first.
     network: ``(genotype, channels, layers, num_classes, **kw) -> nn.Module``,
       the discrete network, applied as ``apply(variables, x, train=...)``.
-    derive: mixing weights (α array name -> (edges, ops)) -> genotype.
-    genotype_from_text: parses the space's text form of a genotype.
-    genotype_from_json: inverse of ``genotype.to_json()``.
+    derive: (mixing weights, edge strength, threshold) -> genotype.
+    genotype_from_text / genotype_from_json: parse a genotype.
     genotypes: published genotypes by name.
-    defaults: default supernet/network sizes: ``channels`` and ``layers``.
-    cell_inputs: input states of a cell (DARTS 2, NAS-Bench-201 1): node j
-      has ``cell_inputs + j`` incoming edges.
+    defaults: search (``channels``, ``layers``) and evaluation (``eval_channels``,
+      ``eval_layers``) sizes on real data.
+    small: the sizes on the embedded 8x8 digits (``channels``, ``layers``).
+    eval_recipe: ``(small: bool) -> dict``: the evaluation-training recipe, as
+      :class:`jaxnas.train.TrainConfig` fields, with its source.
+    cell_inputs: input states of a cell (DARTS 2, NAS-Bench-201 1): node j has
+      ``cell_inputs + j`` incoming edges.
+    edge_labels: a label per α row ("c_{k-1}→0", "2←1").
+    sample: a uniformly random architecture from a NumPy generator.
+    onehot: the α that selects a genotype in the raw-α supernet.
+    num_architectures: how many architectures the space holds (None: too many to list).
+    drawing: ``(genotype, cell) -> CellDrawing``.
+    forward_over_reverse: ``jax.jvp`` passes the supernet's gradients (no custom
+      VJP whose forward rule is itself a custom VJP on the way): second-order
+      products take that cheaper way.
+    run_once_options: XLA compile options for a program the supernet runs once
+      (FreeDARTS' saliency; jaxnas.xla.run_once_options).
+    onehot_supernet_exact: the one-hot raw-α supernet computes the discrete
+      network's logits (the zero-cost proxies may score through it).
+    network_options: keyword options the discrete network takes (``auxiliary``).
   """
   name: str
+  title: str
   primitives: tuple[str, ...]
   alpha_shapes: Mapping[str, tuple[int, int]]
-  supernet: Callable[..., nn.Module]
+  build_supernet: Callable[..., nn.Module]
   network: Callable[..., nn.Module]
-  derive: Callable[[Mapping[str, Any]], Any]
+  derive: Callable[..., Any]
   genotype_from_text: Callable[[str], Any]
   genotype_from_json: Callable[[Any], Any]
   genotypes: Mapping[str, Any]
   defaults: Mapping[str, int]
-  cell_inputs: int = 2
+  small: Mapping[str, int]
+  eval_recipe: Callable[[bool], dict]
+  cell_inputs: int
+  edge_labels: tuple[str, ...]
+  sample: Callable[[np.random.Generator], Any]
+  onehot: Callable[[Any], dict]
+  num_architectures: int | None
+  drawing: Callable[[Any, str], CellDrawing]
+  forward_over_reverse: bool = False
+  # For a program that runs once (FreeDARTS' saliency) on small images, LLVM's
+  # optimisation passes cost more than they save. DARTS supernet, SynFlow saliency on
+  # 8x8 digits: cold start 25.7 s -> 16.8 s, the run itself 0.016 s -> 0.053 s; GraSP:
+  # compile 43.5 -> 18.4 s, run 1.6 -> 5.3 s.
+  run_once_options: Mapping[str, Any] = dataclasses.field(
+      default_factory=lambda: {'xla_backend_optimization_level': 0})
+  onehot_supernet_exact: bool = False
+  network_options: tuple[str, ...] = ()
 
-  def shapes(self, relaxation: str = 'softmax') -> dict[str, tuple[int, ...]]:
+  @property
+  def cells(self) -> tuple[str, ...]:
+    """The cell types, in α's key order."""
+    return tuple(sorted(self.alpha_shapes))
+
+  def supernet(self, channels: int | None = None, layers: int | None = None, num_classes: int = 10,
+               relaxation='softmax', **kw) -> nn.Module:
+    """The search supernet with ``relaxation`` (a name or a :class:`jaxnas.relax.Relaxation`)."""
+    from jaxnas import relax
+    return self.build_supernet(channels or self.defaults['channels'],
+                               layers or self.defaults['layers'], num_classes,
+                               relax.make(relaxation), **kw)
+
+  def shapes(self, relaxation='softmax') -> dict[str, tuple[int, ...]]:
     """α array name -> shape: the space's, plus what the relaxation adds (PC-DARTS' edge arrays)."""
     from jaxnas import relax
-    return relax.alpha_shapes(relaxation, self.alpha_shapes)
+    return relax.make(relaxation).alpha_shapes(self.alpha_shapes)
+
+  def sample_distinct(self, k: int, seed: int = 0) -> list:
+    """``k`` distinct random architectures."""
+    if k < 1:
+      raise ValueError(f'samples must be >= 1, got {k}')
+    if self.num_architectures is not None and k > self.num_architectures:
+      raise ValueError(f'{self.title} has {self.num_architectures} architectures, not {k}')
+    rng = np.random.default_rng(seed)
+    out, seen = [], set()
+    while len(out) < k:
+      g = self.sample(rng)
+      if str(g) not in seen:
+        seen.add(str(g))
+        out.append(g)
+    return out
 
   def init_alpha(self, key: jax.Array, scale: float = 1e-3,
                  relaxation: str = 'softmax') -> dict[str, jax.Array]:

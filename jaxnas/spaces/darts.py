@@ -17,8 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnas import kernels, ops, relax
-from jaxnas.spaces.base import SearchSpace, check_op
+from jaxnas import kernels, ops
+from jaxnas.relax import Relaxation, standard
+from jaxnas.spaces.base import CellDrawing, SearchSpace, check_op
 from jaxnas.spaces.cells import MixedCell, edge_list
 
 PRIMITIVES = ('none', 'max_pool_3x3', 'avg_pool_3x3', 'skip_connect',
@@ -210,7 +211,7 @@ def derive(weights: Mapping[str, Any], edge_strength: Mapping[str, Any] | None =
 def _stem(x, c, train):
   # XLA's convolution (outside the cell scans JAX's transposes of it are fast):
   # the supernet's one dense k x k conv, so darts2's forward over reverse
-  # meets no conv2d custom VJP (see Supernet.forward_over_reverse)
+  # meets no conv2d custom VJP (see SPACE's forward_over_reverse)
   x = ops.Conv(c, 3, 1, 1, hand_vjp=False, name='stem_conv')(x)
   return ops.batch_norm(train, True, name='stem_bn')(x)
 
@@ -246,33 +247,26 @@ class SearchCell(nn.Module):
 class Supernet(nn.Module):
   """model_search.Network: stem, ``layers`` search cells (reductions at 1/3 and 2/3), classifier.
 
-  Applied as ``apply(variables, x, alpha, train=...)`` with ``alpha`` the dict
-  ``{'normal': (14, n_ops), 'reduce': (14, n_ops)}``; the relaxation turns α
-  into mixing weights. Under PC-DARTS α also holds ``'normal_edges'`` and
-  ``'reduce_edges'`` (14,), and ``partial_channels`` (None: the relaxation's
-  K) of the channels go through the mixed ops.
+  Applied as ``apply(variables, x, alpha, train=..., progress=...)`` with ``alpha``
+  the dict ``{'normal': (14, n_ops), 'reduce': (14, n_ops)}``; the relaxation turns α
+  into mixing weights (a stochastic one draws from the ``'relax'`` PRNG stream when
+  one is given). Under PC-DARTS α also holds ``'normal_edges'`` and
+  ``'reduce_edges'`` (14,), and 1/K of the channels go through the mixed ops.
   """
-  # Its one custom VJP (the depthwise convolution's shifted slices, on maps of more
-  # than 64 pixels) has a plain-JAX fwd, so jax.jvp of a gradient passes it:
-  # darts2's mixed product by forward over reverse.
-  forward_over_reverse = True
-
   channels: int = 16
   layers: int = 8
   num_classes: int = 10
-  relaxation: str = 'softmax'
+  relaxation: Relaxation = standard.softmax()  # jaxnas.relax.make resolves names
   stem_multiplier: int = 3
   primitives: Sequence[str] = PRIMITIVES
   remat: bool = True
-  partial_channels: int | None = None
 
   @nn.compact
-  def __call__(self, x, alpha, train: bool = True):
-    r = relax.get_relaxation(self.relaxation)
-    weights = relax.mix(r, alpha)
-    edge_weights = {k: relax.edge_weights(alpha[k + relax.EDGES_SUFFIX], N_INPUTS)
-                    if r.edge_normalization else None for k in weights}
-    partial = self.partial_channels or r.partial_channels
+  def __call__(self, x, alpha, train: bool = True, progress=None):
+    r = self.relaxation
+    key = self.make_rng('relax') if r.stochastic and self.has_rng('relax') else None
+    weights = r.mix_all(alpha, key, progress)
+    edge_weights = r.edge_weights(alpha, N_INPUTS)
     c_curr = self.stem_multiplier * self.channels
     s0 = s1 = _stem(x, c_curr, train)
     c_curr, reduction_prev = self.channels, False
@@ -280,7 +274,7 @@ class Supernet(nn.Module):
       reduction = i in _reduction_layers(self.layers)
       c_curr = c_curr * 2 if reduction else c_curr
       cell = SearchCell(c_curr, reduction, reduction_prev, train, tuple(self.primitives),
-                        self.remat, partial, name=f'cell{i}')
+                        self.remat, r.partial_channels, name=f'cell{i}')
       kind = 'reduce' if reduction else 'normal'
       s0, s1 = s1, cell(s0, s1, weights[kind], edge_weights[kind])
       reduction_prev = reduction
@@ -381,7 +375,55 @@ class NetworkCIFAR(nn.Module):
     return logits, (aux if train else None)
 
 
-def _supernet(channels=16, layers=8, num_classes=10, relaxation='softmax', **kw):
+INPUT_LABELS = ('c_{k-2}', 'c_{k-1}')
+
+
+def sample(rng: np.random.Generator) -> Genotype:
+  """A uniformly random cell pair: per node two distinct inputs and a non-``none`` op
+  for each, as the derive rule produces."""
+  choices = [p for p in PRIMITIVES if p != 'none']
+
+  def cell():
+    gene = []
+    for node in range(N_NODES):
+      for src in sorted(rng.choice(node + N_INPUTS, 2, replace=False)):
+        gene.append((choices[rng.integers(len(choices))], int(src)))
+    return gene
+  concat = list(range(N_INPUTS, N_INPUTS + N_NODES))
+  return Genotype(cell(), concat, cell(), concat)
+
+
+def onehot(genotype: Genotype) -> dict[str, np.ndarray]:
+  """The α that selects ``genotype`` in the raw-α supernet: one-hot rows on the
+  genotype's edges, zero rows on the edges it does not keep."""
+  alpha = {k: np.zeros((len(EDGES), len(PRIMITIVES)), np.float32) for k in ('normal', 'reduce')}
+  for kind, gene in (('normal', genotype.normal), ('reduce', genotype.reduce)):
+    for k, (op, src) in enumerate(gene):
+      alpha[kind][EDGES.index((src, k // 2)), PRIMITIVES.index(op)] = 1.0
+  return alpha
+
+
+def drawing(genotype: Genotype, cell: str = 'normal') -> CellDrawing:
+  gene, concat = getattr(genotype, cell), getattr(genotype, cell + '_concat')
+  nodes = [str(i) for i in range(len(gene) // 2)]
+  label = lambda i: INPUT_LABELS[i] if i < N_INPUTS else nodes[i - N_INPUTS]
+  edges = [(label(idx), nodes[k // 2], op) for k, (op, idx) in enumerate(gene)]
+  edges += [(label(i), 'c_{k}', '') for i in concat]
+  return CellDrawing(list(INPUT_LABELS), nodes, ['c_{k}'], edges)
+
+
+def eval_recipe(small: bool) -> dict:
+  """DARTS' evaluation recipe (quark0/darts ``train.py``): SGD momentum 0.9, lr 0.025
+  cosine to 0, weight decay 3e-4, clipping 5, auxiliary head weight 0.4, drop-path 0.2
+  rising linearly, batch 96, 600 epochs, C=36, 20 cells (cutout: the data set's). On
+  the embedded digits: C=8, 5 cells, batch 64, 20 epochs."""
+  return {'epochs': 20 if small else 600, 'batch_size': 64 if small else 96,
+          'channels': 8 if small else 36, 'layers': 5 if small else 20, 'lr': 0.025,
+          'nesterov': False, 'weight_decay': 3e-4, 'grad_clip': 5.0, 'auxiliary': True,
+          'drop_path': 0.2}
+
+
+def _supernet(channels, layers, num_classes, relaxation, **kw):
   return Supernet(channels, layers, num_classes, relaxation, **kw)
 
 
@@ -390,9 +432,17 @@ def _network(genotype, channels=36, layers=20, num_classes=10, **kw):
 
 
 SPACE = SearchSpace(
-    name='darts', primitives=PRIMITIVES,
+    name='darts', title='DARTS', primitives=PRIMITIVES,
     alpha_shapes={'normal': (len(EDGES), len(PRIMITIVES)), 'reduce': (len(EDGES), len(PRIMITIVES))},
-    supernet=_supernet, network=_network, derive=derive,
+    build_supernet=_supernet, network=_network, derive=derive,
     genotype_from_text=Genotype.from_text, genotype_from_json=Genotype.from_json,
     genotypes=GENOTYPES, defaults={'channels': 16, 'layers': 8, 'eval_channels': 36,
-                                   'eval_layers': 20})
+                                   'eval_layers': 20},
+    small={'channels': 8, 'layers': 5}, eval_recipe=eval_recipe, cell_inputs=N_INPUTS,
+    edge_labels=tuple(f'{(INPUT_LABELS + tuple(map(str, range(N_NODES))))[i]}→{j}'
+                      for i, j in EDGES),
+    sample=sample, onehot=onehot, num_architectures=None, drawing=drawing,
+    # The supernet's one custom VJP (the depthwise convolution's shifted slices, on maps
+    # of more than 64 pixels) has a plain-JAX fwd, so jax.jvp of a gradient passes it.
+    forward_over_reverse=True,
+    network_options=('auxiliary',))

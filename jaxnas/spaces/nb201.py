@@ -19,8 +19,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnas import ops, relax
-from jaxnas.spaces.base import SearchSpace, check_op
+from jaxnas import ops
+from jaxnas.relax import Relaxation, standard
+from jaxnas.spaces.base import CellDrawing, SearchSpace, check_op
 from jaxnas.spaces.cells import MixedCell, edge_list
 
 PRIMITIVES = ('none', 'skip_connect', 'nor_conv_1x1', 'nor_conv_3x3', 'avg_pool_3x3')
@@ -178,33 +179,26 @@ def _stages(x, channels, layers, train, cell_step, cell_args, xs):
 
 
 class Supernet(nn.Module):
-  """TinyNetworkDarts. ``apply(variables, x, alpha, train=...)`` with ``alpha = {'cell': (6, 5)}``
-  (under PC-DARTS also ``'cell_edges': (6,)``; ``partial_channels`` None: the relaxation's K)."""
-  # XLA options for a program that runs once (FreeDARTS): LLVM at level 1, not 0
-  # (xla.RUN_ONCE_OPTIONS). Measured, C=16, 5 cells per stage, 8x8 digits, batch 64,
-  # compile + run: GraSP 3.4 + 11.1 s at level 0, 7.5 + 1.0 s at level 1, 11.4 + 0.8 s
-  # at the default; SNIP 0.9 + 3.0, 2.0 + 0.2 s; SynFlow 0.7 + 0.2, 2.1 + 0.02 s.
-  run_once_options = {'xla_backend_optimization_level': 1}
-
+  """TinyNetworkDarts. ``apply(variables, x, alpha, train=..., progress=...)`` with
+  ``alpha = {'cell': (6, 5)}`` (under PC-DARTS also ``'cell_edges': (6,)``); a stochastic
+  relaxation draws from the ``'relax'`` PRNG stream when one is given."""
   channels: int = 16
   layers: int = 5
   num_classes: int = 10
-  relaxation: str = 'softmax'
+  relaxation: Relaxation = standard.softmax()  # jaxnas.relax.make resolves names
   primitives: Sequence[str] = PRIMITIVES
   remat: bool = True
-  partial_channels: int | None = None
 
   @nn.compact
-  def __call__(self, x, alpha, train: bool = True):
-    r = relax.get_relaxation(self.relaxation)
-    weights = relax.mix(r, alpha)['cell']
-    edge_weights = (relax.edge_weights(alpha['cell' + relax.EDGES_SUFFIX], N_INPUTS)
-                    if r.edge_normalization else None)
-    partial = self.partial_channels or r.partial_channels
+  def __call__(self, x, alpha, train: bool = True, progress=None):
+    r = self.relaxation
+    key = self.make_rng('relax') if r.stochastic and self.has_rng('relax') else None
+    weights = r.mix_all(alpha, key, progress)['cell']
+    edge_weights = r.edge_weights(alpha, N_INPUTS)['cell']
     x = _stem(x, self.channels, train)
     x = _stages(x, self.channels, self.layers, train,
                 _SearchCellStep,
-                lambda c: (tuple(self.primitives), c, train, self.remat, partial),
+                lambda c: (tuple(self.primitives), c, train, self.remat, r.partial_channels),
                 (weights, edge_weights))
     return _head(self, x, self.num_classes, train)
 
@@ -224,7 +218,42 @@ class TinyNetwork(nn.Module):
     return _head(self, x, self.num_classes, train), None
 
 
-def _supernet(channels=16, layers=5, num_classes=10, relaxation='softmax', **kw):
+def sample(rng: np.random.Generator) -> Genotype:
+  """A uniformly random cell: an op per edge, ``none`` included."""
+  ops_ = [PRIMITIVES[i] for i in rng.integers(0, len(PRIMITIVES), len(EDGES))]
+  nodes = [[] for _ in range(N_NODES)]
+  for op, (src, node) in zip(ops_, EDGES):
+    nodes[node].append((op, src))
+  return Genotype(tuple(tuple(n) for n in nodes))
+
+
+def onehot(genotype: Genotype) -> dict[str, np.ndarray]:
+  """The α that selects ``genotype`` in the raw-α supernet: one one-hot row per edge."""
+  alpha = np.zeros((len(EDGES), len(PRIMITIVES)), np.float32)
+  for row, op in enumerate(genotype.edge_ops()):
+    alpha[row, PRIMITIVES.index(op)] = 1.0
+  return {'cell': alpha}
+
+
+def drawing(genotype: Genotype, cell: str = 'cell') -> CellDrawing:
+  nodes = [str(i) for i in range(1, len(genotype.nodes) + 1)]
+  edges = [(str(j), str(i), op) for i, node in enumerate(genotype.nodes, 1) for op, j in node
+           if op != 'none']
+  return CellDrawing(['0'], nodes, [], edges)
+
+
+def eval_recipe(small: bool) -> dict:
+  """NAS-Bench-201's training recipe (Dong and Yang 2020, §3; AutoDL-Projects
+  ``configs/nas-benchmark/hyper-opts/200E.config``): SGD 0.1 Nesterov, momentum 0.9,
+  weight decay 5e-4, cosine to 0, batch 256, 200 epochs, no clipping, C=16, N=5. On
+  the embedded digits: C=8, one cell per stage, batch 64, 20 epochs."""
+  return {'epochs': 20 if small else 200, 'batch_size': 64 if small else 256,
+          'channels': 8 if small else 16, 'layers': 1 if small else 5, 'lr': 0.1,
+          'nesterov': True, 'weight_decay': 5e-4, 'grad_clip': 0.0, 'auxiliary': False,
+          'drop_path': 0.0, 'cutout': 0}
+
+
+def _supernet(channels, layers, num_classes, relaxation, **kw):
   return Supernet(channels, layers, num_classes, relaxation, **kw)
 
 
@@ -233,9 +262,19 @@ def _network(genotype, channels=16, layers=5, num_classes=10, **kw):
 
 
 SPACE = SearchSpace(
-    name='nb201', primitives=PRIMITIVES, alpha_shapes={'cell': (len(EDGES), len(PRIMITIVES))},
-    supernet=_supernet, network=_network, derive=derive,
+    name='nb201', title='NAS-Bench-201', primitives=PRIMITIVES,
+    alpha_shapes={'cell': (len(EDGES), len(PRIMITIVES))},
+    build_supernet=_supernet, network=_network, derive=derive,
     genotype_from_text=Genotype.from_text, genotype_from_json=Genotype.from_json,
     genotypes=GENOTYPES, defaults={'channels': 16, 'layers': 5, 'eval_channels': 16,
                                    'eval_layers': 5},
-    cell_inputs=N_INPUTS)
+    small={'channels': 8, 'layers': 1}, eval_recipe=eval_recipe, cell_inputs=N_INPUTS,
+    edge_labels=tuple(f'{j + 1}←{i}' for i, j in EDGES), sample=sample, onehot=onehot,
+    num_architectures=len(PRIMITIVES) ** len(EDGES), drawing=drawing,
+    # LLVM at level 1, not 0, for a program run once. Measured, C=16, 5 cells per stage,
+    # 8x8 digits, batch 64, compile + run: GraSP 3.4 + 11.1 s at level 0, 7.5 + 1.0 s at
+    # level 1, 11.4 + 0.8 s at the default; SNIP 0.9 + 3.0, 2.0 + 0.2 s; SynFlow 0.7 + 0.2,
+    # 2.1 + 0.02 s.
+    run_once_options={'xla_backend_optimization_level': 1},
+    # (the one-hot supernet has every edge of the discrete cell, and no BN the cell lacks)
+    onehot_supernet_exact=True)

@@ -1,0 +1,155 @@
+"""The search's configuration: the method and its options, the relaxation and its options,
+and sections for the data, the sizes, the optimisers and the label-free warm-up.
+
+The defaults are DARTS' search settings on CIFAR-10 (quark0/darts
+``train_search.py``: batch 64, 50 epochs, SGD lr 0.025 cosine to 0.001,
+momentum 0.9, weight decay 3e-4, clipping 5, C=16, 8 cells, train portion 0.5;
+α by Adam 3e-4, betas (0.5, 0.999), weight decay 1e-3, initialised 1e-3·N(0, 1)).
+A method's and a relaxation's own options are the keyword parameters of its
+function (``jaxnas.hypergrad``, ``jaxnas.relax``), where their defaults and
+sources are written; on the command line they are ``--{method}-{option}`` and
+``--{relaxation}-{option}`` (``--sge-q 10``, ``--pc-k 4``), and in Python
+``jaxnas.config.make(SearchConfig, sge_q=10)`` spells them the same way.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from jaxnas import config as config_lib
+from jaxnas import data as data_lib
+from jaxnas import hypergrad, relax, sharding, spaces
+from jaxnas.config import option, registry_options, section
+from jaxnas.optim import ALPHA_OPTIMIZERS
+
+WARMUP_MOVES = ('w', 'alpha', 'both')
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  dataset: str = option('digits', 'digits, a tensorflow-datasets name, or npz:PATH',
+                        check=data_lib.check_name)
+  data_dir: str | None = option(None, 'tensorflow-datasets directory')
+  download: bool = option(False, 'let tensorflow-datasets download (needs TensorFlow and a connection)')
+  train_portion: float = option(0.5, 'share of the training set that trains the weights', gt=0, lt=1)
+  augment: bool = option(False, "the data set's crop and flip on the search batches")
+
+  def __post_init__(self):
+    config_lib.validate(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class SizeConfig:
+  """None: resolved by data set and space (the embedded 8x8 digits: the space's small
+  sizes and 10 epochs; real data: the space's search sizes and 50 epochs)."""
+  epochs: int | None = option(None, 'epochs (None: 10 on digits, else 50)', min=1)
+  batch_size: int = option(64, 'images per batch', min=1)
+  channels: int | None = option(None, 'initial channels C (None: 8 on digits, else 16)', min=1)
+  layers: int | None = option(None, 'cells (darts) or cells per stage (nb201)', min=1)
+  remat: bool = option(True, 'recompute each mixed op in the backward pass (less memory)')
+
+  def __post_init__(self):
+    config_lib.validate(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+  # weights: SGD with momentum, cosine schedule per epoch, gradient clipping
+  lr: float = option(0.025, 'weight learning rate (cosine per epoch)', gt=0)
+  lr_min: float = option(0.001, "the cosine schedule's final learning rate", min=0)
+  momentum: float = option(0.9, 'weight SGD momentum', min=0, lt=1)
+  weight_decay: float = option(3e-4, 'weight decay (L2 added to the gradient)', min=0)
+  grad_clip: float = option(5.0, 'global gradient-norm clip', gt=0)
+  # architecture: the method's own optimiser (None) or the one named
+  alpha_optimizer: str | None = option(None, "adam or sgd (None: the method's)",
+                                       choices=ALPHA_OPTIMIZERS)
+  alpha_lr: float | None = option(None, "α learning rate (None: the method's)", gt=0)
+  alpha_beta1: float = option(0.5, 'α Adam β1', min=0, lt=1)
+  alpha_beta2: float = option(0.999, 'α Adam β2', min=0, lt=1)
+  alpha_weight_decay: float = option(1e-3, 'α weight decay', min=0)
+  alpha_init_scale: float = option(1e-3, 'α = scale · N(0, 1) at the start', min=0)
+
+  def __post_init__(self):
+    config_lib.validate(self)
+    if self.lr_min > self.lr:
+      raise ValueError(f'lr_min (--lr-min) {self.lr_min} is above lr (--lr) {self.lr}')
+
+
+@dataclasses.dataclass(frozen=True)
+class WarmupConfig:
+  """Multistep's label-free warm-up: the first epochs maximise Zen(F) = β1·log tr NTK +
+  β2·BN on Gaussian inputs (no data is read). By default it moves the weights only: a
+  label-free score that rewards NTK trace and BN variance favours ops by their gain,
+  not by the task, so α is left to the labelled search."""
+  epochs: int = option(0, 'label-free Zen(F) warm-up epochs (method multistep)', min=0)
+  moves: str = option('w', 'what the warm-up moves: w, alpha or both', choices=WARMUP_MOVES)
+  beta1: float = option(1.0, 'Zen(F) weight of log tr NTK')
+  beta2: float = option(1.0, 'Zen(F) weight of the BN term')
+  batch_size: int = option(16, 'Gaussian inputs per warm-up weight step', min=1)
+
+  def __post_init__(self):
+    config_lib.validate(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+  """Search settings (module docstring). Every field is checked when the config is built
+  (:func:`jaxnas.config.validate`); :meth:`resolved` fills in what depends on the data
+  set, the space and the method."""
+  space: str = option('darts', 'search space', choices=lambda: spaces.SPACES)
+  method: str = option('darts1', 'hypergradient estimator', choices=lambda: hypergrad.ESTIMATORS)
+  method_options: dict = registry_options('method', lambda: hypergrad.ESTIMATORS)
+  relaxation: str = option('softmax', 'α -> mixing weights', choices=lambda: relax.RELAXATIONS)
+  relaxation_options: dict = registry_options('relaxation', lambda: relax.RELAXATIONS)
+  data: DataConfig = section(DataConfig, 'data')
+  size: SizeConfig = section(SizeConfig, 'sizes')
+  optim: OptimConfig = section(OptimConfig, 'optimisers')
+  warmup: WarmupConfig = section(WarmupConfig, 'label-free warm-up (multistep)', prefix='zen_warmup')
+  seed: int = option(2, 'random seed (α, weights, batches)')
+  devices: str | None = option(None, "'all' or N: the data-parallel mesh (None: $JAXNAS_DEVICES, else all)",
+                               check=sharding.check_devices)
+  workdir: str = option('runs/search', 'output directory')
+  checkpoint_every: int = option(0, 'also checkpoint every this many steps (0: at epoch ends only)',
+                                 min=0)
+
+  # What may change when a run is resumed: the length of the run, where and how often
+  # it is saved, where the data lie, the devices.
+  RESUMABLE_CHANGES = ('size.epochs', 'checkpoint_every', 'workdir', 'data.data_dir', 'data.download',
+                       'devices')
+
+  def __post_init__(self):
+    config_lib.validate(self)
+    if self.warmup.epochs and self.method != 'multistep':
+      raise ValueError(f'the Zen(F) warm-up (--zen-warmup-epochs) belongs to method multistep, '
+                       f'not {self.method}')
+
+  def resolved(self) -> 'SearchConfig':
+    """The config with every None resolved by data set, space and method, every option
+    of the method and the relaxation filled in, and the batch checked against the devices."""
+    space = spaces.get_space(self.space)
+    small = self.data.dataset == 'digits'
+    sizes = space.small if small else space.defaults
+    size = dataclasses.replace(self.size, epochs=self.size.epochs or (10 if small else 50),
+                               channels=self.size.channels or sizes['channels'],
+                               layers=self.size.layers or sizes['layers'])
+    estimator = hypergrad.make(self.method, **self.method_options)
+    relaxation = relax.make(self.relaxation, **self.relaxation_options)
+    own = estimator.spec.alpha_optimizer
+    kind = self.optim.alpha_optimizer or own.kind
+    alpha_lr = self.optim.alpha_lr or (own.lr if kind == own.kind else hypergrad.ALPHA_DEFAULTS[kind].lr)
+    cfg = dataclasses.replace(
+        self, size=size, method_options=dict(estimator.options),
+        relaxation_options=dict(relaxation.options),
+        optim=dataclasses.replace(self.optim, alpha_optimizer=kind, alpha_lr=alpha_lr),
+        devices=self.devices or sharding.default_devices())
+    if cfg.warmup.epochs >= size.epochs:
+      raise ValueError(f'the warm-up (--zen-warmup-epochs {cfg.warmup.epochs}) must leave labelled '
+                       f'epochs: at most epochs - 1 = {size.epochs - 1}')
+    if size.channels % relaxation.partial_channels:
+      raise ValueError(f'{size.channels} channels (--channels) do not split into the '
+                       f'{relaxation.partial_channels} groups of partial channels')
+    sharding.check_batch(size.batch_size, sharding.make_mesh(cfg.devices))
+    return cfg
+
+  def to_json(self) -> dict[str, Any]:
+    return config_lib.to_json(self)
