@@ -53,17 +53,17 @@ from jaxnas.hypergrad import Batches, WeightOpt, Weights, ridge  # noqa: E402
 def estimators(eta: float, n: int) -> dict[str, tuple[str, dict, int]]:
   """name -> (registered estimator, options, training batches per estimate)."""
   return {
-      'darts1': ('darts1', {}, 1),
-      'darts2': ('darts2', {}, 1),
-      'darts2-fd': ('darts2-fd', {}, 1),
-      'multistep-5': ('multistep', {}, 5),
-      'sge-q1': ('sge', {'q': 1, 'p': eta}, n),
-      'sge-q10': ('sge', {'q': 10, 'p': eta}, n),
-      'sge-q100': ('sge', {'q': 100, 'p': eta, 'chunk': 25}, n),
-      'esj': ('esj', {'p': eta}, n),
-      'implicit-cg': ('implicit', {'solver': 'cg', 'k': 20}, 1),
-      'implicit-neumann': ('implicit', {'solver': 'neumann', 'k': 20, 'eta': eta}, 1),
-      f'unroll-n{n}': ('unroll', {'p': eta}, n),
+      'darts1': ('darts1', {}),
+      'darts2': ('darts2', {}),
+      'darts2-fd': ('darts2-fd', {}),
+      'multistep-5': ('multistep', {'n': 5}),
+      'sge-q1': ('sge', {'q': 1, 'p': eta, 'n': n}),
+      'sge-q10': ('sge', {'q': 10, 'p': eta, 'n': n}),
+      'sge-q100': ('sge', {'q': 100, 'p': eta, 'chunk': 25, 'n': n}),
+      'esj': ('esj', {'p': eta, 'n': n}),
+      'implicit-cg': ('implicit', {'solver': 'cg', 'k': 20}),
+      'implicit-neumann': ('implicit', {'solver': 'neumann', 'k': 20, 'eta': eta}),
+      f'unroll-n{n}': ('unroll', {'p': eta, 'n': n}),
   }
 
 
@@ -94,10 +94,10 @@ def evaluate(problem_name, problem, weights, alpha, make_batches, exact, eta, n,
   """One row per estimator: cosine, relative error, seconds."""
   flat = lambda t: jnp.concatenate([jnp.ravel(a) for a in jax.tree_util.tree_leaves(t)])
   rows = []
-  for name, (method, options, n_batches) in estimators(eta, n).items():
-    est = hypergrad.get_estimator(method)
-    batches = make_batches(n_batches)
-    fn = jax.jit(lambda w, a, b, k: flat(est(problem, _sgd(eta), w, a, b, k, **options).alpha_grad))
+  for name, (method, options) in estimators(eta, n).items():
+    est = hypergrad.make(method, **options)
+    batches = make_batches(est.train_batches)
+    fn = jax.jit(lambda w, a, b, k: flat(est(problem, _sgd(eta), w, a, b, k).alpha_grad))
     stochastic = method in ('sge', 'esj')
     compile_s, seconds = _time(fn, weights, alpha, batches, jax.random.key(0))
     scores = [_compare(fn(weights, alpha, batches, jax.random.key(s)), exact)
@@ -127,15 +127,16 @@ def ridge_rows(eta, n, seeds):
 
 
 def _nb201_setup(batch_size, warmup_steps):
+  from jaxnas import config as config_lib
   from jaxnas.search import Search, SearchConfig
-  cfg = SearchConfig(space='nb201', channels=8, layers=1, batch_size=batch_size, epochs=1,
-                     workdir='/tmp/unused')
+  cfg = config_lib.make(SearchConfig, space='nb201', channels=8, layers=1, batch_size=batch_size,
+                        epochs=1, workdir='/tmp/unused')
   run = Search(cfg)
   state = run.init_state()
   for i in range(warmup_steps):  # a short first-order search, so the weights are not at init
     state, _ = run.step_fn(state, run.batch(*divmod(i, run.steps_per_epoch)))
   rng = np.random.default_rng(0)
-  norm = lambda x: (x.astype(np.float32) / 255.0 - run.data.mean) / run.data.std
+  norm = run.data.normalize  # the split holds images in [0, 1]
 
   def make_batches(k):
     tr = rng.choice(len(run.train.x), (k, batch_size), replace=True)
@@ -143,27 +144,29 @@ def _nb201_setup(batch_size, warmup_steps):
     return Batches((norm(run.train.x[tr]), run.train.y[tr]), (norm(run.val.x[va]), run.val.y[va]))
   weights = Weights(state.params, state.batch_stats, _sgd(1.0).tx.init(state.params),
                     jnp.asarray(0))
-  return run, weights, state.alpha, make_batches
+  from jaxnas.search import make_problem
+  problem = make_problem(run.spec, jax.random.key(0), 0.0)
+  return problem, weights, state.alpha, make_batches
 
 
 def nb201_rows(eta, n, seeds, batch_size, warmup_steps, qs):
-  run, weights, alpha, make_batches = _nb201_setup(batch_size, warmup_steps)
+  problem, weights, alpha, make_batches = _nb201_setup(batch_size, warmup_steps)
   # Every estimator reads the first k of the same training batches, and the same validation batch.
   stack = make_batches(max(n, 5))
 
   def batches_for(k):
     return Batches(jax.tree_util.tree_map(lambda a: a[:k], stack.train), stack.val)
-  exact_fn = jax.jit(lambda w, a, b: hypergrad.unrolled.unroll(run.problem, _sgd(eta), w, a, b, None,
-                                                                p=eta).alpha_grad)
+  exact_fn = jax.jit(lambda w, a, b: hypergrad.unrolled.unroll(problem, _sgd(eta), w, a, b, None,
+                                                                n=n, p=eta).alpha_grad)
   exact = np.concatenate([np.ravel(v) for v in
                           jax.tree_util.tree_leaves(exact_fn(weights, alpha, batches_for(n)))])
-  rows = evaluate('nb201', run.problem, weights, alpha, batches_for, exact, eta, n, seeds)
+  rows = evaluate('nb201', problem, weights, alpha, batches_for, exact, eta, n, seeds)
   curve = []
   print(f'\nSGE on the nb201 supernet: seconds per estimate against Q (N={n}, batch {batch_size})')
   print(f'{"Q":>5s} {"seconds":>9s} {"s per direction":>16s}')
   for q in qs:
-    fn = jax.jit(lambda w, a, b, k: hypergrad.unrolled.sge(run.problem, _sgd(eta), w, a, b, k, q=q,
-                                                             p=eta).alpha_grad)
+    fn = jax.jit(lambda w, a, b, k: hypergrad.unrolled.sge(problem, _sgd(eta), w, a, b, k, q=q,
+                                                             n=n, p=eta).alpha_grad)
     _, seconds = _time(fn, weights, alpha, batches_for(n), jax.random.key(0), repeats=2)
     curve.append(dict(problem='nb201-sge-cost', q=q, seconds=seconds))
     print(f'{q:5d} {seconds:9.3f} {seconds / q:16.4f}', flush=True)

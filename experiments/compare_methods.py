@@ -35,6 +35,7 @@ import jax
 from jaxnas import data as data_lib
 from jaxnas import zc as zc_lib
 from jaxnas.free import FreeConfig, free
+from jaxnas import config as config_lib
 from jaxnas.search import SearchConfig, search
 from jaxnas.spaces import get_space
 from jaxnas.train import TrainConfig, train
@@ -48,8 +49,9 @@ def find_genotype(entry: dict, cfg: dict, seed: int, workdir: str, ds) -> tuple[
   """Runs one method; returns (genotype text, compiled search seconds, wall seconds)."""
   kind = entry['kind']
   options = {k: v for k, v in entry.items() if k not in ('name', 'kind')}
-  scfg = SearchConfig(space=cfg['space'], dataset=cfg['dataset'], seed=seed, workdir=workdir,
-                      **cfg.get('search', {}), **(options if kind == 'search' else {})).resolved()
+  scfg = config_lib.make(SearchConfig, space=cfg['space'], dataset=cfg['dataset'], seed=seed,
+                         workdir=workdir, **cfg.get('search', {}),
+                         **(options if kind == 'search' else {})).resolved()
   t0 = time.perf_counter()
   if kind == 'search':
     has_ckpt = os.path.isdir(os.path.join(workdir, 'checkpoints'))
@@ -59,8 +61,8 @@ def find_genotype(entry: dict, cfg: dict, seed: int, workdir: str, ds) -> tuple[
                    if h['seconds_per_step'] is not None)
     return str(result.genotype), compiled, time.perf_counter() - t0
   if kind == 'free':
-    result = free(FreeConfig(space=cfg['space'], dataset=cfg['dataset'], channels=scfg.channels,
-                             layers=scfg.layers, seed=seed, workdir=workdir, **options), dataset=ds)
+    result = free(FreeConfig(space=cfg['space'], dataset=cfg['dataset'], channels=scfg.size.channels,
+                             layers=scfg.size.layers, seed=seed, workdir=workdir, **options), dataset=ds)
     return str(result.genotype), result.seconds_compiled, time.perf_counter() - t0
   if kind == 'zc':
     result = zc_lib.zc(zc_lib.ZCConfig(space=cfg['space'], dataset=cfg['dataset'], seed=seed,

@@ -152,6 +152,9 @@ def test_user_errors_are_one_message_and_exit_2(tmp_path, capsys):
       (['search', '--method', 'darts3'], "method (--method) must be one of darts1, "),
       (['free', '--alpha-scale', '0'], 'alpha_scale (--alpha-scale) must be > 0, got 0.0'),
       (['run', '--train-lr', '-1'], 'lr (--train-lr) must be > 0, got -1.0'),
+      (['search', '--sge-q', '5'], '--sge-q is an option of method sge, but the method is darts1: '
+                                  'it would do nothing'),
+      (['search', '--method', 'sge', '--sge-q', '0'], 'q (--sge-q) must be >= 1, got 0'),
       (['train', '--space', 'nb201', '--workdir', tmp_path / 't'], 'give --genotype'),
       (['train', '--space', 'nb201', '--genotype', 'nope', '--workdir', tmp_path / 't'],
        "'nope' is not a known nb201 genotype name"),
@@ -171,6 +174,19 @@ def test_user_errors_are_one_message_and_exit_2(tmp_path, capsys):
       cli.main(argv)
     assert e.value.code == 2
   assert 'expected int' in capsys.readouterr().err
+
+
+def test_search_help_groups_the_flags_by_section(capsys):
+  with pytest.raises(SystemExit):
+    cli.main(['search', '--help'])
+  out = capsys.readouterr().out
+  sections = [line.rstrip(':') for line in out.splitlines() if line and not line.startswith(' ')
+              and line.endswith(':')]
+  for group in ('data', 'sizes', 'optimisers', 'label-free warm-up (multistep)', 'method sge',
+                'method multistep', 'relaxation pc', 'relaxation gdas'):
+    assert group in sections, (group, sections)
+  assert re.search(r'--sge-q INT\s+Gaussian directions Q \(SGE-NAS: 10\) \(default: 10\)', out)
+  assert '--zen-warmup-epochs' in out and '--channels' in out
 
 
 def test_an_internal_error_is_a_message_and_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
