@@ -68,7 +68,7 @@ def estimators(eta: float, n: int) -> dict[str, tuple[str, dict, int]]:
 
 
 def _sgd(eta):
-  return WeightOpt(optax.sgd(eta), lambda step: eta, 0.0, 0.0)
+  return WeightOpt(optax.sgd(eta), lambda step: eta)
 
 
 def _time(fn, *args, repeats=3):

@@ -71,8 +71,9 @@ class StepSpec(NamedTuple):
 
   def weight_opt(self) -> hypergrad.WeightOpt:
     o = self.optim
-    tx = optim.sgd(self.weight_schedule(), o.momentum, o.weight_decay, o.grad_clip)
-    return hypergrad.WeightOpt(tx, self.weight_schedule(), o.momentum, o.weight_decay)
+    lr = self.weight_schedule()
+    return hypergrad.WeightOpt(optim.sgd(lr, o.momentum, o.weight_decay, o.grad_clip), lr,
+                               optim.sgd(lr, o.momentum, o.weight_decay))  # the virtual step: no clip
 
   def alpha_opt(self) -> optax.GradientTransformation:
     o = self.optim

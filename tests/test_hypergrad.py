@@ -16,7 +16,7 @@ from jaxnas.spaces.base import init_variables
 
 def sgd(lr, momentum=0.0, wd=0.0):
   tx = optax.chain(optax.add_decayed_weights(wd), optax.sgd(lr, momentum=momentum or None))
-  return WeightOpt(tx, lambda step: lr, momentum, wd)
+  return WeightOpt(tx, lambda step: lr)
 
 
 def ridge_setup(momentum=0.0, wd=0.0, lr=0.1, n=1):
@@ -36,7 +36,7 @@ def virtual_weights(p, opt, weights, a, batches, xi):
   """w' as a function of α, for jax.grad through it: the oracle of darts2."""
   batch = darts.first(batches.train)
   g = jax.grad(lambda w: p.train_loss(w, a, batch, weights.state)[0])(weights.w)
-  return darts.virtual_step(opt, weights, g, xi)
+  return darts.virtual_step(opt, weights, g, xi)[0]
 
 
 def test_darts2_one_step_matches_closed_form():
@@ -56,6 +56,48 @@ def test_darts2_is_the_gradient_through_the_virtual_step_with_momentum_and_decay
     def unrolled(a):
       return p.val_loss(virtual_weights(p, opt, weights, a, batches, 0.05), a, batches.val, ())[0]
     np.testing.assert_allclose(est.alpha_grad, jax.grad(unrolled)(alpha), rtol=1e-10)
+
+
+def _two_groups():
+  """The ridge problem with its weights as two leaves, {'a': w[:3], 'b': w[3:]}."""
+  base = ridge.problem()
+  split = lambda w: jnp.concatenate([w['a'], w['b']])
+  return Problem(lambda w, a, b, s: base.train_loss(split(w), a, b, s),
+                 lambda w, a, b, s: base.val_loss(split(w), a, b, s))
+
+
+@pytest.mark.parametrize('kind', ['momentum', 'nesterov', 'multi_transform'])
+def test_the_virtual_step_is_the_weight_optimisers_own_update(kind):
+  # darts2 against jax.grad through a virtual step written by hand (PyTorch's SGD with
+  # momentum buffer m: d = g + λw, m' = μm + d, step d + μm' with Nesterov, else m'),
+  # for a momentum chain, a Nesterov one, and per-group decay by optax.multi_transform
+  # (two momentum traces in one state; one group without decay)
+  lr, mu, wd = 0.05, 0.9, 3e-4
+  with enable_x64():
+    data, _, weights, alpha, batches = ridge_setup()
+    w = {'a': weights.w[:3], 'b': weights.w[3:]}
+    decayed = lambda lam: optax.chain(optax.add_decayed_weights(lam), optax.trace(mu, nesterov=kind == 'nesterov'),
+                                      optax.scale(-lr))
+    tx = (optax.multi_transform({'d': decayed(wd), 'p': decayed(0.0)}, {'a': 'd', 'b': 'p'})
+          if kind == 'multi_transform' else decayed(wd))
+    # a momentum buffer of 0.3 everywhere, as after some steps
+    state = jax.tree_util.tree_map(lambda x: x + 0.3 if x.dtype == jnp.float64 else x, tx.init(w))
+    p = _two_groups()
+    est = darts.darts2(p, WeightOpt(tx, lambda step: lr), Weights(w, (), state, jnp.asarray(0)),
+                       alpha, batches, None)
+
+    def by_hand(w, g):
+      out = {}
+      for k in w:
+        d = g[k] + (0.0 if kind == 'multi_transform' and k == 'b' else wd) * w[k]
+        m = mu * 0.3 + d
+        out[k] = w[k] - lr * (d + mu * m if kind == 'nesterov' else m)
+      return out
+
+    def through_virtual_step(a):
+      g = jax.grad(lambda w: p.train_loss(w, a, darts.first(batches.train), ())[0])(w)
+      return p.val_loss(by_hand(w, g), a, batches.val, ())[0]
+    np.testing.assert_allclose(est.alpha_grad, jax.grad(through_virtual_step)(alpha), rtol=1e-10)
 
 
 def test_second_order_with_zero_xi_is_first_order():

@@ -37,13 +37,14 @@ class Problem(NamedTuple):
 
 
 class WeightOpt(NamedTuple):
-  """The weight optimiser: an optax transform, and what second-order estimators
-  read of it: the learning-rate schedule (of the weight-step count), the
-  momentum and the weight decay inside ``tx``."""
+  """The weight optimiser: the optax transformation of a real weight step, its
+  learning-rate schedule (of the weight-step count), and the transformation of
+  DARTS' virtual step: the same optimiser without its gradient clipping (None:
+  ``tx`` itself). Both must share one state structure (``optax.identity`` in the
+  clip's place does), so that the virtual step reads the real step's momentum."""
   tx: optax.GradientTransformation
   lr: Callable[[Array], Array]
-  momentum: float = 0.0
-  weight_decay: float = 0.0
+  virtual_tx: optax.GradientTransformation | None = None
 
 
 class Weights(NamedTuple):
@@ -158,15 +159,6 @@ def hessian_product(loss, w, alpha, v):
   """``∇²_{w,w} L(w, α) v = ∇w ⟨∇w L(w, α), v⟩``, exactly (reverse over reverse,
   for the reason in :func:`exact_mixed_product`)."""
   return _grad_of_inner_product(loss, w, alpha, v, 0)
-
-
-def momentum_buffer(opt_state: PyTree, like: PyTree) -> PyTree:
-  """The momentum trace inside an optax state (zeros when the optimiser has none)."""
-  try:
-    trace = optax.tree_utils.tree_get(opt_state, 'trace')
-  except (KeyError, ValueError):
-    trace = None
-  return jax.tree_util.tree_map(jnp.zeros_like, like) if trace is None else trace
 
 
 def tree_norm(x) -> Array:

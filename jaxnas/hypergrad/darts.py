@@ -2,8 +2,7 @@
 difference) and multi-step.
 
 Notation: ``w`` the weights, ``α`` the architecture, ξ the virtual step size
-(by default the current weight learning rate), ``m`` the momentum buffer of
-the weight optimiser with coefficient μ, λ its weight decay.
+(by default the current weight learning rate).
 """
 from __future__ import annotations
 
@@ -16,7 +15,7 @@ from jaxnas.config import Limits
 
 from jaxnas.hypergrad.base import (Batches, Estimate, Problem, WeightOpt, Weights,
                                    apply_weight_grad, check_batches, first, mixed_product_fwd,
-                                   momentum_buffer, prefixed,
+                                   prefixed,
                                    train_grad, tree_norm, val_alpha_grad, val_grads,
                                    weight_step)
 
@@ -30,11 +29,25 @@ def darts1(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: B
 
 
 def virtual_step(opt: WeightOpt, weights: Weights, g, xi):
-  """DARTS' unrolled weights ``w' = w − ξ (μ m + g + λ w)`` with ``g = ∇w L_train(w, α)``:
-  the SGD-with-momentum step the weight optimiser would take (without clipping)."""
-  m = momentum_buffer(weights.opt_state, weights.w)
-  return jax.tree_util.tree_map(
-      lambda w, g, m: w - xi * (opt.momentum * m + g + opt.weight_decay * w), weights.w, g, m)
+  """DARTS' unrolled weights ``w' = w + (ξ / η) · u(g)``, ``u`` the update the weight
+  optimiser (without its clipping, ``opt.virtual_tx``) makes of ``g = ∇w L_train(w, α)``
+  from its current state, η its current learning rate. For PyTorch's SGD this is
+  quark0/darts' ``w − ξ (μ m + g + λ w)`` (architect.py ``_compute_unrolled_model``);
+  for any other optax optimiser (Nesterov, per-group decay, Adam) it is the step that
+  optimiser would take, so the virtual step never drifts from the real one. ξ None: η.
+
+  Returns ``w'`` and the transpose of ``g ↦ w'``: it maps ``∇w' L_val`` to the
+  vector v with ``∂L_val(w')/∂α = ∇α L_val + ∇²_{α,w} L_train v`` (for SGD,
+  ``v = −ξ ∇w' L_val``)."""
+  tx = opt.virtual_tx or opt.tx
+  updates, transpose = jax.vjp(lambda g: tx.update(g, weights.opt_state, weights.w)[0], g)
+  scale = 1.0 if xi is None else xi / opt.lr(weights.step)
+  w_virtual = jax.tree_util.tree_map(lambda w, u: w + scale * u, weights.w, updates)
+
+  def direction(gw):
+    (v,) = transpose(gw)
+    return jax.tree_util.tree_map(lambda x: scale * x, v)
+  return w_virtual, direction
 
 
 XI = Annotated[float | None, Limits('virtual step size ξ (None: the current weight learning '
@@ -45,7 +58,7 @@ def _second_order(problem, opt, weights, alpha, batches, fd_r=None, xi=None):
   """Both second-order estimators. ``∇w L_train(w, α)`` is computed once and serves
   the virtual step and the weight step (the estimator's weight step is at the
   same w, α and batch). The exact mixed product ``∇²_{α,w} L_train v``,
-  ``v = ∇w' L_val``, with ``fd_r`` None:
+  v the direction of :func:`virtual_step` (``−ξ ∇w' L_val`` for SGD), with ``fd_r`` None:
 
   - forward over reverse where the problem admits it (the DARTS supernet):
     ``jax.jvp`` of ``w ↦ ∇α L_train(w, α)`` along v (:func:`mixed_product_fwd`).
@@ -57,7 +70,6 @@ def _second_order(problem, opt, weights, alpha, batches, fd_r=None, xi=None):
     training pass that gave ``∇w L_train``.
   """
   batch = first(batches.train)
-  xi = opt.lr(weights.step) if xi is None else xi
   reverse = fd_r is None and not problem.forward_over_reverse
   def grad(a):
     return train_grad(problem, weights.w, a, batch, weights.state)
@@ -65,23 +77,26 @@ def _second_order(problem, opt, weights, alpha, batches, fd_r=None, xi=None):
     g, pullback, (state, metrics) = jax.vjp(grad, alpha, has_aux=True)
   else:
     g, (state, metrics) = grad(alpha)
-  w_virtual = virtual_step(opt, weights, g, xi)
+  w_virtual, direction = virtual_step(opt, weights, g, xi)
+  xi = opt.lr(weights.step) if xi is None else xi
   gw, ga, val_metrics = val_grads(problem, w_virtual, alpha, batches.val, weights.state)
+  v = direction(gw)
   if reverse:
-    (mixed,) = pullback(gw)
+    (mixed,) = pullback(v)
   elif fd_r is None:
     mixed = mixed_product_fwd(lambda w, a: problem.train_loss(w, a, batch, weights.state)[0],
-                              weights.w, alpha, gw)
+                              weights.w, alpha, v)
   else:
     mixed = fd_mixed_product(lambda w, a: problem.train_loss(w, a, batch, weights.state)[0],
-                             weights.w, alpha, gw, fd_r)
-  alpha_grad = jax.tree_util.tree_map(lambda a, h: a - xi * h, ga, mixed)
+                             weights.w, alpha, v, fd_r)
+  alpha_grad = jax.tree_util.tree_map(jnp.add, ga, mixed)
   new = apply_weight_grad(opt, weights, g, state)
   return Estimate(alpha_grad, new, {**val_metrics, **prefixed('train', metrics), 'xi': jnp.asarray(xi)})
 
 
 def fd_mixed_product(loss, w, alpha, v, r: float = 1e-2):
-  """DARTS' central difference ``(∇α L(w + εv) − ∇α L(w − εv)) / 2ε``, ε = r/‖v‖."""
+  """DARTS' central difference ``(∇α L(w + εv) − ∇α L(w − εv)) / 2ε``, ε = r/‖v‖
+  (for v = −ξ ∇w' L_val the same points as quark0/darts' ε = r/‖∇w' L_val‖)."""
   eps = r / (tree_norm(v) + 1e-12)
   grad_alpha = jax.grad(loss, argnums=1)
   plus = grad_alpha(jax.tree_util.tree_map(lambda a, b: a + eps * b, w, v), alpha)
