@@ -36,6 +36,7 @@ import typing
 from typing import Any, Callable, Iterator, Mapping, NamedTuple
 
 _META = 'jaxnas'
+_BASE = 'jaxnas_recipe_base'
 
 
 class Limits(NamedTuple):
@@ -57,6 +58,24 @@ def option(default: Any, help: str = '', **limits) -> Any:
   """A config leaf: its default, its help and its :class:`Limits`. None is always
   allowed where the default is None (it means "resolved later")."""
   return dataclasses.field(default=default, metadata={_META: Limits(help, **limits)})
+
+
+def recipe_option(base: Any, help: str = '', **limits) -> Any:
+  """A config leaf that a recipe may set (:func:`apply_recipe`): None until the config
+  is resolved, then the recipe's value, or ``base`` (DARTS') where no recipe sets it."""
+  return dataclasses.field(default=None, metadata={_META: Limits(help, **limits), _BASE: base})
+
+
+class Setting(NamedTuple):
+  """A recipe's value for one config leaf, and where it comes from (repository and file,
+  or paper section). ``of_epochs``: the value is an epoch count of a run of that many
+  epochs, and a run of E epochs gets ``round(value · E / of_epochs)``."""
+  value: Any
+  source: str
+  of_epochs: int | None = None
+
+
+Recipe = Mapping[str, Setting]   # dotted leaf path ('optim.lr') -> setting
 
 
 def section(cls: type, help: str = '', prefix: str = '', skip: tuple[str, ...] = ()) -> Any:
@@ -201,6 +220,8 @@ class Leaf(NamedTuple):
   default: Any
   help: str
   group: str                 # the section's title ('' at the top)
+  recipe: bool = False       # a recipe sets it (:func:`recipe_option`)
+  base: Any = None           # its value where no recipe sets it
 
 
 def leaves(cls: type, prefix: str = '', path: tuple[str, ...] = (), group: str = '',
@@ -218,7 +239,7 @@ def leaves(cls: type, prefix: str = '', path: tuple[str, ...] = (), group: str =
       continue
     default = f.default if f.default is not dataclasses.MISSING else None
     yield Leaf(path + (f.name,), flag_name(f.name, prefix), _kind(hints[f.name]), default,
-               _meta(f).help, group)
+               _meta(f).help, group, _BASE in f.metadata, f.metadata.get(_BASE))
 
 
 def _registries(cls: type, path: tuple[str, ...] = ()):
@@ -247,8 +268,11 @@ def _parse(kind: type):
   return parse
 
 
-def _help(text: str, default) -> str:
-  shown = 'None (resolved by data set, space and method)' if default is None else default
+def _help(text: str, default, leaf: Leaf | None = None) -> str:
+  if leaf is not None and leaf.recipe:
+    shown = f"the recipe's (README: Recipes), else {leaf.base}"
+  else:
+    shown = 'None (resolved by data set, space and method)' if default is None else default
   return f'{text} (default: {shown})' if text else f'default: {shown}'
 
 
@@ -263,10 +287,10 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = '',
     target, dest = groups[leaf.group], '.'.join(leaf.path)
     if leaf.kind is bool:
       target.add_argument(leaf.flag, dest=dest, action=argparse.BooleanOptionalAction,
-                          default=leaf.default, help=_help(leaf.help, leaf.default))
+                          default=leaf.default, help=_help(leaf.help, leaf.default, leaf))
     else:
       target.add_argument(leaf.flag, dest=dest, type=_parse(leaf.kind), default=leaf.default,
-                          metavar=leaf.kind.__name__.upper(), help=_help(leaf.help, leaf.default))
+                          metavar=leaf.kind.__name__.upper(), help=_help(leaf.help, leaf.default, leaf))
   for options_path, name_path, meta in _registries(cls):
     for entry, spec in meta['registry']().items():
       if not spec.options:
@@ -348,6 +372,38 @@ def to_flat(config, prefix: str = '') -> dict[str, Any]:
 def replace(config, **flat):
   """``config`` with some settings changed, spelt as for :func:`make`."""
   return make(type(config), **{**to_flat(config), **flat})
+
+
+def apply_recipe(config, recipe: Recipe, epochs: int | None = None):
+  """``config`` with every recipe leaf still None set: the recipe's value, else the
+  leaf's base (an epoch count scaled to ``epochs``, see :class:`Setting`). A recipe
+  path that is no recipe leaf of the config is an error."""
+  known = {'.'.join(leaf.path): leaf for leaf in leaves(type(config)) if leaf.recipe}
+  unknown = sorted(set(recipe) - set(known))
+  if unknown:
+    raise ValueError(f'a recipe sets {", ".join(unknown)}, which no recipe may set; '
+                     f'recipe settings: {", ".join(sorted(known))}')
+  values = {}
+  for path, leaf in known.items():
+    if _get(config, leaf.path) is not None:
+      continue
+    setting = recipe.get(path)
+    value = leaf.base if setting is None else setting.value
+    if setting is not None and setting.of_epochs and epochs is not None:
+      value = int(round(value * epochs / setting.of_epochs))
+    values[leaf.path] = value
+  return _replace_paths(config, values)
+
+
+def _replace_paths(config, values: Mapping[tuple[str, ...], Any]):
+  changes = {}
+  for f in dataclasses.fields(config):
+    sub = {p[1:]: v for p, v in values.items() if p[0] == f.name and len(p) > 1}
+    if sub:
+      changes[f.name] = _replace_paths(getattr(config, f.name), sub)
+    elif (f.name,) in values:
+      changes[f.name] = values[(f.name,)]
+  return dataclasses.replace(config, **changes)
 
 
 def _get(config, path):

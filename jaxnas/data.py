@@ -354,3 +354,10 @@ def default_train_augment(name: str) -> Augment:
   if name == 'svhn_cropped':
     return Augment(crop=4)
   return NO_AUGMENT
+
+
+def search_augment(name: str) -> Augment:
+  """Search augmentation by data set: the evaluation's crop and flip without cutout, on
+  both halves of the split (quark0/darts ``train_search.py`` builds both loaders from
+  ``_data_transforms_cifar10`` with ``cutout=False``)."""
+  return dataclasses.replace(default_train_augment(name), cutout=0)

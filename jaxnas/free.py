@@ -15,6 +15,23 @@ saliency of each (edge, op) is read off the derivative with respect to α:
   see :func:`saliency_stages`), else reverse over reverse (NAS-Bench-201: the
   pullback of ``∂L/∂α`` applied to g).
 
+These are the paper's formulas (``--convention paper``, the default). The
+authors' notebooks (anonymous-submission1991/FreeDARTS) compute them otherwise,
+and ``--convention code`` follows them (:func:`convention`):
+
+* DARTS space (``DARTS_CNN/FreeDARTS_{SNIP,SynFlow,GraSP}_oneshot.ipynb``): every
+  weight replaced by its absolute value first (``param.abs_()`` over the
+  ``state_dict``); ``snip`` as above at ``|θ|``; ``synflow`` with α signed,
+  BatchNorm in training mode and one all-ones image, ``S = |α ⊙ ∂R/∂α|``;
+  ``grasp`` at α' = α after one step of DARTS' α optimiser (Adam 3e-4, betas
+  (0.5, 0.999), weight decay 1e-3) on ``∂L/∂α``, ``S = |α ⊙ ∂(g(α')·α')/∂α'|``
+  ``= |α ⊙ (H(α') α' + g(α'))|`` (the notebook's vector is α' itself, not detached).
+* NAS-Bench-201 (``NAS_Bench201/exps/algos/FreeDARTS_*_oneshot.ipynb``): ``snip``
+  as the paper's; ``synflow`` at ``|θ|`` and ``|α|`` with BatchNorm in training
+  mode and one all-ones image; ``grasp`` at θ as initialised, α' after one Adam
+  step of 3e-2 (the notebook's ``--arch_learning_rate``), ``S = α ⊙ H(α') g(α)``,
+  signed (no minus, no absolute value).
+
 The genotype is the space's derive rule applied to the saliencies in place
 of mixing weights (``none`` has zero saliency: it contributes nothing).
 """
@@ -25,7 +42,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -34,13 +51,39 @@ import optax
 
 from jaxnas import config as config_lib
 from jaxnas import data as data_lib
-from jaxnas import sharding, spaces, xla
+from jaxnas import optim, sharding, spaces, xla
 from jaxnas.config import option
 from jaxnas.proxies.saliency import synflow_inputs
 from jaxnas.spaces import get_space
 from jaxnas.spaces.base import init_variables
 
 SALIENCIES = ('synflow', 'snip', 'grasp')
+CONVENTIONS = ('paper', 'code')
+
+
+class Convention(NamedTuple):
+  """How the saliencies are computed (module docstring): the paper's formulas, or
+  the authors' notebooks on one space."""
+  abs_weights: tuple[str, ...] = ()   # saliencies computed at |θ|
+  synflow_train_bn: bool = False      # BatchNorm in training mode, one all-ones image, float32
+  synflow_abs_alpha: bool = True      # SynFlow at |α| (else α signed)
+  grasp: str = 'paper'                # 'paper': −α ⊙ H g; 'darts': |α ⊙ (H(α')α' + g(α'))|;
+                                      # 'nb201': α ⊙ H(α') g(α)
+  grasp_alpha_lr: float = 0.0         # the Adam step from α to α'
+
+
+def convention(name: str, space: str) -> Convention:
+  """The saliency convention ``name`` ('paper' or 'code') on ``space``."""
+  if name not in CONVENTIONS:
+    raise ValueError(f'unknown convention {name!r}; known conventions: {", ".join(CONVENTIONS)}')
+  if name == 'paper':
+    return Convention()
+  if space == 'darts':   # DARTS_CNN notebooks: args.arch_learning_rate 3e-4
+    return Convention(('snip', 'synflow', 'grasp'), True, False, 'darts', 3e-4)
+  if space == 'nb201':   # NAS_Bench201 notebooks: args.arch_learning_rate 3e-2
+    return Convention(('synflow',), True, True, 'nb201', 3e-2)
+  raise ValueError(f'--convention code: the authors\' notebooks cover the darts and nb201 spaces, '
+                   f'not {space}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +97,8 @@ class FreeConfig:
   layers: int | None = option(None, "cells (None: the space's search size: DARTS 8, "
                                     "NAS-Bench-201 5 per stage)", min=1)
   batch_size: int = option(64, 'images in the batch the saliency reads', min=1)
+  convention: str = option('paper', "paper: the paper's formulas; code: the authors' notebooks "
+                                    '(jaxnas.free docstring)', choices=CONVENTIONS)
   # FreeDARTS draws α = a·N(0, 1) with a in 1e-5..1e-2 (Zhang et al., arXiv 2106.11542)
   alpha_scale: float = option(1e-3, 'α = scale · N(0, 1)', gt=0)
   seed: int = option(0, 'random seed')
@@ -63,6 +108,7 @@ class FreeConfig:
 
   def __post_init__(self):
     config_lib.validate(self)
+    convention(self.convention, self.space)
 
 
 @dataclasses.dataclass
@@ -85,35 +131,79 @@ def check_saliency(name: str) -> None:
     raise ValueError(f'unknown saliency {name!r}; known saliencies: {", ".join(SALIENCIES)}')
 
 
-def saliency_stages(model, name: str, forward_over_reverse: bool = False) -> list:
+def _hvp(f, at, v, forward_over_reverse: bool):
+  """``(f(at), J_f(at) v)`` for ``f = ∂L/∂α`` (J = H symmetric): forward over reverse
+  (``jax.jvp``) or reverse over reverse (the pullback applied to v)."""
+  if forward_over_reverse:
+    return jax.jvp(f, (at,), (v,))
+  out, pullback = jax.vjp(f, at)
+  return out, pullback(v)[0]
+
+
+def _abs_params(variables):
+  return {**variables, 'params': jax.tree_util.tree_map(jnp.abs, variables['params'])}
+
+
+def saliency_stages(model, name: str, forward_over_reverse: bool = False,
+                    conv: Convention = Convention()) -> list:
   """One saliency as a chain of programs ``stage(variables, alpha, batch, prev) -> out``:
   each stage's output is the next one's ``prev`` (None for the first), the last
-  one's the saliencies ``{cell: (edges, ops)}``.
+  one's the saliencies ``{cell: (edges, ops)}``; ``conv`` the convention (module
+  docstring).
 
-  GraSP by forward over reverse is two stages, ``g = ∂L/∂α`` and then
-  ``−α ⊙ (H g)``: XLA's compile time grows faster than the program, so two
-  halves compile sooner than the whole (DARTS supernet, C=16, 8 cells, 8x8
-  digits: 22 s -> 5.5 + 10.7 s). Every other saliency is one stage.
+  GraSP by forward over reverse is two stages, ``g = ∂L/∂α`` (with the code's
+  convention: α' and g) and then the Hessian product: XLA's compile time grows
+  faster than the program, so two halves compile sooner than the whole (DARTS
+  supernet, C=16, 8 cells, 8x8 digits: 22 s -> 5.5 + 10.7 s). Every other
+  saliency is one stage.
   """
   check_saliency(name)
+  prepare = _abs_params if name in conv.abs_weights else (lambda v: v)
 
   def grad(variables, alpha, batch, prev):
-    return jax.grad(_losses(model, variables, alpha, batch))(alpha)
+    return jax.grad(_losses(model, prepare(variables), alpha, batch))(alpha)
 
   def snip(variables, alpha, batch, prev):
     return jax.tree_util.tree_map(lambda a, g: jnp.abs(a * g), alpha, grad(variables, alpha, batch, prev))
 
-  def grasp_hg(variables, alpha, batch, g):  # H g as the tangent of ∂L/∂α along g
-    _, hg = jax.jvp(lambda a: grad(variables, a, batch, None), (alpha,), (g,))
+  def grad_at(variables, batch):
+    return lambda a: grad(variables, a, batch, None)
+
+  def grasp_hg(variables, alpha, batch, g):  # −α ⊙ H g
+    _, hg = _hvp(grad_at(variables, batch), alpha, g, forward_over_reverse)
     return jax.tree_util.tree_map(lambda a, h: -a * h, alpha, hg)
 
   def grasp(variables, alpha, batch, prev):
-    # the pullback of α ↦ ∂L/∂α at α, applied to g, is Hᵀg = Hg
-    g, pullback = jax.vjp(lambda a: grad(variables, a, batch, None), alpha)
-    hg, = pullback(g)
-    return jax.tree_util.tree_map(lambda a, h: -a * h, alpha, hg)
+    return grasp_hg(variables, alpha, batch, grad(variables, alpha, batch, None))
+
+  def alpha_step(variables, alpha, batch, prev):
+    # the notebooks' a_optimizer.step(): DARTS' Adam (betas (0.5, 0.999), decay 1e-3), once
+    g = grad(variables, alpha, batch, None)
+    tx = optim.alpha_optimizer('adam', conv.grasp_alpha_lr, 0.5, 0.999, 1e-3)
+    updates, _ = tx.update(g, tx.init(alpha), alpha)
+    return optax.apply_updates(alpha, updates), g
+
+  def grasp_code_hg(variables, alpha, batch, prev):
+    moved, g = prev
+    if conv.grasp == 'darts':   # ∂(g(α')·α')/∂α' = H(α') α' + g(α')
+      g_moved, h = _hvp(grad_at(variables, batch), moved, moved, forward_over_reverse)
+      return jax.tree_util.tree_map(lambda a, h, g: jnp.abs(a * (h + g)), alpha, h, g_moved)
+    _, h = _hvp(grad_at(variables, batch), moved, g, forward_over_reverse)   # H(α') g(α)
+    return jax.tree_util.tree_map(lambda a, h: a * h, alpha, h)
+
+  def grasp_code(variables, alpha, batch, prev):
+    return grasp_code_hg(variables, alpha, batch, alpha_step(variables, alpha, batch, None))
 
   def synflow(variables, alpha, batch, prev):
+    if conv.synflow_train_bn:   # the notebooks: |θ|, training-mode BatchNorm, one image of ones
+      v = prepare(variables)
+      a = jax.tree_util.tree_map(jnp.abs, alpha) if conv.synflow_abs_alpha else alpha
+      ones = jnp.ones((1,) + batch[0].shape[1:], batch[0].dtype)
+
+      def r(a):
+        logits, _ = model.apply(v, ones, a, train=True, mutable=['batch_stats'])
+        return jnp.sum(logits)
+      return jax.tree_util.tree_map(lambda a, g: jnp.abs(a * g), a, jax.grad(r)(a))
     with jax.enable_x64():
       v, ones = synflow_inputs(variables, batch[0].shape)
       a_abs = jax.tree_util.tree_map(lambda a: jnp.abs(a.astype(jnp.float64)), alpha)
@@ -122,14 +212,17 @@ def saliency_stages(model, name: str, forward_over_reverse: bool = False) -> lis
         return jnp.sum(model.apply(v, ones, a, train=False))
       g = jax.grad(r)(a_abs)
       return jax.tree_util.tree_map(lambda a, g: (a * g).astype(jnp.float32), a_abs, g)
+  if name == 'grasp' and conv.grasp != 'paper':
+    return [alpha_step, grasp_code_hg] if forward_over_reverse else [grasp_code]
   if name == 'grasp' and forward_over_reverse:
     return [grad, grasp_hg]
   return [{'snip': snip, 'grasp': grasp, 'synflow': synflow}[name]]
 
 
-def saliency_fn(model, name: str, forward_over_reverse: bool = False):
+def saliency_fn(model, name: str, forward_over_reverse: bool = False,
+                conv: Convention = Convention()):
   """``(variables, alpha, batch) -> {cell: (edges, ops) saliency}``: the stages in one function."""
-  stages = saliency_stages(model, name, forward_over_reverse)
+  stages = saliency_stages(model, name, forward_over_reverse, conv)
 
   def fn(variables, alpha, batch):
     out = None
@@ -144,6 +237,7 @@ def free(config: FreeConfig, dataset: data_lib.Dataset | None = None) -> FreeRes
   t0 = time.perf_counter()
   cfg = config
   space = get_space(cfg.space)
+  conv = convention(cfg.convention, cfg.space)
   ds = dataset or data_lib.load(cfg.dataset, cfg.data_dir)
   model = space.supernet(cfg.channels, cfg.layers, ds.num_classes, 'raw')
   k_alpha, k_w, k_batch = jax.random.split(jax.random.key(cfg.seed), 3)
@@ -163,10 +257,12 @@ def free(config: FreeConfig, dataset: data_lib.Dataset | None = None) -> FreeRes
   # SynFlow's run stays short (25.2 / 2.4 s, at the default 40.5 / 1.4 s)
   heavy = cfg.saliency != 'synflow' and ds.image_shape[0] * ds.image_shape[1] > 64
   # kept on disk with the program cache on (the CLI): a second run loads them
-  fns = [xla.persistent_jit(stage, ['free', cfg.saliency, k, type(model).__module__, repr(model)],
+  fns = [xla.persistent_jit(stage, ['free', cfg.saliency, k, repr(conv), type(model).__module__,
+                                    repr(model)],
                             out_shardings=sharding.replicated(mesh),
                             compiler_options={} if heavy else dict(space.run_once_options))
-         for k, stage in enumerate(saliency_stages(model, cfg.saliency, space.forward_over_reverse))]
+         for k, stage in enumerate(saliency_stages(model, cfg.saliency, space.forward_over_reverse,
+                                                   conv))]
   # each stage is lowered while XLA compiles the one before (outside the GIL); then
   # they run in turn, alone on the cores: the compiled time is their runs
   with concurrent.futures.ThreadPoolExecutor(1) as pool:

@@ -2,7 +2,9 @@
 
 A search step moves α once, by its optimiser on the estimator's hypergradient
 plus the relaxation's regulariser (on a validation batch), and the weights as
-the estimator says (DARTS: one SGD step on a training batch). The step is
+the estimator says (DARTS: one step of the weight optimiser on a training batch,
+after the α step, at the new α). During the α warm-up (PC-DARTS' first 15
+epochs) :func:`weights_step` trains the weights alone. The step is
 :func:`search_step`, a module-level pure function of a :class:`StepSpec` (what
 the program depends on besides its arguments), the state and the batch, jitted
 once with the state donated; with the program cache on (the CLI's default) a
@@ -31,7 +33,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxnas import config as config_lib
 from jaxnas import data as data_lib
 from jaxnas import hypergrad, loop, optim, plot, relax, sharding, warmup, xla
 from jaxnas.search_config import SearchConfig
@@ -72,8 +73,8 @@ class StepSpec(NamedTuple):
   def weight_opt(self) -> hypergrad.WeightOpt:
     o = self.optim
     lr = self.weight_schedule()
-    return hypergrad.WeightOpt(optim.sgd(lr, o.momentum, o.weight_decay, o.grad_clip), lr,
-                               optim.sgd(lr, o.momentum, o.weight_decay))  # the virtual step: no clip
+    return hypergrad.WeightOpt(optim.sgd(lr, o.momentum, o.weight_decay, o.grad_clip, o.nesterov), lr,
+                               optim.sgd(lr, o.momentum, o.weight_decay, nesterov=o.nesterov))  # virtual: no clip
 
   def alpha_opt(self) -> optax.GradientTransformation:
     o = self.optim
@@ -98,8 +99,8 @@ def make_problem(spec: StepSpec, key, progress) -> hypergrad.Problem:
   return hypergrad.Problem(loss_on(0), loss_on(1), spec.forward_over_reverse)
 
 
-def search_step(spec: StepSpec, state: SearchState, batch: dict):
-  """One search step (module docstring); returns the new state and the step's metrics."""
+def _prepare(spec: StepSpec, state: SearchState, batch: dict):
+  """The step's keys, augmented batches, problem and weights."""
   key = jax.random.wrap_key_data(state.key)
   key, k_train, k_val, k_est, k_relax = jax.random.split(key, 5)
   n = batch['train_x'].shape[0]
@@ -110,6 +111,17 @@ def search_step(spec: StepSpec, state: SearchState, batch: dict):
   problem = make_problem(spec, k_relax, epoch / max(spec.epochs - 1, 1))
   weights = hypergrad.Weights(state.params, state.batch_stats, state.w_opt, state.wstep)
   batches = hypergrad.Batches((train_x, batch['train_y']), (val_x, batch['val_y']))
+  return key, k_est, epoch, problem, weights, batches
+
+
+def _with_weights(state: SearchState, weights: hypergrad.Weights, **changes) -> SearchState:
+  return state._replace(params=weights.w, batch_stats=weights.state, w_opt=weights.opt_state,
+                        wstep=weights.step, **changes)
+
+
+def search_step(spec: StepSpec, state: SearchState, batch: dict):
+  """One search step (module docstring); returns the new state and the step's metrics."""
+  key, k_est, epoch, problem, weights, batches = _prepare(spec, state, batch)
   wopt = spec.weight_opt()
   est = spec.estimator(problem, wopt, weights, state.alpha, batches, k_est)
   # the relaxation's regulariser λ_e R(α), e the epoch of the weight-step count
@@ -117,11 +129,25 @@ def search_step(spec: StepSpec, state: SearchState, batch: dict):
   reg, reg_grad = jax.value_and_grad(spec.relaxation.regularize)(state.alpha)
   alpha_grad = jax.tree_util.tree_map(lambda g, r: g + reg_weight * r, est.alpha_grad, reg_grad)
   updates, a_opt = spec.alpha_opt().update(alpha_grad, state.a_opt, state.alpha)
-  new = SearchState(est.weights.w, est.weights.state, est.weights.opt_state,
-                    optax.apply_updates(state.alpha, updates), a_opt, est.weights.step,
-                    jax.random.key_data(key))
-  return new, dict(est.metrics, lr=wopt.lr(state.wstep), regularizer=reg,
+  alpha = optax.apply_updates(state.alpha, updates)
+  weights, metrics = est.weights, est.metrics
+  if spec.estimator.spec.weights_after_alpha:
+    weights, train_metrics = hypergrad.weight_steps(problem, wopt, weights, alpha, batches.train)
+    metrics = {**metrics, **train_metrics}
+  new = _with_weights(state, weights, alpha=alpha, a_opt=a_opt, key=jax.random.key_data(key))
+  return new, dict(metrics, lr=wopt.lr(state.wstep), regularizer=reg,
                    regularizer_weight=reg_weight)
+
+
+def weights_step(spec: StepSpec, state: SearchState, batch: dict):
+  """A step of the α warm-up (``optim.alpha_warmup_epochs``): α frozen, the weights
+  trained on the step's training batches (PC-DARTS ``train_search.py``: the
+  architect's step only from epoch 15)."""
+  key, _, _, problem, weights, batches = _prepare(spec, state, batch)
+  wopt = spec.weight_opt()
+  weights, metrics = hypergrad.weight_steps(problem, wopt, weights, state.alpha, batches.train)
+  return (_with_weights(state, weights, key=jax.random.key_data(key)),
+          dict(metrics, lr=wopt.lr(state.wstep)))
 
 
 @dataclasses.dataclass
@@ -162,7 +188,7 @@ class Search:
                        f'has only {self.train_spe}: lower the batch size or the method\'s n')
     model = self.space.supernet(cfg.size.channels, cfg.size.layers, self.data.num_classes,
                                 self.relaxation, remat=cfg.size.remat)
-    augment = (data_lib.default_train_augment(cfg.data.dataset) if cfg.data.augment
+    augment = (data_lib.search_augment(cfg.data.dataset) if cfg.data.augment
                else data_lib.NO_AUGMENT)
     self.spec = StepSpec(model, self.estimator, self.relaxation, self.space.forward_over_reverse,
                          cfg.optim, cfg.size.epochs, self.steps_per_epoch * self.n_train, augment,
@@ -179,6 +205,10 @@ class Search:
     key = repr(self.spec)
     self.step_fn = xla.persistent_jit(
         _counting(self._traces, functools.partial(search_step, self.spec)), ['search_step', key],
+        donate_argnums=0, in_shardings=(self.replicated, self.batch_shardings),
+        out_shardings=self.replicated)
+    self.weights_fn = xla.persistent_jit(
+        _counting(self._traces, functools.partial(weights_step, self.spec)), ['weights_step', key],
         donate_argnums=0, in_shardings=(self.replicated, self.batch_shardings),
         out_shardings=self.replicated)
     self.warmup_fn = xla.persistent_jit(
@@ -223,7 +253,9 @@ class Search:
     if epoch < self.config.warmup.epochs:  # label-free: reads no batch
       return (*self.warmup_fn(state), self.warmup_fn)
     batch = sharding.put(self.batch(epoch, step), self.batch_shardings)
-    return (*self.step_fn(state, batch), self.step_fn)
+    alpha_frozen = epoch < self.config.warmup.epochs + self.config.optim.alpha_warmup_epochs
+    fn = self.weights_fn if alpha_frozen else self.step_fn
+    return (*fn(state, batch), fn)
 
   def end_epoch(self, state, epoch: int) -> dict:
     return {**{k: self.layout[k] for k in ('devices', 'global_batch', 'per_device_batch')},
@@ -248,7 +280,7 @@ class Search:
     cfg = self.config
     for cell in self.space.cells:
       plot.draw_cell(self.space, genotype, os.path.join(wd, f'{cell}.png'), cell)
-      plot.draw_alpha_trajectory(traj[cell], self.space.primitives, self.space.edge_labels,
+      plot.draw_alpha_trajectory(traj[cell], self.space.ops(self.relaxation), self.space.edge_labels,
                                  os.path.join(wd, f'alpha_{cell}.png'),
                                  f'{cfg.space} {cell}: mixing weights per edge ({cfg.relaxation})')
     plot.draw_curves(history, ('train_loss', 'val_loss', 'train_acc', 'val_acc', 'zen_f'),
@@ -260,9 +292,7 @@ class Search:
     return self.relaxation.derive_weights(alpha)
 
   def genotype(self, alpha):
-    r = self.relaxation
-    return self.space.derive(self.mixing_weights(alpha), r.edge_strength(alpha, self.space.cell_inputs),
-                             r.threshold)
+    return self.space.derive_genotype(alpha, self.relaxation)
 
 
 def search(config: SearchConfig, resume: bool = False, progress: bool = True,

@@ -3,8 +3,15 @@ and sections for the data, the sizes, the optimisers and the label-free warm-up.
 
 The defaults are DARTS' search settings on CIFAR-10 (quark0/darts
 ``train_search.py``: batch 64, 50 epochs, SGD lr 0.025 cosine to 0.001,
-momentum 0.9, weight decay 3e-4, clipping 5, C=16, 8 cells, train portion 0.5;
-α by Adam 3e-4, betas (0.5, 0.999), weight decay 1e-3, initialised 1e-3·N(0, 1)).
+momentum 0.9, weight decay 3e-4, clipping 5, C=16, 8 cells, train portion 0.5,
+random crop (pad 4) and flip on both halves and no cutout; α by Adam 3e-4,
+betas (0.5, 0.999), weight decay 1e-3, initialised 1e-3·N(0, 1)). Where a
+method, a relaxation or a space ran with other settings, its *recipe* (a dict
+of :class:`jaxnas.config.Setting`, written beside its code with its source)
+sets them: a leaf declared with :func:`jaxnas.config.recipe_option` is None
+until :meth:`SearchConfig.resolved` fills it from the method's recipe, else the
+relaxation's, else the space's, else DARTS' value; a value given on the
+command line always wins. The README's "Recipes" table lists every recipe.
 A method's and a relaxation's own options are the keyword parameters of its
 function (``jaxnas.hypergrad``, ``jaxnas.relax``), where their defaults and
 sources are written; on the command line they are ``--{method}-{option}`` and
@@ -19,7 +26,7 @@ from typing import Any
 from jaxnas import config as config_lib
 from jaxnas import data as data_lib
 from jaxnas import hypergrad, relax, sharding, spaces
-from jaxnas.config import option, registry_options, section
+from jaxnas.config import option, recipe_option, registry_options, section
 from jaxnas.optim import ALPHA_OPTIMIZERS
 
 WARMUP_MOVES = ('w', 'alpha', 'both')
@@ -32,7 +39,8 @@ class DataConfig:
   data_dir: str | None = option(None, 'tensorflow-datasets directory')
   download: bool = option(False, 'let tensorflow-datasets download (needs TensorFlow and a connection)')
   train_portion: float = option(0.5, 'share of the training set that trains the weights', gt=0, lt=1)
-  augment: bool = option(False, "the data set's crop and flip on the search batches")
+  augment: bool = option(True, "the data set's crop and flip, without cutout, on both halves "
+                                      "(quark0/darts train_search.py)")
 
   def __post_init__(self):
     config_lib.validate(self)
@@ -43,7 +51,7 @@ class SizeConfig:
   """None: resolved by data set and space (the embedded 8x8 digits: the space's small
   sizes and 10 epochs; real data: the space's search sizes and 50 epochs)."""
   epochs: int | None = option(None, 'epochs (None: 10 on digits, else 50)', min=1)
-  batch_size: int = option(64, 'images per batch', min=1)
+  batch_size: int = recipe_option(64, 'images per batch', min=1)
   channels: int | None = option(None, 'initial channels C (None: 8 on digits, else 16)', min=1)
   layers: int | None = option(None, 'cells (darts) or cells per stage (nb201)', min=1)
   remat: bool = option(True, 'recompute each mixed op in the backward pass (less memory)')
@@ -55,24 +63,36 @@ class SizeConfig:
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
   # weights: SGD with momentum, cosine schedule per epoch, gradient clipping
-  lr: float = option(0.025, 'weight learning rate (cosine per epoch)', gt=0)
-  lr_min: float = option(0.001, "the cosine schedule's final learning rate", min=0)
-  momentum: float = option(0.9, 'weight SGD momentum', min=0, lt=1)
-  weight_decay: float = option(3e-4, 'weight decay (L2 added to the gradient)', min=0)
+  lr: float = recipe_option(0.025, 'weight learning rate (cosine per epoch)', gt=0)
+  lr_min: float = recipe_option(0.001, "the cosine schedule's final learning rate", min=0)
+  momentum: float = recipe_option(0.9, 'weight SGD momentum', min=0, lt=1)
+  nesterov: bool = recipe_option(False, 'Nesterov momentum')
+  weight_decay: float = recipe_option(3e-4, 'weight decay (L2 added to the gradient)', min=0)
   grad_clip: float = option(5.0, 'global gradient-norm clip', gt=0)
-  # architecture: the method's own optimiser (None) or the one named
-  alpha_optimizer: str | None = option(None, "adam or sgd (None: the method's)",
-                                       choices=ALPHA_OPTIMIZERS)
-  alpha_lr: float | None = option(None, "α learning rate (None: the method's)", gt=0)
-  alpha_beta1: float = option(0.5, 'α Adam β1', min=0, lt=1)
-  alpha_beta2: float = option(0.999, 'α Adam β2', min=0, lt=1)
-  alpha_weight_decay: float = option(1e-3, 'α weight decay', min=0)
-  alpha_init_scale: float = option(1e-3, 'α = scale · N(0, 1) at the start', min=0)
+  # architecture
+  alpha_optimizer: str = recipe_option('adam', 'α optimiser: adam or sgd', choices=ALPHA_OPTIMIZERS)
+  alpha_lr: float = recipe_option(3e-4, 'α learning rate', gt=0)
+  alpha_beta1: float = recipe_option(0.5, 'α Adam β1', min=0, lt=1)
+  alpha_beta2: float = recipe_option(0.999, 'α Adam β2', min=0, lt=1)
+  alpha_weight_decay: float = recipe_option(1e-3, 'α weight decay', min=0)
+  alpha_init_scale: float = recipe_option(1e-3, 'α = scale · N(0, 1) at the start', min=0)
+  alpha_warmup_epochs: int = recipe_option(0, 'first epochs that train the weights only, α frozen',
+                                           min=0)
 
   def __post_init__(self):
     config_lib.validate(self)
+
+  def check(self, given: 'OptimConfig') -> None:
+    """Raises where the resolved settings disagree, or a ``given`` one would do nothing."""
     if self.lr_min > self.lr:
       raise ValueError(f'lr_min (--lr-min) {self.lr_min} is above lr (--lr) {self.lr}')
+    if self.alpha_optimizer == 'sgd':
+      for name in ('alpha_beta1', 'alpha_beta2'):
+        if getattr(given, name) is not None:
+          raise ValueError(f'{config_lib.flag_name(name)} sets Adam, but the α optimiser is sgd: '
+                           'it would do nothing')
+    if not self.momentum and given.nesterov:
+      raise ValueError('--nesterov needs momentum (--momentum > 0)')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,34 +142,64 @@ class SearchConfig:
     if self.warmup.epochs and self.method != 'multistep':
       raise ValueError(f'the Zen(F) warm-up (--zen-warmup-epochs) belongs to method multistep, '
                        f'not {self.method}')
+    if not self.warmup.epochs:
+      changed = [f.name for f in dataclasses.fields(WarmupConfig)
+                 if getattr(self.warmup, f.name) != f.default]
+      if changed:
+        raise ValueError(f'{config_lib.flag_name(changed[0], "zen_warmup")} sets the Zen(F) warm-up, '
+                         'but it has no epochs (--zen-warmup-epochs 0): it would do nothing')
+
+  def recipe(self) -> dict[str, config_lib.Setting]:
+    """The settings this method, relaxation and space ran with (later ones win: the
+    space's, then the relaxation's, then the method's)."""
+    return {**spaces.get_space(self.space).recipe, **relax.RELAXATIONS[self.relaxation].recipe,
+            **hypergrad.ESTIMATORS[self.method].recipe}
 
   def resolved(self) -> 'SearchConfig':
-    """The config with every None resolved by data set, space and method, every option
-    of the method and the relaxation filled in, and the batch checked against the devices."""
+    """The config with every None resolved by data set, space, method and relaxation
+    (their recipes), every option of the method and the relaxation filled in, and the
+    batch checked against the devices."""
     space = spaces.get_space(self.space)
     small = self.data.dataset == 'digits'
     sizes = space.small if small else space.defaults
-    size = dataclasses.replace(self.size, epochs=self.size.epochs or (10 if small else 50),
+    epochs = self.size.epochs or (10 if small else 50)
+    size = dataclasses.replace(self.size, epochs=epochs,
                                channels=self.size.channels or sizes['channels'],
                                layers=self.size.layers or sizes['layers'])
     estimator = hypergrad.make(self.method, **self.method_options)
     relaxation = relax.make(self.relaxation, **self.relaxation_options)
-    own = estimator.spec.alpha_optimizer
-    kind = self.optim.alpha_optimizer or own.kind
-    alpha_lr = self.optim.alpha_lr or (own.lr if kind == own.kind else hypergrad.ALPHA_DEFAULTS[kind].lr)
+    recipe = self.recipe()
+    given_kind = self.optim.alpha_optimizer
+    if (given_kind is not None and self.optim.alpha_lr is None
+        and given_kind != recipe.get('optim.alpha_optimizer', config_lib.Setting('adam', '')).value):
+      raise ValueError(f'--alpha-optimizer {given_kind} is not the one {self.method} ran with: '
+                       f'give its learning rate (--alpha-lr)')
+    cfg = config_lib.apply_recipe(dataclasses.replace(self, size=size), recipe, epochs)
+    cfg.optim.check(self.optim)
     cfg = dataclasses.replace(
-        self, size=size, method_options=dict(estimator.options),
-        relaxation_options=dict(relaxation.options),
-        optim=dataclasses.replace(self.optim, alpha_optimizer=kind, alpha_lr=alpha_lr),
+        cfg, method_options=dict(estimator.options), relaxation_options=dict(relaxation.options),
         devices=self.devices or sharding.default_devices())
-    if cfg.warmup.epochs >= size.epochs:
-      raise ValueError(f'the warm-up (--zen-warmup-epochs {cfg.warmup.epochs}) must leave labelled '
-                       f'epochs: at most epochs - 1 = {size.epochs - 1}')
+    if cfg.warmup.epochs + cfg.optim.alpha_warmup_epochs >= epochs:
+      raise ValueError(f'the warm-ups (--zen-warmup-epochs {cfg.warmup.epochs}, --alpha-warmup-epochs '
+                       f'{cfg.optim.alpha_warmup_epochs}) must leave epochs that move α: at most '
+                       f'epochs - 1 = {epochs - 1} together')
     if size.channels % relaxation.partial_channels:
       raise ValueError(f'{size.channels} channels (--channels) do not split into the '
                        f'{relaxation.partial_channels} groups of partial channels')
-    sharding.check_batch(size.batch_size, sharding.make_mesh(cfg.devices))
+    sharding.check_batch(cfg.size.batch_size, sharding.make_mesh(cfg.devices))
     return cfg
 
   def to_json(self) -> dict[str, Any]:
     return config_lib.to_json(self)
+
+
+def recipe_rows() -> list[tuple[str, str, Any, Any, str]]:
+  """Every registered recipe setting as ``(component flag, setting flag, value, DARTS'
+  value, source)``, e.g. ``('--relaxation pc', '--batch-size', 256, 64, '...')``: the
+  README's "Recipes" table."""
+  leaves = {'.'.join(leaf.path): leaf for leaf in config_lib.leaves(SearchConfig)}
+  components = ([('--space', n, s.recipe) for n, s in spaces.SPACES.items()]
+                + [('--relaxation', n, r.recipe) for n, r in relax.RELAXATIONS.items()]
+                + [('--method', n, e.recipe) for n, e in hypergrad.ESTIMATORS.items()])
+  return [(f'{flag} {name}', leaves[path].flag, setting.value, leaves[path].base, setting.source)
+          for flag, name, recipe in components for path, setting in recipe.items()]

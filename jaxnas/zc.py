@@ -19,7 +19,6 @@ discrete cells differ in preprocessing), the networks otherwise.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 import time

@@ -94,6 +94,11 @@ def test_free(tmp_path, capsys):
   assert get_space('nb201').load_genotype(str(wd / 'genotype.json')) == genotype
   saliency = np.load(wd / 'saliency.npz')['cell']
   assert saliency.shape == (6, 5) and np.isfinite(saliency).all()
+  # the authors' notebooks' GraSP (signed: α ⊙ H(α')g)
+  status, out, err = run_cli(capsys, 'free', '--space', 'nb201', '--saliency', 'grasp', '--convention',
+                             'code', '--channels', 4, '--layers', 1, '--batch-size', 16, '--workdir', wd)
+  assert status == 0, err
+  assert (np.load(wd / 'saliency.npz')['cell'] < 0).any()
 
 
 def test_train(tmp_path, capsys):
@@ -249,3 +254,49 @@ print('ok')
                        capture_output=True, text=True, timeout=120)
   assert out.stdout.strip() == 'ok', out.stderr
   assert (tmp_path / 'cell.png').stat().st_size > 0
+
+
+def _readme_recipes():
+  """The rows of the README's "Recipes" table: (recipe, flag, value, DARTS' value, source)."""
+  text = (ROOT / 'README.md').read_text().split('### Recipes', 1)[1].split('\n#', 1)[0]
+  return [tuple(c.strip().strip('`') for c in line.strip().strip('|').split('|'))
+          for line in text.splitlines() if line.startswith('| `--')]
+
+
+def test_the_readme_recipe_table_is_what_each_recipe_resolves_to():
+  from jaxnas.search_config import SearchConfig, recipe_rows
+  rows = _readme_recipes()
+  assert len(rows) >= 15
+  assert {(r[0], r[1]) for r in rows} == {(r[0], r[1]) for r in recipe_rows()}  # both ways
+  sources = {(r[0], r[1]): r[4] for r in recipe_rows()}
+  leaves = {leaf.flag: leaf for leaf in config_lib.leaves(SearchConfig)}
+  for recipe, flag, value, darts_value, source in rows:
+    assert source == sources[recipe, flag]
+    leaf = leaves[flag]
+    assert darts_value == str(leaf.base), (flag, darts_value, leaf.base)
+    # what a run of that recipe resolves to, on real data's 50 epochs
+    kind, name = recipe.split()
+    args = cli.build_parser().parse_args(['search', kind, name, '--dataset', 'cifar10', '--devices', '1'])
+    resolved = config_lib.from_args(SearchConfig, args).resolved()
+    got = resolved
+    for part in leaf.path:
+      got = getattr(got, part)
+    assert str(got) == value, (recipe, flag, got, value)
+    # and a run of DARTS resolves to DARTS' value
+    plain = config_lib.make(SearchConfig, dataset='cifar10', devices='1').resolved()
+    for part in leaf.path:
+      plain = getattr(plain, part)
+    assert plain == leaf.base
+
+
+def test_a_pc_darts_run_records_its_recipe(tmp_path, capsys):
+  wd = tmp_path / 'pc'
+  status, _, err = run_cli(capsys, 'search', '--space', 'nb201', '--channels', '4', '--layers', '1',
+                           '--relaxation', 'pc', '--pc-k', '2', '--epochs', '1', '--workdir', wd,
+                           '--no-progress')
+  assert status == 0, err
+  cfg = json.load(open(wd / 'config.json'))
+  assert cfg['size']['batch_size'] == 256 and cfg['optim']['lr'] == 0.1
+  assert cfg['optim']['lr_min'] == 0.0 and cfg['optim']['alpha_lr'] == 6e-4
+  assert cfg['optim']['alpha_warmup_epochs'] == 0   # 15 of 50 epochs: 0 of 1
+  assert cfg['optim']['weight_decay'] == 5e-4 and cfg['optim']['nesterov']   # NAS-Bench-201's

@@ -128,3 +128,81 @@ def test_a_second_run_loads_the_saliency_program(tiny, tmp_path, monkeypatch):
     assert run.genotype == plain.genotype
     for k in plain.saliency:
       np.testing.assert_allclose(run.saliency[k], plain.saliency[k], rtol=1e-5, atol=1e-12)
+
+
+def _darts_setup(tiny, dtype=jnp.float64):
+  space = get_space('darts')
+  model = space.supernet(4, 2, 10, 'raw')
+  alpha = jax.tree_util.tree_map(lambda a: a.astype(dtype), space.init_alpha(jax.random.key(3), 1e-2))
+  v = init_variables(model, jax.random.key(1), jnp.zeros((1, 8, 8, 1)), alpha)
+  v = jax.tree_util.tree_map(lambda a: a.astype(dtype), v)
+  x = data.NO_AUGMENT(jax.random.key(0), tiny.x_train[:8], tiny.mean, tiny.std).astype(dtype)
+  return space, model, v, alpha, (x, jnp.asarray(tiny.y_train[:8]))
+
+
+def _adam_first_step(alpha, g, lr):
+  """torch.optim.Adam(lr, betas=(0.5, 0.999), weight_decay=1e-3), its first step, in NumPy."""
+  out = {}
+  for k in alpha:
+    a, gk = np.asarray(alpha[k]), np.asarray(g[k])
+    d = gk + 1e-3 * a
+    out[k] = a - lr * d / (np.abs(d) + 1e-8)
+  return out
+
+
+@pytest.mark.parametrize('space_name', ['darts', 'nb201'])
+def test_the_code_convention_is_what_the_authors_notebooks_compute(tiny, space_name):
+  # the notebooks' operations written out one by one (autograd of the scalars they backward)
+  with jax.enable_x64():
+    if space_name == 'darts':
+      space, model, v, alpha, batch = _darts_setup(tiny)
+    else:
+      alpha = {'cell': 1e-2 * jax.random.normal(jax.random.key(3), (6, 5), jnp.float64)}
+      space, model, v, batch = _setup(tiny, alpha)
+      v = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), v)
+      batch = (batch[0].astype(jnp.float64), batch[1])
+    conv = free.convention('code', space_name)
+    darts = space_name == 'darts'
+    v_abs = {**v, 'params': jax.tree_util.tree_map(jnp.abs, v['params'])}   # param.abs_()
+
+    def ce(variables):
+      def loss(a):
+        logits, _ = model.apply(variables, batch[0], a, train=True, mutable=['batch_stats'])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, batch[1]).mean()
+      return jax.grad(loss)
+    grad = ce(v_abs if darts else v)
+    sal = {name: jax.jit(free.saliency_fn(model, name, space.forward_over_reverse, conv))(v, alpha, batch)
+           for name in free.SALIENCIES}
+    # SNIP: |α ⊙ ∂L/∂α| (at |θ| on DARTS; on NAS-Bench-201 the paper's)
+    g = grad(alpha)
+    for k in alpha:
+      np.testing.assert_allclose(sal['snip'][k], np.abs(alpha[k] * g[k]), rtol=1e-9, atol=1e-16)
+    # GraSP: one Adam step, then the backward of Σ g(α')·v
+    moved = _adam_first_step(alpha, g, 3e-4 if darts else 3e-2)
+    if darts:   # v is α' itself: ∂(g(α')·α')/∂α'
+      back = jax.grad(lambda a: sum(jnp.vdot(gi, a[k]) for k, gi in grad(a).items()))(moved)
+      want = {k: np.abs(alpha[k] * back[k]) for k in alpha}
+    else:       # v is the gradient at α: H(α') g(α)
+      back = jax.grad(lambda a: sum(jnp.vdot(gi, g[k]) for k, gi in grad(a).items()))(moved)
+      want = {k: alpha[k] * back[k] for k in alpha}
+    for k in alpha:
+      np.testing.assert_allclose(sal['grasp'][k], want[k], rtol=1e-7, atol=1e-14)
+    # SynFlow: Σ logits of one all-ones image, BatchNorm in training mode, at |θ|; α signed on DARTS
+    a_in = alpha if darts else jax.tree_util.tree_map(jnp.abs, alpha)
+    r = jax.grad(lambda a: jnp.sum(model.apply(v_abs, jnp.ones((1, 8, 8, 1)), a, train=True,
+                                               mutable=['batch_stats'])[0]))(a_in)
+    for k in alpha:
+      np.testing.assert_allclose(sal['synflow'][k], np.abs(a_in[k] * r[k]), rtol=1e-5, atol=1e-12)
+    # and the code's convention is not the paper's
+    paper = jax.jit(free.saliency_fn(model, 'grasp', space.forward_over_reverse))(v, alpha, batch)
+    flat = lambda t: np.concatenate([np.ravel(t[k]) for k in sorted(t)])
+    assert not np.allclose(flat(paper), flat(sal['grasp']), rtol=1e-2, atol=0)
+
+
+def test_the_code_convention_runs_end_to_end_and_is_refused_where_it_does_not_exist(tiny, tmp_path):
+  cfg = free.FreeConfig(space='nb201', saliency='grasp', convention='code', channels=4, layers=1,
+                        batch_size=16)
+  result = free.free(cfg, tiny)
+  assert np.isfinite(result.saliency['cell']).all()
+  with pytest.raises(ValueError, match=r"convention \(--convention\) must be one of paper, code"):
+    free.FreeConfig(convention='notebook')

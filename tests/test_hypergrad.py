@@ -107,24 +107,43 @@ def test_second_order_with_zero_xi_is_first_order():
     e1 = darts.darts1(p, opt, weights, alpha, batches, None)
     e2 = darts.darts2(p, opt, weights, alpha, batches, None, xi=0.0)
     np.testing.assert_allclose(e2.alpha_grad, e1.alpha_grad, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(e2.weights.w, e1.weights.w, rtol=1e-12)
 
 
-def test_multistep_one_step_is_first_order_and_n_steps_move_n_times():
+@pytest.mark.parametrize('name', ['darts1', 'darts2', 'darts2-fd', 'implicit'])
+def test_the_darts_family_leaves_the_weights_to_the_search(name):
+  # quark0/darts moves α first and then the weights at the new α: the estimator must not
+  est = hypergrad.make(name)
+  assert est.spec.weights_after_alpha
   with enable_x64():
-    _, opt, weights, alpha, batches = ridge_setup(momentum=0.9, wd=3e-4, n=1)
-    p = ridge.problem()
-    e1 = darts.darts1(p, opt, weights, alpha, batches, None)
-    em = darts.multistep(p, opt, weights, alpha, batches, None, n=1)
-    np.testing.assert_allclose(em.alpha_grad, e1.alpha_grad, rtol=1e-12)
-    np.testing.assert_allclose(em.weights.w, e1.weights.w, rtol=1e-12)
-    _, _, _, _, batches3 = ridge_setup(momentum=0.9, wd=3e-4, n=3)
-    e3 = darts.multistep(p, opt, weights, alpha, batches3, None, n=3)
-    assert int(e3.weights.step) == 3
-    w = weights
-    for _ in range(3):
-      w = darts.darts1(p, opt, w, alpha, batches, None).weights
-    np.testing.assert_allclose(e3.weights.w, w.w, rtol=1e-12)
+    _, opt, weights, alpha, batches = ridge_setup(momentum=0.9, wd=3e-4)
+    out = est(ridge.problem(), opt, weights, alpha, batches, None)
+    assert out.weights is weights
+
+
+def sgd_momentum_by_hand(w, buf, grads, lr, mu, wd):
+  """torch.optim.SGD's update, written out: buf ← μ buf + (g + λ w); w ← w − lr buf."""
+  for g in grads:
+    buf = mu * buf + g(w) + wd * w
+    w = w - lr * buf
+  return w, buf
+
+
+def test_multistep_takes_its_weight_steps_before_the_alpha_gradient():
+  # Zero-Cost DARTS Eqs. 6-7: w_{k+1} = n optimiser steps from w_k; g_α = ∇α L_val(w_{k+1}, α).
+  # The validation loss here is the training loss, ridge penalty included, so that ∇α L_val
+  # = ½ e^α ⊙ w² depends on where the weights are.
+  with enable_x64():
+    data, opt, weights, alpha, batches = ridge_setup(momentum=0.9, wd=3e-4, n=3)
+    ridge_p = ridge.problem()
+    p = Problem(ridge_p.train_loss, ridge_p.train_loss)
+    est = darts.multistep(p, opt, weights, alpha, batches, None, n=3)
+    assert int(est.weights.step) == 3
+    grad = lambda w: data.x_train.T @ (data.x_train @ w - data.y_train) / len(data.y_train) + \
+        jnp.exp(alpha) * w
+    w3, _ = sgd_momentum_by_hand(weights.w, weights.w * 0 + 0.3, [grad] * 3, 0.1, 0.9, 3e-4)
+    np.testing.assert_allclose(est.weights.w, w3, rtol=1e-12)
+    np.testing.assert_allclose(est.alpha_grad, 0.5 * np.exp(alpha) * w3 ** 2, rtol=1e-10)
+    assert not np.allclose(est.alpha_grad, 0.5 * np.exp(alpha) * weights.w ** 2, rtol=1e-3)
 
 
 def test_make_binds_checked_options_and_refuses_unknown_ones():
@@ -137,7 +156,8 @@ def test_make_binds_checked_options_and_refuses_unknown_ones():
     hypergrad.make('unroll', p=0.0)
   est = hypergrad.make('sge', q=3)
   assert est.options == {'n': 1, 'q': 3, 'mu': 1e-2, 'p': 0.01, 'chunk': None}  # the signature's defaults
-  assert est.train_batches == 1 and est.spec.needs_key and est.spec.alpha_optimizer.kind == 'sgd'
+  assert est.train_batches == 1 and est.spec.needs_key
+  assert est.spec.recipe['optim.alpha_optimizer'].value == 'sgd'
   assert hypergrad.make('multistep').train_batches == 2
   assert repr(est) == "Estimator(sge, {'chunk': None, 'mu': 0.01, 'n': 1, 'p': 0.01, 'q': 3})"
   # the bound estimator computes what its function computes with those options
@@ -296,10 +316,23 @@ def test_sge_mean_over_many_directions_is_the_unrolled_hypergradient_and_error_s
     err = {q: np.mean([_rel(est(jax.random.key(s), q), exact) for s in range(8)])
            for q in (10, 100, 1000)}
     assert err[100] < err[10] / 2 and err[1000] < err[100] / 2, err
-    # the weights continue from the unperturbed inner run
-    ref = unrolled.unroll(p, opt, weights, alpha, batches, None, n=3, p=0.1).weights
-    out = unrolled.sge(p, opt, weights, alpha, batches, jax.random.key(0), n=3, q=3, p=0.1).weights
-    np.testing.assert_allclose(out.w, ref.w, rtol=1e-12)
+
+
+
+@pytest.mark.parametrize('name', ['sge', 'esj', 'unroll'])
+def test_the_unrolled_estimators_move_the_weights_by_the_configured_optimiser(name):
+  # SGE-NAS §3: the weights train by SGD with momentum and weight decay; the inner runs
+  # (plain SGD of size p) only estimate the hypergradient
+  with enable_x64():
+    data, opt, weights, alpha, batches = ridge_setup(momentum=0.9, wd=3e-4, lr=0.05, n=3)
+    est = hypergrad.make(name, n=3, p=0.2)
+    out = est(ridge.problem(), opt, weights, alpha, batches, jax.random.key(0))
+    grad = lambda w: data.x_train.T @ (data.x_train @ w - data.y_train) / len(data.y_train) + \
+        jnp.exp(alpha) * w
+    w3, buf = sgd_momentum_by_hand(weights.w, weights.w * 0 + 0.3, [grad] * 3, 0.05, 0.9, 3e-4)
+    np.testing.assert_allclose(out.weights.w, w3, rtol=1e-12)
+    np.testing.assert_allclose(jax.tree_util.tree_leaves(out.weights.opt_state)[0], buf, rtol=1e-12)
+    assert int(out.weights.step) == 3
 
 
 def test_esj_directions_are_normalised_per_tensor_and_its_mean_is_unbiased():

@@ -7,7 +7,6 @@ import pytest
 
 from jaxnas import relax
 from jaxnas.spaces import cells, darts, get_space, nb201
-from jaxnas.spaces.base import init_variables
 
 A = np.array([[0.3, -1.0, 2.0], [0.0, 0.5, -0.5]], np.float32)
 
@@ -40,7 +39,7 @@ def test_make_checks_options_and_names():
     relax.make('pc', K=2)
   with pytest.raises(ValueError, match=r'k \(--pc-k\) must be >= 1, got 0'):
     relax.make('pc', k=0)
-  assert repr(relax.make('beta')) == "Relaxation(beta, {'weight_end': 50.0, 'weight_start': 0.0})"
+  assert repr(relax.make('beta')) == "Relaxation(beta, {'weight_per_epoch': 0.5, 'weight_start': 0.0})"
 
 
 def test_fair_zero_one_loss_and_gradient():
@@ -66,9 +65,12 @@ def test_beta_decay_loss_and_gradient():
   assert float(regularizer('softmax', alpha)) == 0.0
 
 
-def test_regularizer_weight_ramps_linearly_over_the_epochs():
-  weight = relax.make('beta', weight_start=0.0, weight_end=50.0).weight
-  assert [weight(e, 11) for e in (0, 5, 10)] == [0.0, 25.0, 50.0]
+def test_regularizer_weight_schedules():
+  # β-DARTS: λ_e = 0 + 50·e/100 whatever the number of epochs (Beta-DARTS architect.py)
+  weight = relax.make('beta').weight
+  assert [weight(e, 50) for e in (0, 10, 49)] == [0.0, 5.0, 24.5]
+  assert [weight(e, 11) for e in (0, 10)] == [0.0, 5.0]
+  assert relax.make('beta', weight_start=1.0, weight_per_epoch=2.0).weight(3, 10) == 7.0
   assert relax.make('fair', weight=10.0).weight(3, 1) == 10.0
   assert relax.make('softmax').weight(3, 10) == 0.0
 
@@ -189,23 +191,52 @@ def test_pc_derive_multiplies_edge_strength_by_the_normalised_edge_weights():
   e = np.exp(beta[2:5])
   np.testing.assert_allclose(strength['normal'][2:5], e / e.sum(), rtol=1e-6)
   g = darts.derive({'normal': w, 'reduce': w}, strength)
-  assert list(g.normal[2:4]) == [('dil_conv_3x3', 1), ('max_pool_3x3', 2)]
+  assert g.gene('normal')[2:4] == [('dil_conv_3x3', 1), ('max_pool_3x3', 2)]
   # without edge normalisation edge 2 wins
-  assert darts.derive({'normal': w, 'reduce': w}).normal[2] == ('sep_conv_3x3', 0)
+  assert darts.derive({'normal': w, 'reduce': w}).gene('normal')[2] == ('sep_conv_3x3', 0)
+
+
+def _fair_sigmas():
+  """Hand-built Fair DARTS σ over its 7 ops (no 'none'), (14, 7) per cell type."""
+  ops = relax.make('fair').ops(darts.PRIMITIVES)
+  assert 'none' not in ops and len(ops) == 7
+  w = np.full((14, 7), 0.1)
+  sep, skip = ops.index('sep_conv_3x3'), ops.index('skip_connect')
+  w[0, sep], w[0, skip] = 0.95, 0.9     # node 0: two ops of edge 0 pass; one op per edge is kept
+  w[1, sep] = 0.8                       # ... edge 1 (its second input) does not pass
+  w[3, skip] = 0.86                     # node 1: edge 3 passes, edge 4 does not
+  w[4, sep] = 0.5
+  # node 2 (edges 5-8): nothing passes, the node is absent
+  w[11, sep] = 0.9                      # node 3: edge 11 reads node 0 and passes; edge 13 passes
+  w[13, skip] = 0.99                    # too but reads the absent node 2, so it is dropped
+  return w, ops
 
 
 def test_fair_threshold_rule():
-  w = np.full((14, 8), 0.1)
-  sep, skip = darts.PRIMITIVES.index('sep_conv_3x3'), darts.PRIMITIVES.index('skip_connect')
-  w[0, sep], w[0, skip] = 0.95, 0.9     # node 0: two ops on edge 0 pass the threshold
-  w[1, sep] = 0.8
-  w[3, skip] = 0.86                     # node 1: one passes, the best of the rest fills up
-  w[4, sep] = 0.5
-  w[5, darts.PRIMITIVES.index('none')] = 0.99  # 'none' is never chosen
-  g = darts.derive({'normal': w, 'reduce': w}, threshold=0.85)
-  assert list(g.normal[:2]) == [('sep_conv_3x3', 0), ('skip_connect', 0)]
-  assert list(g.normal[2:4]) == [('skip_connect', 1), ('sep_conv_3x3', 2)]
-  assert all(op != 'none' for op, _ in g.normal)
+  w, ops = _fair_sigmas()
+  g = darts.derive({'normal': w, 'reduce': w}, threshold=0.85, primitives=ops)
+  assert g.normal == (('sep_conv_3x3', 0, 0), ('skip_connect', 1, 1), ('sep_conv_3x3', 2, 3))
+  assert g.normal_concat == (2, 3, 5) and g.nodes('normal') == (0, 1, 3)
+  # threshold 0: two inputs on every node, DARTS' pair form (the best op of each of the top-2 edges)
+  g0 = darts.derive({'normal': w, 'reduce': w}, threshold=0.0, primitives=ops)
+  assert g0.gene('normal')[:4] == [('sep_conv_3x3', 0), ('sep_conv_3x3', 1),
+                                   ('skip_connect', 1), ('sep_conv_3x3', 2)]
+  assert g0.normal_concat == (2, 3, 4, 5) and g0 != g
+  # 0.92 removes node 1's input (0.86) and node 3's (0.9): only node 0 remains
+  g9 = darts.derive({'normal': w, 'reduce': w}, threshold=0.92, primitives=ops)
+  assert g9.normal == (('sep_conv_3x3', 0, 0),) and g9.normal_concat == (2,)
+  with pytest.raises(ValueError, match='reaches the threshold 1.01'):
+    darts.derive({'normal': w, 'reduce': w}, threshold=1.01, primitives=ops)
+  # the text and JSON forms keep the node of each op
+  assert darts.Genotype.from_text(str(g)) == g
+  assert darts.Genotype.from_json(g.to_json()) == g
+  with pytest.raises(ValueError, match='reads state 4, a node without inputs'):
+    darts.Genotype([('sep_conv_3x3', 0, 0), ('skip_connect', 4, 3)], [2, 5], g.reduce, g.reduce_concat)
+
+
+
+
+def test_fair_threshold_rule_nb201():
   cell = np.full((6, 5), 0.2)
   cell[0, nb201.PRIMITIVES.index('nor_conv_3x3')] = 0.9
   cell[1, nb201.PRIMITIVES.index('none')] = 0.95

@@ -170,14 +170,24 @@ def test_unknown_names_and_bad_values_are_refused_when_the_config_is_built(tmp_p
       (dict(lr=float('nan')), r'lr \(--lr\) must be a finite number'),
       (dict(dataset='cifar11'), r'dataset \(--dataset\) must be one of digits, cifar10'),
       (dict(devices='two'), r"devices \(--devices\) must be 'all' or a number"),
-      (dict(lr_min=0.1), r'lr_min \(--lr-min\) 0.1 is above lr'),
-      (dict(zen_warmup_epochs=1), 'belongs to method multistep')]:
+      (dict(zen_warmup_epochs=1), 'belongs to method multistep'),
+      (dict(method='multistep', zen_warmup_beta1=2.0), r'--zen-warmup-beta1 sets the Zen\(F\) warm-up, '
+                                                       'but it has no epochs')]:
     with pytest.raises(ValueError, match=message):
       config(tmp_path, **kw)
   # limits that depend on resolved fields: when the config is resolved, before any data is read
-  with pytest.raises(ValueError, match=r'the warm-up \(--zen-warmup-epochs 2\) must leave labelled '
-                                      r'epochs: at most epochs - 1 = 1'):
-    config(tmp_path, method='multistep', zen_warmup_epochs=2).resolved()
+  for kw, message in [
+      (dict(method='multistep', zen_warmup_epochs=1, alpha_warmup_epochs=1),
+       r'the warm-ups \(--zen-warmup-epochs 1, --alpha-warmup-epochs 1\) must leave epochs that move '
+       r'α: at most epochs - 1 = 1 together'),
+      (dict(lr_min=0.1), r'lr_min \(--lr-min\) 0.1 is above lr \(--lr\) 0.025'),
+      (dict(method='sge', lr=0.0005), r'lr_min \(--lr-min\) 0.001 is above lr \(--lr\) 0.0005'),
+      (dict(method='sge', alpha_beta1=0.9), r'--alpha-beta1 sets Adam, but the α optimiser is sgd'),
+      (dict(momentum=0.0, nesterov=True), r'--nesterov needs momentum'),
+      (dict(alpha_optimizer='sgd'), r'--alpha-optimizer sgd is not the one darts1 ran with: give '
+                                    r'its learning rate \(--alpha-lr\)')]:
+    with pytest.raises(ValueError, match=message):
+      config(tmp_path, **kw).resolved()
   with pytest.raises(ValueError, match='the batch size 30 does not split over 8 devices'):
     config(tmp_path, batch_size=30, devices='8').resolved()
   with pytest.raises(ValueError, match=r'6 channels \(--channels\) do not split into the 4 groups'):
@@ -199,7 +209,7 @@ def test_every_estimator_with_every_relaxation(tmp_path, tiny, method, relaxatio
   # two search steps; channels 8 so that PC-DARTS' quarter is two channels; sge with Q = 2
   from jaxnas.spaces import nb201
   kw = {**({'sge_q': 2} if method == 'sge' else {}),
-        **({'beta_weight_start': 1.0, 'beta_weight_end': 1.0} if relaxation == 'beta' else {})}
+        **({'beta_weight_start': 1.0, 'beta_weight_per_epoch': 0.0} if relaxation == 'beta' else {})}
   run = Search(config(tmp_path, method=method, relaxation=relaxation, channels=8, **kw), tiny)
   state = run.init_state()
   assert set(state.alpha) == ({'cell', 'cell_edges'} if relaxation == 'pc' else {'cell'})
@@ -244,7 +254,7 @@ def test_the_regulariser_gradient_joins_the_hypergradient(tmp_path, tiny):
   # −lr·λ·∇R(α) = −lr·λ·softmax(α)/n_edges (the cross-entropy part is the same)
   alphas = {}
   for relaxation in ('softmax', 'beta'):
-    weights = {'beta_weight_start': 5.0, 'beta_weight_end': 5.0} if relaxation == 'beta' else {}
+    weights = {'beta_weight_start': 5.0, 'beta_weight_per_epoch': 0.0} if relaxation == 'beta' else {}
     run = Search(config(tmp_path, relaxation=relaxation, alpha_optimizer='sgd', alpha_lr=0.1,
                         alpha_weight_decay=0.0, **weights), tiny)
     state = run.init_state()
@@ -325,3 +335,52 @@ def test_program_cache_skips_the_trace_and_keeps_the_numbers(tmp_path, tiny, mon
   assert fresh.traces == 1
   np.testing.assert_allclose(alpha3, alpha, rtol=1e-6, atol=1e-9)
   assert run_steps(cfg)[0].traces == 0
+
+
+def test_darts_moves_alpha_first_then_the_weights_at_the_new_alpha(tmp_path, tiny):
+  # quark0/darts train_search.py: architect.step(...), then a fresh ∇w L_train at the new α
+  import optax
+  from jaxnas import search as search_lib
+  run = Search(config(tmp_path, alpha_lr=0.5), tiny)   # a large α step, so that the order shows
+  state = run.init_state()
+  batch = run.batch(0, 0)
+  spec = run.spec
+  problem = search_lib.make_problem(spec, jax.random.key(0), 0.0)
+  normalise = lambda x: spec.augment(jax.random.key(0), x, spec.mean, spec.std)  # digits: no crop
+  train = (normalise(batch['train_x'][0]), batch['train_y'][0])
+  val = (normalise(batch['val_x']), batch['val_y'])
+  ga = jax.grad(lambda a: problem.val_loss(state.params, a, val, state.batch_stats)[0])(state.alpha)
+  updates, _ = spec.alpha_opt().update(ga, state.a_opt, state.alpha)
+  alpha = optax.apply_updates(state.alpha, updates)
+
+  def weights_after_a_step_at(a):
+    gw = jax.grad(lambda w: problem.train_loss(w, a, train, state.batch_stats)[0])(state.params)
+    updates, _ = spec.weight_opt().tx.update(gw, state.w_opt, state.params)
+    return optax.apply_updates(state.params, updates)
+  want, at_old_alpha = weights_after_a_step_at(alpha), weights_after_a_step_at(state.alpha)
+  new, _ = run.step_fn(jax.tree_util.tree_map(lambda x: x.copy(), state), batch)
+  np.testing.assert_allclose(new.alpha['cell'], alpha['cell'], rtol=1e-5, atol=1e-7)
+  got, want, old = (np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(t)])
+                    for t in (new.params, want, at_old_alpha))
+  assert np.abs(want - old).max() > 100 * np.abs(got - want).max()
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_pc_darts_freezes_alpha_during_its_warmup_while_the_weights_train(tmp_path, tiny):
+  # PC-DARTS train_search.py: architect.step only from epoch 15 of 50; a 4-epoch run: epoch 0
+  cfg = config(tmp_path, relaxation='pc', pc_k=2, epochs=4, batch_size=32).resolved()
+  assert cfg.optim.alpha_warmup_epochs == 1 and cfg.optim.lr == 0.1 and cfg.optim.alpha_lr == 6e-4
+  run = Search(cfg, tiny)
+  state = run.init_state()
+  alpha0 = jax.tree_util.tree_map(np.asarray, state.alpha)
+  params0 = np.asarray(jax.tree_util.tree_leaves(state.params)[0])
+  for step in range(2):
+    state, metrics, fn = run.step(state, 0, step)
+    assert fn is run.weights_fn and np.isfinite(float(metrics['train_loss']))
+  for k in alpha0:
+    np.testing.assert_array_equal(np.asarray(state.alpha[k]), alpha0[k])
+  assert not np.allclose(np.asarray(jax.tree_util.tree_leaves(state.params)[0]), params0)
+  assert int(state.wstep) == 2
+  state, _, fn = run.step(state, 1, 0)
+  assert fn is run.step_fn
+  assert not np.allclose(np.asarray(state.alpha['cell']), alpha0['cell'])

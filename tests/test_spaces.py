@@ -73,7 +73,7 @@ def test_darts_derive_hand_built():
       13: {'skip_connect': 4.0},
   })
   g = darts.derive({'normal': a, 'reduce': a})
-  assert g.normal == (('max_pool_3x3', 1), ('sep_conv_3x3', 0),
+  assert tuple(g.gene('normal')) == (('max_pool_3x3', 1), ('sep_conv_3x3', 0),
                       ('skip_connect', 1), ('avg_pool_3x3', 2),
                       ('sep_conv_5x5', 0), ('sep_conv_5x5', 1),
                       ('skip_connect', 4), ('sep_conv_3x3', 0))

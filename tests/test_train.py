@@ -1,5 +1,4 @@
 """Evaluation training: loss falls, drop-path, auxiliary loss, resume, whole-split evaluation."""
-import json
 import os
 
 import jax

@@ -5,9 +5,10 @@ Each estimator is a pure function ``fn(problem, opt, weights, alpha, batches, ke
 equation in its docstring); its options are keyword-only, their defaults in its
 signature and their limits in ``Annotated[..., Limits(...)]``. :func:`make` checks
 options against that signature once and binds them; what the search needs to
-know of an estimator (training batches per step, whether it reads its key, its
-α optimiser) comes with the object. Adding an estimator is its function, one
-line in :data:`ESTIMATORS` and its test.
+know of an estimator (training batches per step, whether it reads its key, the
+order of its updates) comes with the object. Adding an estimator is its function, one
+line in :data:`ESTIMATORS` (with its recipe, where its paper's settings differ
+from DARTS') and its test.
 """
 from __future__ import annotations
 
@@ -16,30 +17,19 @@ from typing import Any, Callable, Mapping, NamedTuple
 from jaxnas import config as config_lib
 from jaxnas.hypergrad import darts, implicit, ridge, unrolled
 from jaxnas.hypergrad.base import (Batches, Estimate, EstimatorFn, Problem, WeightOpt, Weights,
-                                   weight_step)
-
-
-class AlphaOptimizer(NamedTuple):
-  """A method's default α optimiser: ``kind`` 'adam' or 'sgd', its learning rate, and
-  where the recipe comes from."""
-  kind: str
-  lr: float
-  source: str
-
-
-# quark0/darts train_search.py: Adam(arch_learning_rate=3e-4, betas=(0.5, 0.999), wd 1e-3)
-DARTS_ALPHA = AlphaOptimizer('adam', 3e-4, 'quark0/darts train_search.py')
-# SGE-NAS Algorithm 1: α moves by plain gradient steps of size q = 0.01
-SGE_ALPHA = AlphaOptimizer('sgd', 0.01, 'SGE-NAS Algorithm 1 (q = 0.01)')
-# what an α optimiser of each kind starts from when a method's own is of the other kind
-ALPHA_DEFAULTS = {'adam': DARTS_ALPHA, 'sgd': SGE_ALPHA}
+                                   weight_step, weight_steps)
 
 
 class EstimatorSpec(NamedTuple):
-  """A registered estimator: its function and what the search needs to know of it."""
+  """A registered estimator: its function, what the search needs to know of it, and
+  its recipe (:class:`jaxnas.config.Setting`).
+  ``weights_after_alpha``: the estimator leaves the weights alone and the search
+  takes one weight step at the new α after the α step (quark0/darts
+  ``train_search.py`` ``train``: ``architect.step`` before ``optimizer.step``)."""
   fn: EstimatorFn
-  alpha_optimizer: AlphaOptimizer = DARTS_ALPHA
   needs_key: bool = False   # reads its PRNG key (random directions)
+  weights_after_alpha: bool = False
+  recipe: config_lib.Recipe = {}   # the settings its paper ran with, where not DARTS'
 
   @property
   def options(self) -> dict[str, config_lib.Param]:
@@ -47,14 +37,14 @@ class EstimatorSpec(NamedTuple):
 
 
 ESTIMATORS: dict[str, EstimatorSpec] = {
-    'darts1': EstimatorSpec(darts.darts1),
-    'darts2': EstimatorSpec(darts.darts2),
-    'darts2-fd': EstimatorSpec(darts.darts2_fd),
+    'darts1': EstimatorSpec(darts.darts1, weights_after_alpha=True),
+    'darts2': EstimatorSpec(darts.darts2, weights_after_alpha=True),
+    'darts2-fd': EstimatorSpec(darts.darts2_fd, weights_after_alpha=True),
     'multistep': EstimatorSpec(darts.multistep),
     'unroll': EstimatorSpec(unrolled.unroll),
-    'sge': EstimatorSpec(unrolled.sge, SGE_ALPHA, needs_key=True),
-    'esj': EstimatorSpec(unrolled.esj, SGE_ALPHA, needs_key=True),
-    'implicit': EstimatorSpec(implicit.implicit),
+    'sge': EstimatorSpec(unrolled.sge, needs_key=True, recipe=unrolled.SGE_RECIPE),
+    'esj': EstimatorSpec(unrolled.esj, needs_key=True, recipe=unrolled.ESJ_RECIPE),
+    'implicit': EstimatorSpec(implicit.implicit, weights_after_alpha=True),
 }
 
 
@@ -89,6 +79,6 @@ def make(name: str, **options) -> Estimator:
                    ESTIMATORS[name])
 
 
-__all__ = ['ALPHA_DEFAULTS', 'AlphaOptimizer', 'Batches', 'ESTIMATORS', 'Estimate', 'Estimator', 'EstimatorFn',
+__all__ = ['Batches', 'ESTIMATORS', 'Estimate', 'Estimator', 'EstimatorFn',
            'EstimatorSpec', 'Problem', 'WeightOpt', 'Weights', 'darts', 'implicit', 'make', 'ridge',
-           'unrolled', 'weight_step']
+           'unrolled', 'weight_step', 'weight_steps']

@@ -8,7 +8,9 @@ statistics; ``()`` when there is none).
 An estimator is one function with the signature of :data:`Estimator`: from
 the weights ``w`` (with their optimiser state), α and this search step's
 batches it returns an estimate of ``dL_val/dα`` and the weights after the
-step's weight updates. The search loop then moves α by its own optimiser.
+weight updates it makes itself (none, for the DARTS family: the search moves α
+first and then takes the weight step at the new α, as quark0/darts does; see
+``EstimatorSpec.weights_after_alpha``). The search moves α by its own optimiser.
 """
 from __future__ import annotations
 
@@ -108,6 +110,16 @@ def weight_step(problem: Problem, opt: WeightOpt, weights: Weights, alpha: PyTre
   """One optimiser step on ``L_train(w, α)``."""
   g, (state, metrics) = train_grad(problem, weights.w, alpha, batch, weights.state)
   return apply_weight_grad(opt, weights, g, state), prefixed('train', metrics)
+
+
+def weight_steps(problem: Problem, opt: WeightOpt, weights: Weights, alpha: PyTree,
+                 train_batches: PyTree) -> tuple[Weights, dict]:
+  """One optimiser step on ``L_train(w, α)`` per stacked training batch (``lax.scan``);
+  the weights after them and the mean training metrics."""
+  def body(weights, batch):
+    return weight_step(problem, opt, weights, alpha, batch)
+  new, metrics = jax.lax.scan(body, weights, train_batches)
+  return new, jax.tree_util.tree_map(jnp.mean, metrics)
 
 
 def _val(problem: Problem, argnums, w, alpha, batch, state):

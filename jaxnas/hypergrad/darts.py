@@ -3,6 +3,14 @@ difference) and multi-step.
 
 Notation: ``w`` the weights, ``α`` the architecture, ξ the virtual step size
 (by default the current weight learning rate).
+
+Order of the updates. DARTS (quark0/darts ``train_search.py`` ``train``:
+``architect.step`` then ``optimizer.step`` on a fresh ``∇w L_train`` at the new
+α) moves α first: :func:`darts1`, :func:`darts2` and :func:`darts2_fd` leave the
+weights alone and the search takes the weight step at the new α
+(``EstimatorSpec.weights_after_alpha``). Zero-cost DARTS' multi-step
+(Eqs. 6-7) moves the weights first: :func:`multistep` takes its n weight steps
+and then the α gradient at the new weights.
 """
 from __future__ import annotations
 
@@ -14,18 +22,16 @@ import jax.numpy as jnp
 from jaxnas.config import Limits
 
 from jaxnas.hypergrad.base import (Batches, Estimate, Problem, WeightOpt, Weights,
-                                   apply_weight_grad, check_batches, first, mixed_product_fwd,
-                                   prefixed,
-                                   train_grad, tree_norm, val_alpha_grad, val_grads,
-                                   weight_step)
+                                   check_batches, first, mixed_product_fwd, prefixed, train_grad,
+                                   tree_norm, val_alpha_grad, val_grads, weight_steps)
 
 
 def darts1(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batches,
            key) -> Estimate:
-  """First order: ``g_α = ∇α L_val(w, α)``, then one weight step on the training batch."""
+  """First order: ``g_α = ∇α L_val(w, α)`` (the weights unchanged; the search's
+  weight step follows at the new α)."""
   ga, val_metrics = val_alpha_grad(problem, weights.w, alpha, batches.val, weights.state)
-  new, train_metrics = weight_step(problem, opt, weights, alpha, first(batches.train))
-  return Estimate(ga, new, {**val_metrics, **train_metrics})
+  return Estimate(ga, weights, val_metrics)
 
 
 def virtual_step(opt: WeightOpt, weights: Weights, g, xi):
@@ -55,9 +61,8 @@ XI = Annotated[float | None, Limits('virtual step size ξ (None: the current wei
 
 
 def _second_order(problem, opt, weights, alpha, batches, fd_r=None, xi=None):
-  """Both second-order estimators. ``∇w L_train(w, α)`` is computed once and serves
-  the virtual step and the weight step (the estimator's weight step is at the
-  same w, α and batch). The exact mixed product ``∇²_{α,w} L_train v``,
+  """Both second-order estimators; the weights unchanged (the search's weight step
+  follows at the new α, on a fresh gradient, as quark0/darts). The exact mixed product ``∇²_{α,w} L_train v``,
   v the direction of :func:`virtual_step` (``−ξ ∇w' L_val`` for SGD), with ``fd_r`` None:
 
   - forward over reverse where the problem admits it (the DARTS supernet):
@@ -90,8 +95,8 @@ def _second_order(problem, opt, weights, alpha, batches, fd_r=None, xi=None):
     mixed = fd_mixed_product(lambda w, a: problem.train_loss(w, a, batch, weights.state)[0],
                              weights.w, alpha, v, fd_r)
   alpha_grad = jax.tree_util.tree_map(jnp.add, ga, mixed)
-  new = apply_weight_grad(opt, weights, g, state)
-  return Estimate(alpha_grad, new, {**val_metrics, **prefixed('train', metrics), 'xi': jnp.asarray(xi)})
+  return Estimate(alpha_grad, weights,
+                  {**val_metrics, **prefixed('virtual_train', metrics), 'xi': jnp.asarray(xi)})
 
 
 def fd_mixed_product(loss, w, alpha, v, r: float = 1e-2):
@@ -111,8 +116,7 @@ def darts2(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: B
   with ``w'`` the virtual step (:func:`virtual_step`); the mixed second
   derivative times a vector exactly (forward over reverse where the problem
   admits it, else reverse over reverse; see :func:`_second_order`), no finite
-  difference. Then one weight step on the same training batch along
-  the same ``∇w L_train(w, α)``, as DARTS."""
+  difference."""
   return _second_order(problem, opt, weights, alpha, batches, xi=xi)
 
 
@@ -127,14 +131,11 @@ def darts2_fd(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches
 
 def multistep(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batches, key, *,
               n: Annotated[int, Limits('weight steps per α step', min=1)] = 2) -> Estimate:
-  """Multi-step: ``g_α = ∇α L_val(w, α)`` at the current weights, then one weight
-  step on each of the n stacked training batches (``lax.scan``), so that the
-  weights move n times per architecture step. n = 1 is DARTS' first order."""
+  """Multi-step (Zero-Cost DARTS, Eqs. 6-7): n weight steps first, one on each of the
+  n stacked training batches (``lax.scan``), then ``g_α = ∇α L_val(w_n, α)`` at the
+  new weights ``w_n``, so that the weights move n times per architecture step. n = 1
+  is DARTS' first order with the weight step moved before the α step."""
   check_batches(batches, n)
-  ga, val_metrics = val_alpha_grad(problem, weights.w, alpha, batches.val, weights.state)
-
-  def body(weights, batch):
-    return weight_step(problem, opt, weights, alpha, batch)
-  new, train_metrics = jax.lax.scan(body, weights, batches.train)
-  train_metrics = jax.tree_util.tree_map(jnp.mean, train_metrics)
+  new, train_metrics = weight_steps(problem, opt, weights, alpha, batches.train)
+  ga, val_metrics = val_alpha_grad(problem, new.w, alpha, batches.val, new.state)
   return Estimate(ga, new, {**val_metrics, **train_metrics})

@@ -25,8 +25,7 @@ import optax
 
 from jaxnas.config import Limits
 from jaxnas.hypergrad.base import (Batches, Estimate, Problem, WeightOpt, Weights,
-                                   exact_mixed_product, first, hessian_product, val_grads,
-                                   weight_step)
+                                   exact_mixed_product, first, hessian_product, val_grads)
 
 SOLVERS = ('cg', 'neumann')
 
@@ -60,8 +59,8 @@ def implicit(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches:
              ) -> Estimate:
   """IFT hypergradient at the current weights (module docstring):
   ``g_α = ∇α L_val(w, α) − ∇²_{α,w} L_train(w, α) (H + δI)⁻¹ ∇w L_val(w, α)``,
-  H and the mixed term on the training batch; then one weight step on it, as
-  :func:`~jaxnas.hypergrad.darts.darts1`."""
+  H and the mixed term on the training batch. The weights are left alone: the
+  search's weight step follows at the new α, as after :func:`~jaxnas.hypergrad.darts.darts1`."""
   batch = first(batches.train)
   gw, ga, val_metrics = val_grads(problem, weights.w, alpha, batches.val, weights.state)
   train_loss = lambda w, a: problem.train_loss(w, a, batch, weights.state)[0]
@@ -71,5 +70,4 @@ def implicit(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches:
   z = inverse_hvp(hvp, gw, solver, k, eta)
   mixed = exact_mixed_product(train_loss, weights.w, alpha, z)
   g = jax.tree_util.tree_map(lambda a, m: a - m, ga, mixed)
-  new, train_metrics = weight_step(problem, opt, weights, alpha, batch)
-  return Estimate(g, new, {**val_metrics, **train_metrics})
+  return Estimate(g, weights, val_metrics)

@@ -15,9 +15,11 @@ and the hypergradient is that of ``F(α) = L_val(Y^N(α), α; D_F)``:
 of α and forward runs only (no second derivatives). With N = 1, ``dF/dα`` is
 DARTS' second-order hypergradient with ξ = p and no momentum.
 
-After the estimate the weights continue from ``Y^N``, as SGE-NAS' Algorithm 1
-does (the weight optimiser's state is left as it was; the step count moves
-by N).
+The inner runs are the estimator's model of training; the weights themselves
+then move by N steps of the configured weight optimiser (SGE-NAS §3: SGD with
+momentum 0.9, weight decay 3e-4, lr 0.005, cosine), one per training batch, at
+the same α (:func:`~jaxnas.hypergrad.base.weight_steps`). With the optimiser
+plain SGD of step p (no momentum, decay or clipping) they end at ``Y^N``.
 """
 from __future__ import annotations
 
@@ -27,9 +29,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxnas.config import Limits
+from jaxnas.config import Limits, Setting
 from jaxnas.hypergrad.base import (Batches, Estimate, Problem, WeightOpt, Weights, check_batches,
-                                   prefixed, val_grads)
+                                   prefixed, val_grads, weight_steps)
 
 # The options the unrolled estimators share. SGE-NAS (§4): p = q = 0.01, Q = 10.
 N = Annotated[int, Limits('inner SGD steps N (training batches per step)', min=1)]
@@ -42,7 +44,7 @@ def sgd_steps(problem: Problem, alpha, w, state, train_batches, p: float, remat:
   (``lax.scan``). The model state (BatchNorm statistics) is carried along and
   not differentiated. ``remat`` recomputes each step's forward pass in the
   backward pass (``jax.checkpoint``): memory O(1) steps instead of O(N).
-  Returns ``(Y^N, state, mean training metrics)``."""
+  Returns ``(Y^N, state, mean training metrics as inner_train_*)``."""
   def step(carry, batch):
     y, state = carry
     (_, (state, metrics)), g = jax.value_and_grad(problem.train_loss, has_aux=True)(
@@ -52,11 +54,13 @@ def sgd_steps(problem: Problem, alpha, w, state, train_batches, p: float, remat:
   if remat:
     step = jax.checkpoint(step)
   (y, state), metrics = jax.lax.scan(step, (w, state), train_batches)
-  return y, state, {f'train_{k}': jnp.mean(v) for k, v in metrics.items()}
+  return y, state, {f'inner_train_{k}': jnp.mean(v) for k, v in metrics.items()}
 
 
-def _advance(weights: Weights, y, state, n: int) -> Weights:
-  return Weights(y, state, weights.opt_state, weights.step + n)
+def _train(problem, opt, weights, alpha, batches, estimate: Estimate) -> Estimate:
+  """``estimate`` with the weights moved by the weight optimiser (module docstring)."""
+  new, train_metrics = weight_steps(problem, opt, weights, alpha, batches.train)
+  return Estimate(estimate.alpha_grad, new, {**estimate.metrics, **train_metrics})
 
 
 def unroll(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batches, key, *,
@@ -73,9 +77,9 @@ def unroll(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: B
     y, state, train_metrics = sgd_steps(problem, a, weights.w, weights.state, batches.train, p,
                                         remat)
     loss, (_, metrics) = problem.val_loss(y, a, batches.val, state)
-    return loss, (y, state, {**train_metrics, **prefixed('val', metrics)})
-  (_, (y, state, metrics)), g = jax.value_and_grad(objective, has_aux=True)(alpha)
-  return Estimate(g, _advance(weights, y, state, n), metrics)
+    return loss, {**train_metrics, **prefixed('val', metrics)}
+  (_, metrics), g = jax.value_and_grad(objective, has_aux=True)(alpha)
+  return _train(problem, opt, weights, alpha, batches, Estimate(g, weights, metrics))
 
 
 def gaussian_directions(key, alpha, q: int, normalize: bool = False):
@@ -119,10 +123,21 @@ def sge(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batc
   runs go through ``lax.map`` in vmapped groups of that size (None: all Q at
   once).
   """
-  return _smoothed(problem, weights, alpha, batches, key, n, q, mu, p, False, chunk)
+  return _smoothed(problem, opt, weights, alpha, batches, key, n, q, mu, p, False, chunk)
 
 
-def _smoothed(problem, weights, alpha, batches, key, n, q, mu, p, normalize, chunk):
+# SGE-NAS' search settings where they differ from DARTS': α by plain gradient steps of
+# size q without decay (Algorithm 1), the weights by SGD lr 0.005 (momentum 0.9, weight
+# decay 3e-4 and the cosine schedule as DARTS').
+SGE_RECIPE = {
+    'optim.alpha_optimizer': Setting('sgd', 'SGE-NAS Algorithm 1 (α ← α − q ĝ)'),
+    'optim.alpha_lr': Setting(0.01, 'SGE-NAS §4 (q = 0.01)'),
+    'optim.alpha_weight_decay': Setting(0.0, 'SGE-NAS Algorithm 1 (no decay on α)'),
+    'optim.lr': Setting(0.005, 'SGE-NAS §3 (SGD lr 0.005, momentum 0.9, wd 3e-4, cosine)'),
+}
+
+
+def _smoothed(problem, opt, weights, alpha, batches, key, n, q, mu, p, normalize, chunk):
   check_batches(batches, n)
   y, state, train_metrics = sgd_steps(problem, alpha, weights.w, weights.state, batches.train, p)
   gw, ga, val_metrics = val_grads(problem, y, alpha, batches.val, state)
@@ -135,11 +150,17 @@ def _smoothed(problem, weights, alpha, batches, key, n, q, mu, p, normalize, chu
     return optax.tree.vdot(optax.tree.sub(y_j, y), gw) / mu
   coeff = jax.lax.map(directional, u, batch_size=chunk or q)
   g = jax.tree_util.tree_map(lambda g, u: g + jnp.tensordot(coeff, u, axes=1) / q, ga, u)
-  return Estimate(g, _advance(weights, y, state, n), {**train_metrics, **val_metrics})
+  return _train(problem, opt, weights, alpha, batches,
+                Estimate(g, weights, {**train_metrics, **val_metrics}))
 
 
 def esj(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batches, key, *,
         n: N = 1, mu: MU = 1e-2, p: P = 0.01) -> Estimate:
   """ES Jacobian (Sow, Ji and Liang): :func:`sge` with one direction per step
   (Q = 1), each tensor of u normalised (:func:`gaussian_directions`)."""
-  return _smoothed(problem, weights, alpha, batches, key, n, 1, mu, p, True, None)
+  return _smoothed(problem, opt, weights, alpha, batches, key, n, 1, mu, p, True, None)
+
+
+# ESJ as SGE-NAS runs it: α by plain gradient steps (the weights keep DARTS' recipe).
+ESJ_RECIPE = {k: SGE_RECIPE[k] for k in ('optim.alpha_optimizer', 'optim.alpha_lr',
+                                         'optim.alpha_weight_decay')}

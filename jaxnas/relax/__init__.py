@@ -3,7 +3,7 @@
 Each relaxation is a factory whose options are keyword-only, their defaults in
 its signature and their limits in ``Annotated[..., Limits(...)]``; :func:`make`
 checks the options once and calls it. Adding a relaxation is its module, one
-line in :data:`RELAXATIONS` and its test.
+line in :data:`RELAXATIONS` (with its recipe) and its test.
 """
 from __future__ import annotations
 
@@ -16,7 +16,10 @@ from jaxnas.relax.base import (EDGES_SUFFIX, Relaxation, cell_keys, edge_groups,
 
 
 class RelaxationSpec(NamedTuple):
+  """A registered relaxation: its factory and its recipe (the settings its paper ran
+  with, where not DARTS', :class:`jaxnas.config.Setting`)."""
   factory: Callable[..., Relaxation]
+  recipe: config_lib.Recipe = {}
 
   @property
   def options(self) -> dict[str, config_lib.Param]:
@@ -26,8 +29,8 @@ class RelaxationSpec(NamedTuple):
 RELAXATIONS: dict[str, RelaxationSpec] = {
     'softmax': RelaxationSpec(standard.softmax),
     'raw': RelaxationSpec(standard.raw),
-    'pc': RelaxationSpec(standard.pc),
-    'fair': RelaxationSpec(standard.fair),
+    'pc': RelaxationSpec(standard.pc, standard.PC_RECIPE),
+    'fair': RelaxationSpec(standard.fair, standard.FAIR_RECIPE),
     'beta': RelaxationSpec(standard.beta),
     'gdas': RelaxationSpec(gdas.gdas),
     'drnas': RelaxationSpec(drnas.drnas),

@@ -20,7 +20,8 @@ factory (:func:`jaxnas.relax.make`):
   node's incoming edges scales the edges (PC-DARTS);
 * ``threshold``: the derive rule keeps an op only where its weight reaches it
   (Fair DARTS);
-* ``stochastic``: ``mix`` draws from its key.
+* ``stochastic``: ``mix`` draws from its key;
+* ``excluded_ops``: ops of the space the relaxation leaves out (Fair DARTS: ``none``).
 """
 from __future__ import annotations
 
@@ -49,13 +50,20 @@ class Relaxation(NamedTuple):
   threshold: float | None = None
   stochastic: bool = False
   derive_fn: Callable[[Array], Array] | None = None
+  excluded_ops: tuple[str, ...] = ()
+
+  def ops(self, primitives: Sequence[str]) -> tuple[str, ...]:
+    """The candidate ops of a space under this relaxation (α's columns)."""
+    return tuple(p for p in primitives if p not in self.excluded_ops)
 
   def __repr__(self) -> str:  # stable across processes: part of program-cache keys
     return f'Relaxation({self.name}, {dict(self.options)})'
 
-  def alpha_shapes(self, space_shapes) -> dict[str, tuple[int, ...]]:
-    """The space's α shapes, plus ``'<cell>_edges': (edges,)`` under edge normalisation."""
-    shapes = {k: tuple(v) for k, v in space_shapes.items()}
+  def alpha_shapes(self, space_shapes, primitives: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """The space's α shapes (one column per op of :meth:`ops`), plus
+    ``'<cell>_edges': (edges,)`` under edge normalisation."""
+    n_ops = len(self.ops(primitives))
+    shapes = {k: (v[0], n_ops) for k, v in space_shapes.items()}
     if self.edge_normalization:
       shapes.update({k + EDGES_SUFFIX: (v[0],) for k, v in space_shapes.items()})
     return shapes

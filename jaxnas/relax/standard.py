@@ -10,7 +10,7 @@ from typing import Annotated, Sequence
 import jax
 import jax.numpy as jnp
 
-from jaxnas.config import Limits
+from jaxnas.config import Limits, Setting
 from jaxnas.relax.base import Array, Relaxation, linear_ramp
 
 
@@ -61,21 +61,52 @@ def pc(*, k: Annotated[int, Limits('1/K of the channels through the mixed ops '
   return Relaxation('pc', softmax_mix, (('k', k),), partial_channels=k, edge_normalization=True)
 
 
+# PC-DARTS' search settings where they differ from DARTS'.
+_PC = 'yuhuixu1993/PC-DARTS train_search.py'
+PC_RECIPE = {
+    'size.batch_size': Setting(256, f'{_PC} (--batch_size 256)'),
+    'optim.lr': Setting(0.1, f'{_PC} (--learning_rate 0.1)'),
+    'optim.lr_min': Setting(0.0, f'{_PC} (--learning_rate_min 0.0)'),
+    'optim.alpha_lr': Setting(6e-4, f'{_PC} (--arch_learning_rate 6e-4)'),
+    'optim.alpha_warmup_epochs': Setting(15, f'{_PC} (architect.step only if epoch >= 15, of 50)',
+                                         of_epochs=50),
+}
+
+
 def fair(*, weight: Annotated[float, Limits('weight of the zero-one loss (FairDARTS: w0-1 = 10)',
                                            min=0)] = 10.0,
          threshold: Annotated[float | None, Limits('derive: keep an op whose σ reaches it (FairDARTS: '
                                                   '0.85; None: the space\'s rule)', min=0)] = 0.85
          ) -> Relaxation:
-  """Fair DARTS (Chu et al. 2020): independent sigmoids, the zero-one loss, and a
-  threshold derive rule."""
+  """Fair DARTS (Chu et al. 2020): independent sigmoids over the ops other than
+  ``none`` (FairDARTS ``fairdarts/genotypes.py`` drops it: a zero op's σ means
+  nothing, and the zero-one loss averages over the ops that remain), the
+  zero-one loss, and the threshold derive rule."""
   return Relaxation('fair', sigmoid_mix, (('threshold', threshold), ('weight', weight)),
-                    zero_one_loss, linear_ramp(weight, weight), threshold=threshold)
+                    zero_one_loss, linear_ramp(weight, weight), threshold=threshold,
+                    excluded_ops=('none',))
 
 
-def beta(*, weight_start: Annotated[float, Limits('β-decay weight at the first epoch', min=0)] = 0.0,
-         weight_end: Annotated[float, Limits('β-decay weight at the last epoch', min=0)] = 50.0
+# Fair DARTS' search settings where they differ from DARTS'.
+_FAIR = 'xiaomi-automl/FairDARTS fairdarts/train_search.py'
+FAIR_RECIPE = {
+    'size.batch_size': Setting(128, f'{_FAIR} (--batch_size 128)'),
+    'optim.lr': Setting(0.005, f'{_FAIR} (--learning_rate 0.005)'),
+    'optim.alpha_lr': Setting(3e-3, f'{_FAIR} (--arch_learning_rate 3e-3)'),
+    'optim.alpha_beta1': Setting(0.9, f'{_FAIR} (Adam betas (0.9, 0.999))'),
+    'optim.alpha_init_scale': Setting(0.0, 'xiaomi-automl/FairDARTS fairdarts/model_search.py (α = 0)'),
+}
+
+
+def beta(*, weight_start: Annotated[float, Limits('β-decay weight λ at epoch 0', min=0)] = 0.0,
+         weight_per_epoch: Annotated[float, Limits('growth of λ per epoch (Beta-DARTS: 50/100)',
+                                                   min=0)] = 0.5
          ) -> Relaxation:
-  """β-DARTS (Ye et al. 2022): softmax mixing and the β-decay loss, its weight rising
-  linearly over the epochs."""
-  return Relaxation('beta', softmax_mix, (('weight_end', weight_end), ('weight_start', weight_start)),
-                    beta_decay_loss, linear_ramp(weight_start, weight_end))
+  """β-DARTS (Ye et al. 2022): softmax mixing and the β-decay loss with weight
+  ``λ_e = weight_start + weight_per_epoch · e``, as the reference computes it
+  (Sunshine-Ye/Beta-DARTS ``optimizers/darts/architect.py`` ``_backward_step``:
+  ``0 + 50*epoch/100``). The schedule does not depend on the number of epochs: a
+  50-epoch search ends at λ = 24.5, as the published searches did."""
+  return Relaxation('beta', softmax_mix,
+                    (('weight_per_epoch', weight_per_epoch), ('weight_start', weight_start)),
+                    beta_decay_loss, lambda epoch, epochs: weight_start + weight_per_epoch * epoch)

@@ -39,7 +39,8 @@ class SearchSpace:
       the relaxation's name to its object first.
     network: ``(genotype, channels, layers, num_classes, **kw) -> nn.Module``,
       the discrete network, applied as ``apply(variables, x, train=...)``.
-    derive: (mixing weights, edge strength, threshold) -> genotype.
+    derive: (mixing weights, edge strength, threshold, primitives) -> genotype,
+      ``primitives`` the weights' columns (the relaxation's ops).
     genotype_from_text / genotype_from_json: parse a genotype.
     genotypes: published genotypes by name.
     defaults: search (``channels``, ``layers``) and evaluation (``eval_channels``,
@@ -62,6 +63,8 @@ class SearchSpace:
     onehot_supernet_exact: the one-hot raw-α supernet computes the discrete
       network's logits (the zero-cost proxies may score through it).
     network_options: keyword options the discrete network takes (``auxiliary``).
+    recipe: the search settings the space's reference ran with, where they differ
+      from DARTS' (:class:`jaxnas.config.Setting`).
   """
   name: str
   title: str
@@ -91,6 +94,7 @@ class SearchSpace:
       default_factory=lambda: {'xla_backend_optimization_level': 0})
   onehot_supernet_exact: bool = False
   network_options: tuple[str, ...] = ()
+  recipe: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
   @property
   def cells(self) -> tuple[str, ...]:
@@ -99,16 +103,31 @@ class SearchSpace:
 
   def supernet(self, channels: int | None = None, layers: int | None = None, num_classes: int = 10,
                relaxation='softmax', **kw) -> nn.Module:
-    """The search supernet with ``relaxation`` (a name or a :class:`jaxnas.relax.Relaxation`)."""
+    """The search supernet with ``relaxation`` (a name or a :class:`jaxnas.relax.Relaxation`)
+    over the relaxation's ops (:meth:`ops`)."""
     from jaxnas import relax
     return self.build_supernet(channels or self.defaults['channels'],
                                layers or self.defaults['layers'], num_classes,
-                               relax.make(relaxation), **kw)
+                               relax.make(relaxation), primitives=self.ops(relaxation), **kw)
+
+  def ops(self, relaxation='softmax') -> tuple[str, ...]:
+    """The candidate ops under ``relaxation``, in α column order (Fair DARTS drops ``none``)."""
+    from jaxnas import relax
+    return relax.make(relaxation).ops(self.primitives)
 
   def shapes(self, relaxation='softmax') -> dict[str, tuple[int, ...]]:
-    """α array name -> shape: the space's, plus what the relaxation adds (PC-DARTS' edge arrays)."""
+    """α array name -> shape: one column per op of :meth:`ops`, plus what the relaxation
+    adds (PC-DARTS' edge arrays)."""
     from jaxnas import relax
-    return relax.make(relaxation).alpha_shapes(self.alpha_shapes)
+    return relax.make(relaxation).alpha_shapes(self.alpha_shapes, self.primitives)
+
+  def derive_genotype(self, alpha, relaxation='softmax'):
+    """The genotype of α under ``relaxation``: its derive weights, edge strengths
+    (PC-DARTS), threshold (Fair DARTS) and ops."""
+    from jaxnas import relax
+    r = relax.make(relaxation)
+    return self.derive(r.derive_weights(alpha), r.edge_strength(alpha, self.cell_inputs),
+                       r.threshold, self.ops(r))
 
   def sample_distinct(self, k: int, seed: int = 0) -> list:
     """``k`` distinct random architectures."""

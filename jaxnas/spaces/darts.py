@@ -32,45 +32,79 @@ EDGES = edge_list(N_INPUTS, N_NODES)  # 14 (source, node) pairs
 # Genotype
 # ----------------------------------------------------------------------------
 
+def _as_triples(gene, cell: str) -> tuple[tuple[str, int, int], ...]:
+  """A cell's gene as (op, input state, node) triples: DARTS' (op, input) pairs, two per
+  node in node order, or triples already (a node with fewer than two inputs)."""
+  items = [tuple(x) for x in gene]
+  if items and all(len(x) == 2 for x in items):
+    if len(items) % 2:
+      raise ValueError(f'{cell} cell lists (op, input) pairs, two per node, got {len(items)} pairs')
+    return tuple((str(o), int(i), k // 2) for k, (o, i) in enumerate(items))
+  if all(len(x) == 3 for x in items):
+    return tuple(sorted(((str(o), int(i), int(n)) for o, i, n in items), key=lambda t: t[2]))
+  raise ValueError(f'{cell} cell must list (op, input) pairs, two per node, or (op, input, node) '
+                   f'triples, got {items[:3]}...')
+
+
 @dataclasses.dataclass(frozen=True)
 class Genotype:
-  """A DARTS cell pair. Each cell lists, per node, two ``(op, input state)`` pairs."""
-  normal: tuple[tuple[str, int], ...]
+  """A DARTS cell pair. Each cell lists its ops as ``(op, input state, node)``
+  triples; a DARTS genotype has two per node and is written, as quark0/darts
+  writes it, as ``(op, input)`` pairs in node order. Fair DARTS' threshold may
+  keep 0, 1 or 2 inputs of a node: a node without inputs is absent (no state,
+  not concatenated), as FairDARTS' ``DCOCell`` skips it. State ``i`` is input
+  ``i`` for i < 2, else node ``i − 2``."""
+  normal: tuple[tuple[str, int, int], ...]
   normal_concat: tuple[int, ...]
-  reduce: tuple[tuple[str, int], ...]
+  reduce: tuple[tuple[str, int, int], ...]
   reduce_concat: tuple[int, ...]
 
   def __post_init__(self):
     for field in ('normal', 'reduce'):
-      object.__setattr__(self, field, tuple((str(o), int(i)) for o, i in getattr(self, field)))
+      object.__setattr__(self, field, _as_triples(getattr(self, field), field))
     for field in ('normal_concat', 'reduce_concat'):
       object.__setattr__(self, field, tuple(int(i) for i in getattr(self, field)))
     self.validate()
 
+  def nodes(self, cell: str) -> tuple[int, ...]:
+    """The nodes of ``cell`` that have inputs, in order."""
+    return tuple(sorted({n for _, _, n in getattr(self, cell)}))
+
   def validate(self) -> None:
     for cell in ('normal', 'reduce'):
-      gene = getattr(self, cell)
-      if len(gene) % 2 or not gene:
-        raise ValueError(f'{cell} cell must list two (op, input) pairs per node, got {len(gene)} pairs')
-      n_nodes = len(gene) // 2
-      for k, (op, idx) in enumerate(gene):
+      present = set(range(N_INPUTS)) | {n + N_INPUTS for n in self.nodes(cell)}
+      if not getattr(self, cell):
+        raise ValueError(f'the {cell} cell has no op at all: a cell needs at least one node')
+      for op, idx, node in getattr(self, cell):
         check_op(op, PRIMITIVES, 'darts')
-        node = k // 2
-        if not 0 <= idx < node + N_INPUTS:
+        if node < 0 or not 0 <= idx < node + N_INPUTS:
           raise ValueError(f'{cell} cell node {node}: input index {idx} out of range '
                            f'[0, {node + N_INPUTS})')
+        if idx not in present:
+          raise ValueError(f'{cell} cell node {node} reads state {idx}, a node without inputs')
       for idx in getattr(self, cell + '_concat'):
-        if not 0 <= idx < n_nodes + N_INPUTS:
-          raise ValueError(f'{cell}_concat index {idx} out of range [0, {n_nodes + N_INPUTS})')
+        if idx not in present:
+          raise ValueError(f'{cell}_concat index {idx} is not a state of the cell '
+                           f'(states: {sorted(present)})')
+
+  def _classic(self, cell: str) -> bool:
+    """Two inputs on every node 0..n−1: quark0/darts' pair form."""
+    gene = getattr(self, cell)
+    return [n for _, _, n in gene] == [k // 2 for k in range(len(gene))] and len(gene) % 2 == 0
+
+  def gene(self, cell: str) -> list:
+    """``cell`` as written: (op, input) pairs when every node has two inputs, else triples."""
+    gene = getattr(self, cell)
+    return [(o, i) for o, i, _ in gene] if self._classic(cell) else [tuple(t) for t in gene]
 
   def __str__(self) -> str:
-    return (f'Genotype(normal={list(self.normal)}, normal_concat={list(self.normal_concat)}, '
-            f'reduce={list(self.reduce)}, reduce_concat={list(self.reduce_concat)})')
+    return (f'Genotype(normal={self.gene("normal")}, normal_concat={list(self.normal_concat)}, '
+            f'reduce={self.gene("reduce")}, reduce_concat={list(self.reduce_concat)})')
 
   def to_json(self) -> dict[str, Any]:
-    return {'space': 'darts', 'normal': [list(p) for p in self.normal],
+    return {'space': 'darts', 'normal': [list(p) for p in self.gene('normal')],
             'normal_concat': list(self.normal_concat),
-            'reduce': [list(p) for p in self.reduce], 'reduce_concat': list(self.reduce_concat)}
+            'reduce': [list(p) for p in self.gene('reduce')], 'reduce_concat': list(self.reduce_concat)}
 
   @classmethod
   def from_json(cls, d: Mapping[str, Any]) -> 'Genotype':
@@ -165,43 +199,54 @@ def derive_cell(weights: np.ndarray, primitives: Sequence[str] = PRIMITIVES,
 
 
 def derive_cell_threshold(weights: np.ndarray, threshold: float,
-                          primitives: Sequence[str] = PRIMITIVES) -> list[tuple[str, int]]:
-  """Fair DARTS' threshold rule for one cell (independent sigmoid weights).
+                          primitives: Sequence[str] = PRIMITIVES) -> list[tuple[str, int, int]]:
+  """Fair DARTS' threshold rule for one cell (xiaomi-automl/FairDARTS ``fairdarts/utils.py``
+  ``parse`` with ``parse_method='threshold_sparse'``; independent sigmoid weights).
 
-  For node j, every (incoming edge, non-``none`` op) pair is a candidate,
-  ranked by its weight (ties: lower edge, then lower op). The two best pairs
-  with weight >= ``threshold`` are kept — possibly two ops on one edge; when
-  fewer than two pass, the best remaining pairs fill the node up, so that
-  every node keeps two inputs as the DARTS network needs.
+  For node j, each incoming edge's strength is its largest non-``none`` weight;
+  the two strongest edges are candidates (ties: the lower input first), each
+  with its argmax op, and an edge is kept only if that weight reaches
+  ``threshold``: a node keeps 0, 1 or 2 inputs, at most one op per edge. A node
+  left without inputs is absent, and an edge from an absent node is dropped (as
+  ``fairdarts/model.py`` ``DCOCell`` skips a state it has not computed).
+  Returns (op, input state, node) triples.
   """
   w = np.asarray(weights, np.float64)
-  gene, start, n_nodes = [], 0, 0
-  while start < len(w):
-    n = N_INPUTS + n_nodes
-    pairs = [(w[start + i, k], i, k) for i in range(n) for k, name in enumerate(primitives)
-             if name != 'none']
-    ranked = sorted(pairs, key=lambda p: -p[0])
-    passed = [p for p in ranked if p[0] >= threshold][:2]
-    keep = passed + [p for p in ranked if p not in passed][:2 - len(passed)]
-    gene += [(primitives[k], i) for _, i, k in keep]
+  masked = np.where([p == 'none' for p in primitives], -np.inf, w)
+  gene, start, present = [], 0, set(range(N_INPUTS))
+  for node in range(N_NODES):
+    n = N_INPUTS + node
+    block = masked[start:start + n]
+    strength = block.max(axis=1)
+    for i in sorted(range(n), key=lambda i: -strength[i])[:2]:
+      if strength[i] >= threshold and i in present:
+        gene.append((primitives[int(np.argmax(block[i]))], i, node))
+    if any(g[2] == node for g in gene):
+      present.add(node + N_INPUTS)
     start += n
-    n_nodes += 1
-  return gene
+  return sorted(gene, key=lambda g: (g[2], g[1]))
 
 
 def derive(weights: Mapping[str, Any], edge_strength: Mapping[str, Any] | None = None,
-           threshold: float | None = None) -> Genotype:
-  """Genotype from the mixing weights ``{'normal': (14, 8), 'reduce': (14, 8)}``:
-  :func:`derive_cell`, or with ``threshold`` :func:`derive_cell_threshold`."""
+           threshold: float | None = None, primitives: Sequence[str] = PRIMITIVES) -> Genotype:
+  """Genotype from the mixing weights ``{'normal': (14, n_ops), 'reduce': (14, n_ops)}``
+  (``primitives`` their columns): :func:`derive_cell`, or with ``threshold``
+  :func:`derive_cell_threshold`, concatenating every node that has inputs. A
+  threshold that leaves a cell without any node is an error."""
   es = edge_strength or {}
-  concat = list(range(N_INPUTS, N_INPUTS + N_NODES))
-
-  def cell(kind):
-    if threshold is not None:
-      return derive_cell_threshold(weights[kind], threshold)
-    return derive_cell(weights[kind], edge_strength=es.get(kind))
-  return Genotype(normal=cell('normal'), normal_concat=concat, reduce=cell('reduce'),
-                  reduce_concat=concat)
+  genes, concats = {}, {}
+  for kind in ('normal', 'reduce'):
+    if threshold is None:
+      gene = [(o, i, k // 2) for k, (o, i) in
+              enumerate(derive_cell(weights[kind], primitives, es.get(kind)))]
+    else:
+      gene = derive_cell_threshold(weights[kind], threshold, primitives)
+    if not gene:
+      raise ValueError(f'no op of the {kind} cell reaches the threshold {threshold}: lower it '
+                       f'(--fair-threshold) or search longer')
+    genes[kind] = gene
+    concats[kind] = sorted({n + N_INPUTS for _, _, n in gene})
+  return Genotype(genes['normal'], concats['normal'], genes['reduce'], concats['reduce'])
 
 
 # ----------------------------------------------------------------------------
@@ -291,8 +336,10 @@ def drop_path(module: nn.Module, x, drop_prob):
 
 
 class EvalCell(nn.Module):
-  """model.Cell: the genotype's two ops per node, drop-path on every non-identity op."""
-  gene: tuple[tuple[str, int], ...]
+  """model.Cell: the genotype's ops, summed per node, drop-path on every non-identity
+  op; the ``concat`` states concatenated. A node without inputs (Fair DARTS) has no
+  state. Op ``k`` of the gene is ``op{k}``."""
+  gene: tuple[tuple[str, int, int], ...]
   concat: tuple[int, ...]
   channels: int
   reduction: bool
@@ -306,18 +353,14 @@ class EvalCell(nn.Module):
     else:
       s0 = ops.ReLUConvBN(c, name='preprocess0')(s0, train)
     s1 = ops.ReLUConvBN(c, name='preprocess1')(s1, train)
-    states = [s0, s1]
-    for node in range(len(self.gene) // 2):
-      total = None
-      for k in (2 * node, 2 * node + 1):
-        name, idx = self.gene[k]
-        stride = 2 if self.reduction and idx < N_INPUTS else 1
-        op = ops.get_op(name, c, c, stride, affine=True, name=f'op{k}')
-        h = op(states[idx], train)
-        if train and drop_prob is not None and not isinstance(op, ops.Identity):
-          h = drop_path(self, h, drop_prob)
-        total = h if total is None else total + h
-      states.append(total)
+    states = {0: s0, 1: s1}
+    for k, (name, idx, node) in enumerate(self.gene):
+      stride = 2 if self.reduction and idx < N_INPUTS else 1
+      op = ops.get_op(name, c, c, stride, affine=True, name=f'op{k}')
+      h = op(states[idx], train)
+      if train and drop_prob is not None and not isinstance(op, ops.Identity):
+        h = drop_path(self, h, drop_prob)
+      states[node + N_INPUTS] = h if node + N_INPUTS not in states else states[node + N_INPUTS] + h
     return jnp.concatenate([states[i] for i in self.concat], axis=-1)
 
 
@@ -398,16 +441,16 @@ def onehot(genotype: Genotype) -> dict[str, np.ndarray]:
   genotype's edges, zero rows on the edges it does not keep."""
   alpha = {k: np.zeros((len(EDGES), len(PRIMITIVES)), np.float32) for k in ('normal', 'reduce')}
   for kind, gene in (('normal', genotype.normal), ('reduce', genotype.reduce)):
-    for k, (op, src) in enumerate(gene):
-      alpha[kind][EDGES.index((src, k // 2)), PRIMITIVES.index(op)] = 1.0
+    for op, src, node in gene:
+      alpha[kind][EDGES.index((src, node)), PRIMITIVES.index(op)] = 1.0
   return alpha
 
 
 def drawing(genotype: Genotype, cell: str = 'normal') -> CellDrawing:
   gene, concat = getattr(genotype, cell), getattr(genotype, cell + '_concat')
-  nodes = [str(i) for i in range(len(gene) // 2)]
-  label = lambda i: INPUT_LABELS[i] if i < N_INPUTS else nodes[i - N_INPUTS]
-  edges = [(label(idx), nodes[k // 2], op) for k, (op, idx) in enumerate(gene)]
+  nodes = [str(n) for n in genotype.nodes(cell)]
+  label = lambda i: INPUT_LABELS[i] if i < N_INPUTS else str(i - N_INPUTS)
+  edges = [(label(idx), str(node), op) for op, idx, node in gene]
   edges += [(label(i), 'c_{k}', '') for i in concat]
   return CellDrawing(list(INPUT_LABELS), nodes, ['c_{k}'], edges)
 

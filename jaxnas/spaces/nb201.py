@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnas import ops
+from jaxnas.config import Setting
 from jaxnas.relax import Relaxation, standard
 from jaxnas.spaces.base import CellDrawing, SearchSpace, check_op
 from jaxnas.spaces.cells import MixedCell, edge_list
@@ -96,22 +97,21 @@ GENOTYPES = {
 
 
 def derive(weights: Mapping[str, Any], edge_strength: Mapping[str, Any] | None = None,
-           threshold: float | None = None) -> Genotype:
-  """Argmax per edge, ``none`` included (AutoDL-Projects' rule; ties: the first op).
-  With ``threshold`` (Fair DARTS): the best non-``none`` op where its weight is
-  >= threshold, else ``none``. ``edge_strength`` (PC-DARTS) changes nothing
-  here: every edge of the cell is kept."""
+           threshold: float | None = None, primitives: Sequence[str] = PRIMITIVES) -> Genotype:
+  """Argmax per edge, ``none`` included (AutoDL-Projects' rule; ties: the first op);
+  ``primitives`` are the weights' columns. With ``threshold`` (Fair DARTS): the best
+  non-``none`` op where its weight is >= threshold, else ``none``. ``edge_strength``
+  (PC-DARTS) changes nothing here: every edge of the cell is kept."""
   w = np.asarray(weights['cell'])
   nodes = [[] for _ in range(N_NODES)]
-  none = PRIMITIVES.index('none')
   for row, (src, node) in enumerate(EDGES):
     if threshold is None:
-      op = int(np.argmax(w[row]))
+      op = primitives[int(np.argmax(w[row]))]
     else:
-      masked = np.where(np.arange(len(PRIMITIVES)) == none, -np.inf, w[row])
-      op = int(np.argmax(masked))
-      op = op if masked[op] >= threshold else none
-    nodes[node].append((PRIMITIVES[op], src))
+      masked = np.where([p == 'none' for p in primitives], -np.inf, w[row])
+      best = int(np.argmax(masked))
+      op = primitives[best] if masked[best] >= threshold else 'none'
+    nodes[node].append((op, src))
   return Genotype(tuple(tuple(n) for n in nodes))
 
 
@@ -261,6 +261,14 @@ def _network(genotype, channels=16, layers=5, num_classes=10, **kw):
   return TinyNetwork(genotype, channels, layers, num_classes, **kw)
 
 
+# NAS-Bench-201's search settings where they differ from DARTS' (its DARTS runs:
+# SGD weight decay 5e-4 with Nesterov momentum; the rest as DARTS').
+_NB201_DARTS = 'D-X-Y/AutoDL-Projects configs/nas-benchmark/algos/DARTS.config'
+RECIPE = {
+    'optim.weight_decay': Setting(5e-4, f'{_NB201_DARTS} (decay 0.0005)'),
+    'optim.nesterov': Setting(True, f'{_NB201_DARTS} (nesterov True)'),
+}
+
 SPACE = SearchSpace(
     name='nb201', title='NAS-Bench-201', primitives=PRIMITIVES,
     alpha_shapes={'cell': (len(EDGES), len(PRIMITIVES))},
@@ -277,4 +285,4 @@ SPACE = SearchSpace(
     # 2.1 + 0.02 s.
     run_once_options={'xla_backend_optimization_level': 1},
     # (the one-hot supernet has every edge of the discrete cell, and no BN the cell lacks)
-    onehot_supernet_exact=True)
+    onehot_supernet_exact=True, recipe=RECIPE)
