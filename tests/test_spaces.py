@@ -327,3 +327,31 @@ def test_forward_passes(name):
     assert logits.shape == (batch, 10) and np.isfinite(np.asarray(logits)).all()
     if name == 'darts-network':
       assert out[1] is None
+
+
+def test_a_node_with_one_input_or_none_builds_and_counts_its_parameters():
+  # Fair DARTS' threshold keeps 0, 1 or 2 inputs per node. Dropping DARTS_V2's normal node 0
+  # input ('sep_conv_3x3', 1) removes one 3x3 separable convolution per normal cell:
+  # 2·(9C + C² + 2C) parameters (two ReLU-depthwise-pointwise-BN blocks, BN scale and shift).
+  # C=8, 4 cells: normal cells 0 (C=8) and 3 (C=32); cells 1 and 2 reduce.
+  v2 = darts.GENOTYPES['DARTS_V2']
+  triples = list(v2.normal)
+  assert triples[1] == ('sep_conv_3x3', 1, 0)
+  one_input = darts.Genotype(triples[:1] + triples[2:], v2.normal_concat, v2.reduce, v2.reduce_concat)
+  assert one_input.nodes('normal') == (0, 1, 2, 3) and one_input.normal_concat == (2, 3, 4, 5)
+  sep = lambda c: 2 * (9 * c + c * c + 2 * c)
+  full, _ = spaces.count_network_params('darts', v2, 8, 4, image_size=8)
+  fewer, _ = spaces.count_network_params('darts', one_input, 8, 4, image_size=8)
+  assert full - fewer == sep(8) + sep(32)
+  # a node without inputs is absent: not computed, not concatenated (its readers dropped)
+  absent = darts.Genotype([('sep_conv_3x3', 0, 0), ('skip_connect', 1, 1), ('sep_conv_3x3', 2, 3)],
+                          [2, 3, 5], v2.reduce, v2.reduce_concat)
+  net = darts.SPACE.network(absent, 8, 4, 10)
+  x = jnp.ones((2, 8, 8, 3))
+  variables = init_variables(net, jax.random.key(0), x)
+  logits = net.apply(variables, x, train=False)
+  logits = logits[0] if isinstance(logits, tuple) else logits
+  assert logits.shape == (2, 10) and np.isfinite(np.asarray(logits)).all()
+  # three concatenated nodes where DARTS_V2 has four: the next cell reads 3·C channels
+  three, _ = spaces.count_network_params('darts', absent, 8, 4, image_size=8)
+  assert three < fewer
