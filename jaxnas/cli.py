@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from typing import Any, Callable, NamedTuple
 
 from jaxnas import config as config_lib
@@ -25,6 +26,25 @@ class Command(NamedTuple):
   description: str = ''
   resumable: bool = False                        # --resume and --no-progress
   extra_flags: tuple = ()                        # (flag, argparse keywords) not in the config
+  epilog: Callable[[], str] | None = None        # text after the flags in --help
+
+
+def _recipes_epilog() -> str:
+  """The recipes (README: Recipes), one line per method, relaxation or space."""
+  from jaxnas.search_config import recipe_rows
+  lines: dict[str, list[str]] = {}
+  for component, flag, value, _, _ in recipe_rows():
+    if isinstance(value, bool):
+      setting = flag if value else f'--no-{flag[2:]}'
+    else:
+      setting = f'{flag} {value}'
+    lines.setdefault(component, []).append(setting)
+  body = '\n'.join(textwrap.fill(f'{c}: {", ".join(v)}', 79, initial_indent='  ',
+                                  subsequent_indent='      ', break_on_hyphens=False)
+                    for c, v in lines.items())
+  return textwrap.fill("recipes: where a method, relaxation or space ran with other settings "
+                       "than DARTS', they are its defaults (a flag given wins; an epoch count "
+                       'scales with --epochs; README: Recipes):', 79) + '\n' + body
 
 
 def _files(workdir: str) -> str:
@@ -79,8 +99,9 @@ COMMANDS: dict[str, Command] = {
     'search': Command(
         search.SearchConfig, search.search, _report_search, 'search an architecture (DARTS family)',
         "Bilevel architecture search. Every config field is a flag; the defaults are DARTS' "
-        '(network size and epochs scaled down for the embedded digits data set).',
-        resumable=True),
+        '(network size and epochs scaled down for the embedded digits data set), except where a '
+        "method, relaxation or space has its own recipe (below).",
+        resumable=True, epilog=_recipes_epilog),
     'free': Command(
         free.FreeConfig, free.free, _report_free,
         'FreeDARTS: a genotype from α saliencies at initialisation',
@@ -97,7 +118,7 @@ COMMANDS: dict[str, Command] = {
         'search, derive, train and report in one resumable run',
         'The search flags as for jaxnas search, the evaluation flags as --train-*; stages go to '
         'WORKDIR/search and WORKDIR/train, the report to WORKDIR/report.json and report.md.',
-        resumable=True),
+        resumable=True, epilog=_recipes_epilog),
     'zc': Command(
         zc.ZCConfig, zc.zc, _report_zc, 'zero-cost NAS: score sampled architectures with a proxy',
         'Samples architectures, scores each with a zero-cost proxy and keeps the best. '
@@ -117,7 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
                  help='show the traceback of an error (also JAXNAS_DEBUG=1)')
   sub = p.add_subparsers(dest='command', required=True)
   for name, cmd in COMMANDS.items():
-    sp = sub.add_parser(name, help=cmd.help, description=cmd.description)
+    sp = sub.add_parser(name, help=cmd.help, description=textwrap.fill(cmd.description, 79),
+                        epilog=cmd.epilog() if cmd.epilog else None,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     config_lib.add_flags(sp, cmd.config)
     if cmd.resumable:
       sp.add_argument('--resume', action='store_true', help='continue the run in --workdir')

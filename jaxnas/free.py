@@ -42,7 +42,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -53,7 +53,7 @@ from jaxnas import config as config_lib
 from jaxnas import data as data_lib
 from jaxnas import optim, sharding, spaces, xla
 from jaxnas.config import option
-from jaxnas.proxies.saliency import synflow_inputs
+from jaxnas.proxies.saliency import SaliencyConvention, synflow_inputs
 from jaxnas.spaces import get_space
 from jaxnas.spaces.base import init_variables
 
@@ -61,29 +61,18 @@ SALIENCIES = ('synflow', 'snip', 'grasp')
 CONVENTIONS = ('paper', 'code')
 
 
-class Convention(NamedTuple):
-  """How the saliencies are computed (module docstring): the paper's formulas, or
-  the authors' notebooks on one space."""
-  abs_weights: tuple[str, ...] = ()   # saliencies computed at |θ|
-  synflow_train_bn: bool = False      # BatchNorm in training mode, one all-ones image, float32
-  synflow_abs_alpha: bool = True      # SynFlow at |α| (else α signed)
-  grasp: str = 'paper'                # 'paper': −α ⊙ H g; 'darts': |α ⊙ (H(α')α' + g(α'))|;
-                                      # 'nb201': α ⊙ H(α') g(α)
-  grasp_alpha_lr: float = 0.0         # the Adam step from α to α'
-
-
-def convention(name: str, space: str) -> Convention:
-  """The saliency convention ``name`` ('paper' or 'code') on ``space``."""
+def convention(name: str, space) -> SaliencyConvention:
+  """The saliency convention ``name`` ('paper' or 'code': the space's notebooks,
+  ``SearchSpace.saliency_code``) on ``space`` (a name or a SearchSpace)."""
   if name not in CONVENTIONS:
     raise ValueError(f'unknown convention {name!r}; known conventions: {", ".join(CONVENTIONS)}')
+  sp = get_space(space) if isinstance(space, str) else space
   if name == 'paper':
-    return Convention()
-  if space == 'darts':   # DARTS_CNN notebooks: args.arch_learning_rate 3e-4
-    return Convention(('snip', 'synflow', 'grasp'), True, False, 'darts', 3e-4)
-  if space == 'nb201':   # NAS_Bench201 notebooks: args.arch_learning_rate 3e-2
-    return Convention(('synflow',), True, True, 'nb201', 3e-2)
-  raise ValueError(f'--convention code: the authors\' notebooks cover the darts and nb201 spaces, '
-                   f'not {space}')
+    return SaliencyConvention()
+  if sp.saliency_code is None:
+    raise ValueError(f"--convention code: FreeDARTS' notebooks do not cover the {sp.name} space; "
+                     'use --convention paper')
+  return sp.saliency_code
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,7 +134,7 @@ def _abs_params(variables):
 
 
 def saliency_stages(model, name: str, forward_over_reverse: bool = False,
-                    conv: Convention = Convention()) -> list:
+                    conv: SaliencyConvention = SaliencyConvention()) -> list:
   """One saliency as a chain of programs ``stage(variables, alpha, batch, prev) -> out``:
   each stage's output is the next one's ``prev`` (None for the first), the last
   one's the saliencies ``{cell: (edges, ops)}``; ``conv`` the convention (module
@@ -185,7 +174,7 @@ def saliency_stages(model, name: str, forward_over_reverse: bool = False,
 
   def grasp_code_hg(variables, alpha, batch, prev):
     moved, g = prev
-    if conv.grasp == 'darts':   # ∂(g(α')·α')/∂α' = H(α') α' + g(α')
+    if conv.grasp == 'vector_alpha':   # ∂(g(α')·α')/∂α' = H(α') α' + g(α')
       g_moved, h = _hvp(grad_at(variables, batch), moved, moved, forward_over_reverse)
       return jax.tree_util.tree_map(lambda a, h, g: jnp.abs(a * (h + g)), alpha, h, g_moved)
     _, h = _hvp(grad_at(variables, batch), moved, g, forward_over_reverse)   # H(α') g(α)
@@ -220,7 +209,7 @@ def saliency_stages(model, name: str, forward_over_reverse: bool = False,
 
 
 def saliency_fn(model, name: str, forward_over_reverse: bool = False,
-                conv: Convention = Convention()):
+                conv: SaliencyConvention = SaliencyConvention()):
   """``(variables, alpha, batch) -> {cell: (edges, ops) saliency}``: the stages in one function."""
   stages = saliency_stages(model, name, forward_over_reverse, conv)
 

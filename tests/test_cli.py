@@ -192,6 +192,9 @@ def test_search_help_groups_the_flags_by_section(capsys):
     assert group in sections, (group, sections)
   assert re.search(r'--sge-q INT\s+Gaussian directions Q \(SGE-NAS: 10\) \(default: 10\)', out)
   assert '--zen-warmup-epochs' in out and '--channels' in out
+  # the recipes, after the flags
+  assert re.search(r'--relaxation pc: --batch-size 256, --lr 0.1, --lr-min 0.0, --alpha-lr 0.0006,'
+                   r'\s+--alpha-warmup-epochs 15', out)
 
 
 def test_an_internal_error_is_a_message_and_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):

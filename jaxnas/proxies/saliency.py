@@ -10,7 +10,23 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from typing import NamedTuple
+
 from jaxnas.proxies.base import cross_entropy, merge, split_weights, tree_sum
+
+
+class SaliencyConvention(NamedTuple):
+  """How FreeDARTS computes its saliencies of α (``jaxnas.free`` docstring): the paper's
+  formulas (the defaults), or the authors' notebooks on a space (that space's
+  ``SearchSpace.saliency_code``)."""
+  abs_weights: tuple[str, ...] = ()   # the saliencies computed at |θ|
+  synflow_train_bn: bool = False      # BatchNorm in training mode, one all-ones image, float32
+  synflow_abs_alpha: bool = True      # SynFlow at |α| (else α signed)
+  # 'paper': −α ⊙ H g; after one Adam step α → α' on ∂L/∂α, the backward of g(α')·v
+  # with v = α' ('vector_alpha': |α ⊙ (H(α')α' + g(α'))|) or v = g(α) ('vector_grad':
+  # α ⊙ H(α') g(α), signed)
+  grasp: str = 'paper'
+  grasp_alpha_lr: float = 0.0         # that Adam step's learning rate
 
 
 def grad_norm(apply_fn, variables, batch, key):

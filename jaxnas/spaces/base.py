@@ -65,6 +65,8 @@ class SearchSpace:
     network_options: keyword options the discrete network takes (``auxiliary``).
     recipe: the search settings the space's reference ran with, where they differ
       from DARTS' (:class:`jaxnas.config.Setting`).
+    saliency_code: how FreeDARTS' notebooks compute the saliencies on this space
+      (:class:`jaxnas.proxies.saliency.SaliencyConvention`; None: no notebook).
   """
   name: str
   title: str
@@ -95,6 +97,7 @@ class SearchSpace:
   onehot_supernet_exact: bool = False
   network_options: tuple[str, ...] = ()
   recipe: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  saliency_code: Any = None
 
   @property
   def cells(self) -> tuple[str, ...]:

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnas import kernels, ops
+from jaxnas.proxies.saliency import SaliencyConvention
 from jaxnas.relax import Relaxation, standard
 from jaxnas.spaces.base import CellDrawing, SearchSpace, check_op
 from jaxnas.spaces.cells import MixedCell, edge_list
@@ -476,6 +477,10 @@ def _network(genotype, channels=36, layers=20, num_classes=10, **kw):
 
 SPACE = SearchSpace(
     name='darts', title='DARTS', primitives=PRIMITIVES,
+    # anonymous-submission1991/FreeDARTS DARTS_CNN/FreeDARTS_{SNIP,SynFlow,GraSP}_oneshot.ipynb:
+    # param.abs_() for every saliency, SynFlow with α signed, GraSP's vector α' itself,
+    # args.arch_learning_rate 3e-4
+    saliency_code=SaliencyConvention(('snip', 'synflow', 'grasp'), True, False, 'vector_alpha', 3e-4),
     alpha_shapes={'normal': (len(EDGES), len(PRIMITIVES)), 'reduce': (len(EDGES), len(PRIMITIVES))},
     build_supernet=_supernet, network=_network, derive=derive,
     genotype_from_text=Genotype.from_text, genotype_from_json=Genotype.from_json,

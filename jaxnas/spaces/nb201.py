@@ -21,6 +21,7 @@ import numpy as np
 
 from jaxnas import ops
 from jaxnas.config import Setting
+from jaxnas.proxies.saliency import SaliencyConvention
 from jaxnas.relax import Relaxation, standard
 from jaxnas.spaces.base import CellDrawing, SearchSpace, check_op
 from jaxnas.spaces.cells import MixedCell, edge_list
@@ -285,4 +286,8 @@ SPACE = SearchSpace(
     # 2.1 + 0.02 s.
     run_once_options={'xla_backend_optimization_level': 1},
     # (the one-hot supernet has every edge of the discrete cell, and no BN the cell lacks)
-    onehot_supernet_exact=True, recipe=RECIPE)
+    onehot_supernet_exact=True, recipe=RECIPE,
+    # anonymous-submission1991/FreeDARTS NAS_Bench201/exps/algos/FreeDARTS_*_oneshot.ipynb: SNIP
+    # as the paper's, SynFlow at |θ| and |α|, GraSP at θ with the vector g(α),
+    # args.arch_learning_rate 3e-2
+    saliency_code=SaliencyConvention(('synflow',), True, True, 'vector_grad', 3e-2))
