@@ -82,10 +82,13 @@ class OptimConfig:
   def __post_init__(self):
     config_lib.validate(self)
 
-  def check(self, given: 'OptimConfig') -> None:
-    """Raises where the resolved settings disagree, or a ``given`` one would do nothing."""
+  def check(self, given: 'OptimConfig | None') -> None:
+    """Raises where the resolved settings disagree, or a ``given`` one (the settings before
+    resolution; None: a config resolved again) would do nothing."""
     if self.lr_min > self.lr:
       raise ValueError(f'lr_min (--lr-min) {self.lr_min} is above lr (--lr) {self.lr}')
+    if given is None:
+      return
     if self.alpha_optimizer == 'sgd':
       for name in ('alpha_beta1', 'alpha_beta2'):
         if getattr(given, name) is not None:
@@ -175,7 +178,9 @@ class SearchConfig:
       raise ValueError(f'--alpha-optimizer {given_kind} is not the one {self.method} ran with: '
                        f'give its learning rate (--alpha-lr)')
     cfg = config_lib.apply_recipe(dataclasses.replace(self, size=size), recipe, epochs)
-    cfg.optim.check(self.optim)
+    resolved_before = all(config_lib._get(self, leaf.path) is not None
+                          for leaf in config_lib.leaves(SearchConfig) if leaf.recipe)
+    cfg.optim.check(None if resolved_before else self.optim)
     cfg = dataclasses.replace(
         cfg, method_options=dict(estimator.options), relaxation_options=dict(relaxation.options),
         devices=self.devices or sharding.default_devices())

@@ -188,6 +188,11 @@ def test_unknown_names_and_bad_values_are_refused_when_the_config_is_built(tmp_p
                                     r'its learning rate \(--alpha-lr\)')]:
     with pytest.raises(ValueError, match=message):
       config(tmp_path, **kw).resolved()
+  # resolving is idempotent (a resolved config passed to search() is resolved again)
+  for kw in (dict(method='sge'), dict(relaxation='pc', channels=8), dict(momentum=0.0),
+             dict(method='multistep', zen_warmup_epochs=1)):
+    once = config(tmp_path, **kw).resolved()
+    assert once.resolved() == once
   with pytest.raises(ValueError, match='the batch size 30 does not split over 8 devices'):
     config(tmp_path, batch_size=30, devices='8').resolved()
   with pytest.raises(ValueError, match=r'6 channels \(--channels\) do not split into the 4 groups'):
