@@ -155,7 +155,9 @@ def main(argv=None) -> int:
   if args.seeds:
     cfg['seeds'] = [int(s) for s in args.seeds.split(',')]
   names = [e['name'] for e in cfg['methods']]
-  chosen = args.methods.split(',') if args.methods else names
+  # comma-separated, except that a name of the config is taken whole (names may hold commas)
+  chosen = ([args.methods] if args.methods in names else args.methods.split(',')) if args.methods \
+      else names
   unknown = [n for n in chosen if n not in names]
   if unknown:
     parser.error(f'unknown methods {unknown}; the config has: {", ".join(names)}')

@@ -260,22 +260,36 @@ class Search:
   def end_epoch(self, state, epoch: int) -> dict:
     return {**{k: self.layout[k] for k in ('devices', 'global_batch', 'per_device_batch')},
             'weights': {k: v.tolist() for k, v in self.mixing_weights(state.alpha).items()},
-            'genotype': str(self.genotype(state.alpha))}
+            'genotype': self._genotype_text(state.alpha)}
+
+  def _genotype_text(self, alpha) -> str:
+    try:
+      return str(self.genotype(alpha))
+    except ValueError as e:   # a threshold no op reaches yet (Fair DARTS early on)
+      return f'none yet: {e}'
 
   def write_outputs(self, state, history: list[dict], final: bool) -> None:
-    """genotype.json/.txt, alpha.npz, and (at the end, or at most once a minute) the pictures."""
-    wd, genotype = self.config.workdir, self.genotype(state.alpha)
+    """alpha.npz, genotype.json/.txt, and (at the end, or at most once a minute) the
+    pictures. A genotype that cannot be derived yet (no op reaches Fair DARTS'
+    threshold) is an error at the end only, after α is saved."""
+    wd = self.config.workdir
+    if history:
+      traj = {k: np.stack([np.asarray(h['weights'][k]) for h in history]) for k in history[0]['weights']}
+      np.savez(os.path.join(wd, 'alpha.npz'), epochs=np.array([h['epoch'] for h in history]),
+               **{f'weights_{k}': v for k, v in traj.items()},
+               **{f'alpha_{k}': np.asarray(v) for k, v in state.alpha.items()})
+    try:
+      genotype = self.genotype(state.alpha)
+    except ValueError as e:
+      if final:
+        raise ValueError(f'{e} (α and its history are in {os.path.join(wd, "alpha.npz")}, the '
+                         'checkpoint in the workdir)') from None
+      return
     with open(os.path.join(wd, 'genotype.json'), 'w') as f:
       json.dump(genotype.to_json(), f, indent=1)
     with open(os.path.join(wd, 'genotype.txt'), 'w') as f:
       f.write(str(genotype) + '\n')
-    if not history:
-      return
-    traj = {k: np.stack([np.asarray(h['weights'][k]) for h in history]) for k in history[0]['weights']}
-    np.savez(os.path.join(wd, 'alpha.npz'), epochs=np.array([h['epoch'] for h in history]),
-             **{f'weights_{k}': v for k, v in traj.items()},
-             **{f'alpha_{k}': np.asarray(v) for k, v in state.alpha.items()})
-    if not self._redraw(final):
+    if not history or not self._redraw(final):
       return
     cfg = self.config
     for cell in self.space.cells:

@@ -303,3 +303,14 @@ def test_a_pc_darts_run_records_its_recipe(tmp_path, capsys):
   assert cfg['optim']['lr_min'] == 0.0 and cfg['optim']['alpha_lr'] == 6e-4
   assert cfg['optim']['alpha_warmup_epochs'] == 0   # 15 of 50 epochs: 0 of 1
   assert cfg['optim']['weight_decay'] == 5e-4 and cfg['optim']['nesterov']   # NAS-Bench-201's
+
+
+def test_a_fair_darts_search_below_its_threshold_is_a_message_and_keeps_alpha(tmp_path, capsys):
+  # Fair DARTS starts at α = 0 (σ = 0.5): one epoch leaves every σ below 0.85
+  wd = tmp_path / 'fair'
+  status, _, err = run_cli(capsys, 'search', *TINY, '--relaxation', 'fair', '--epochs', 1,
+                           '--workdir', wd, '--no-progress')
+  assert status == 2 and 'reaches the threshold 0.85: lower it (--fair-threshold)' in err
+  assert 'alpha.npz' in err and np.load(wd / 'alpha.npz')['alpha_cell'].shape == (6, 4)
+  record = json.loads(open(wd / 'metrics.jsonl').readline())
+  assert record['genotype'].startswith('none yet: no op of the cell reaches the threshold')

@@ -214,7 +214,8 @@ def test_every_estimator_with_every_relaxation(tmp_path, tiny, method, relaxatio
   # two search steps; channels 8 so that PC-DARTS' quarter is two channels; sge with Q = 2
   from jaxnas.spaces import nb201
   kw = {**({'sge_q': 2} if method == 'sge' else {}),
-        **({'beta_weight_start': 1.0, 'beta_weight_per_epoch': 0.0} if relaxation == 'beta' else {})}
+        **({'beta_weight_start': 1.0, 'beta_weight_per_epoch': 0.0} if relaxation == 'beta' else {}),
+        **({'fair_threshold': 0.0} if relaxation == 'fair' else {})}   # (σ ≈ 0.5 after two steps)
   run = Search(config(tmp_path, method=method, relaxation=relaxation, channels=8, **kw), tiny)
   state = run.init_state()
   assert set(state.alpha) == ({'cell', 'cell_edges'} if relaxation == 'pc' else {'cell'})

@@ -244,7 +244,7 @@ def derive(weights: Mapping[str, Any], edge_strength: Mapping[str, Any] | None =
       gene = derive_cell_threshold(weights[kind], threshold, primitives)
     if not gene:
       raise ValueError(f'no op of the {kind} cell reaches the threshold {threshold}: lower it '
-                       f'(--fair-threshold) or search longer')
+                       f'(--fair-threshold) or search longer (--resume with more --epochs)')
     genes[kind] = gene
     concats[kind] = sorted({n + N_INPUTS for _, _, n in gene})
   return Genotype(genes['normal'], concats['normal'], genes['reduce'], concats['reduce'])

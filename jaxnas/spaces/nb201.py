@@ -101,7 +101,8 @@ def derive(weights: Mapping[str, Any], edge_strength: Mapping[str, Any] | None =
            threshold: float | None = None, primitives: Sequence[str] = PRIMITIVES) -> Genotype:
   """Argmax per edge, ``none`` included (AutoDL-Projects' rule; ties: the first op);
   ``primitives`` are the weights' columns. With ``threshold`` (Fair DARTS): the best
-  non-``none`` op where its weight is >= threshold, else ``none``. ``edge_strength``
+  non-``none`` op where its weight is >= threshold, else ``none`` (no op at all: an
+  error, as the DARTS space's). ``edge_strength``
   (PC-DARTS) changes nothing here: every edge of the cell is kept."""
   w = np.asarray(weights['cell'])
   nodes = [[] for _ in range(N_NODES)]
@@ -113,6 +114,9 @@ def derive(weights: Mapping[str, Any], edge_strength: Mapping[str, Any] | None =
       best = int(np.argmax(masked))
       op = primitives[best] if masked[best] >= threshold else 'none'
     nodes[node].append((op, src))
+  if threshold is not None and all(op == 'none' for n in nodes for op, _ in n):
+    raise ValueError(f'no op of the cell reaches the threshold {threshold}: lower it '
+                     f'(--fair-threshold) or search longer (--resume with more --epochs)')
   return Genotype(tuple(tuple(n) for n in nodes))
 
 
