@@ -395,6 +395,11 @@ def apply_recipe(config, recipe: Recipe, epochs: int | None = None):
   return _replace_paths(config, values)
 
 
+def recipe_resolved(config) -> bool:
+  """Whether every recipe leaf of ``config`` is set (:func:`apply_recipe` has run)."""
+  return all(_get(config, leaf.path) is not None for leaf in leaves(type(config)) if leaf.recipe)
+
+
 def _replace_paths(config, values: Mapping[tuple[str, ...], Any]):
   changes = {}
   for f in dataclasses.fields(config):

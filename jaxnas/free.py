@@ -163,7 +163,10 @@ def saliency_stages(model, name: str, forward_over_reverse: bool = False,
     return jax.tree_util.tree_map(lambda a, h: -a * h, alpha, hg)
 
   def grasp(variables, alpha, batch, prev):
-    return grasp_hg(variables, alpha, batch, grad(variables, alpha, batch, None))
+    # reverse over reverse, one gradient: the pullback of α ↦ ∂L/∂α at α applied to
+    # its own output g is Hᵀg = Hg
+    g, pullback = jax.vjp(grad_at(variables, batch), alpha)
+    return jax.tree_util.tree_map(lambda a, h: -a * h, alpha, pullback(g)[0])
 
   def alpha_step(variables, alpha, batch, prev):
     # the notebooks' a_optimizer.step(): DARTS' Adam (betas (0.5, 0.999), decay 1e-3), once

@@ -178,9 +178,7 @@ class SearchConfig:
       raise ValueError(f'--alpha-optimizer {given_kind} is not the one {self.method} ran with: '
                        f'give its learning rate (--alpha-lr)')
     cfg = config_lib.apply_recipe(dataclasses.replace(self, size=size), recipe, epochs)
-    resolved_before = all(config_lib._get(self, leaf.path) is not None
-                          for leaf in config_lib.leaves(SearchConfig) if leaf.recipe)
-    cfg.optim.check(None if resolved_before else self.optim)
+    cfg.optim.check(None if config_lib.recipe_resolved(self) else self.optim)
     cfg = dataclasses.replace(
         cfg, method_options=dict(estimator.options), relaxation_options=dict(relaxation.options),
         devices=self.devices or sharding.default_devices())

@@ -85,7 +85,7 @@ def test_darts_derive_edge_strength_reorders():
   strength = np.ones(14)
   strength[0] = 0.1
   gene = darts.derive_cell(a, edge_strength=strength)
-  assert gene[:2] == [('sep_conv_3x3', 1), ('sep_conv_3x3', 0)]
+  assert gene[:2] == [('sep_conv_3x3', 1, 0), ('sep_conv_3x3', 0, 0)]
 
 
 def test_nb201_derive_includes_none():

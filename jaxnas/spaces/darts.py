@@ -171,77 +171,52 @@ GENOTYPES['DARTS'] = GENOTYPES['DARTS_V2']
 # ----------------------------------------------------------------------------
 
 def derive_cell(weights: np.ndarray, primitives: Sequence[str] = PRIMITIVES,
-                edge_strength: np.ndarray | None = None) -> list[tuple[str, int]]:
-  """quark0/darts' rule for one cell.
+                edge_strength: np.ndarray | None = None,
+                threshold: float | None = None) -> list[tuple[str, int, int]]:
+  """One cell's (op, input state, node) triples from its mixing weights (``primitives``
+  their columns).
 
-  For node j, an incoming edge's strength is its largest non-``none`` weight
-  (times ``edge_strength`` if given, as PC-DARTS' edge normalisation); the two
-  strongest edges are kept (ties: the lower input index first, as Python's
-  stable sort), each with its argmax non-``none`` op (ties: the first op).
-  """
-  w = np.asarray(weights, np.float64)
-  none = primitives.index('none') if 'none' in primitives else None
-  masked = w.copy()
-  if none is not None:
-    masked[:, none] = -np.inf
-  gene, start, n_nodes = [], 0, 0
-  while start < len(w):
-    n = N_INPUTS + n_nodes
-    block = masked[start:start + n]
-    strength = block.max(axis=1)
-    if edge_strength is not None:
-      strength = strength * np.asarray(edge_strength, np.float64)[start:start + n]
-    keep = sorted(range(n), key=lambda i: -strength[i])[:2]
-    for i in keep:
-      gene.append((primitives[int(np.argmax(block[i]))], i))
-    start += n
-    n_nodes += 1
-  return gene
+  quark0/darts' rule: for node j, an incoming edge's strength is its largest
+  non-``none`` weight (times ``edge_strength`` if given, as PC-DARTS' edge
+  normalisation); the two strongest edges are kept (ties: the lower input
+  first, as Python's stable sort), each with its argmax non-``none`` op (ties:
+  the first op).
 
-
-def derive_cell_threshold(weights: np.ndarray, threshold: float,
-                          primitives: Sequence[str] = PRIMITIVES) -> list[tuple[str, int, int]]:
-  """Fair DARTS' threshold rule for one cell (xiaomi-automl/FairDARTS ``fairdarts/utils.py``
-  ``parse`` with ``parse_method='threshold_sparse'``; independent sigmoid weights).
-
-  For node j, each incoming edge's strength is its largest non-``none`` weight;
-  the two strongest edges are candidates (ties: the lower input first), each
-  with its argmax op, and an edge is kept only if that weight reaches
-  ``threshold``: a node keeps 0, 1 or 2 inputs, at most one op per edge. A node
-  left without inputs is absent, and an edge from an absent node is dropped (as
-  ``fairdarts/model.py`` ``DCOCell`` skips a state it has not computed).
-  Returns (op, input state, node) triples.
+  With ``threshold``, Fair DARTS' rule (xiaomi-automl/FairDARTS ``fairdarts/utils.py``
+  ``parse``, ``parse_method='threshold_sparse'``; independent sigmoid weights): of
+  those two edges, one is kept only if its op's weight reaches ``threshold``, so
+  a node keeps 0, 1 or 2 inputs. A node left without inputs is absent, and an
+  edge from an absent node is dropped (as ``fairdarts/model.py`` ``DCOCell``
+  skips a state it has not computed).
   """
   w = np.asarray(weights, np.float64)
   masked = np.where([p == 'none' for p in primitives], -np.inf, w)
-  gene, start, present = [], 0, set(range(N_INPUTS))
-  for node in range(N_NODES):
+  gene, start, node, present = [], 0, 0, set(range(N_INPUTS))
+  while start < len(w):
     n = N_INPUTS + node
     block = masked[start:start + n]
-    strength = block.max(axis=1)
+    best = block.max(axis=1)
+    strength = best if edge_strength is None else \
+        best * np.asarray(edge_strength, np.float64)[start:start + n]
     for i in sorted(range(n), key=lambda i: -strength[i])[:2]:
-      if strength[i] >= threshold and i in present:
+      if threshold is None or (best[i] >= threshold and i in present):
         gene.append((primitives[int(np.argmax(block[i]))], i, node))
     if any(g[2] == node for g in gene):
       present.add(node + N_INPUTS)
     start += n
-  return sorted(gene, key=lambda g: (g[2], g[1]))
+    node += 1
+  return gene
 
 
 def derive(weights: Mapping[str, Any], edge_strength: Mapping[str, Any] | None = None,
            threshold: float | None = None, primitives: Sequence[str] = PRIMITIVES) -> Genotype:
   """Genotype from the mixing weights ``{'normal': (14, n_ops), 'reduce': (14, n_ops)}``
-  (``primitives`` their columns): :func:`derive_cell`, or with ``threshold``
-  :func:`derive_cell_threshold`, concatenating every node that has inputs. A
-  threshold that leaves a cell without any node is an error."""
+  (``primitives`` their columns) by :func:`derive_cell`, concatenating every node
+  that has inputs. A threshold that leaves a cell without any node is an error."""
   es = edge_strength or {}
   genes, concats = {}, {}
   for kind in ('normal', 'reduce'):
-    if threshold is None:
-      gene = [(o, i, k // 2) for k, (o, i) in
-              enumerate(derive_cell(weights[kind], primitives, es.get(kind)))]
-    else:
-      gene = derive_cell_threshold(weights[kind], threshold, primitives)
+    gene = derive_cell(weights[kind], primitives, es.get(kind), threshold)
     if not gene:
       raise ValueError(f'no op of the {kind} cell reaches the threshold {threshold}: lower it '
                        f'(--fair-threshold) or search longer (--resume with more --epochs)')
