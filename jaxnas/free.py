@@ -53,7 +53,9 @@ from jaxnas import config as config_lib
 from jaxnas import data as data_lib
 from jaxnas import optim, sharding, spaces, xla
 from jaxnas.config import option
-from jaxnas.proxies.saliency import SaliencyConvention, synflow_inputs
+from jaxnas.hypergrad.base import grad_and_hvp
+from jaxnas.proxies import saliency
+from jaxnas.proxies.saliency import SaliencyConvention
 from jaxnas.spaces import get_space
 from jaxnas.spaces.base import init_variables
 
@@ -108,7 +110,8 @@ class FreeResult:
   seconds_compiled: float   # the compiled programs' runs alone (compile excluded)
 
 
-def _losses(model, variables, alpha, batch):
+def _losses(model, variables, batch):
+  """``α -> mean cross-entropy`` of the batch, BatchNorm in training mode."""
   def ce(a):
     logits, _ = model.apply(variables, batch[0], a, train=True, mutable=['batch_stats'])
     return optax.softmax_cross_entropy_with_integer_labels(logits, batch[1]).mean()
@@ -120,15 +123,6 @@ def check_saliency(name: str) -> None:
     raise ValueError(f'unknown saliency {name!r}; known saliencies: {", ".join(SALIENCIES)}')
 
 
-def _hvp(f, at, v, forward_over_reverse: bool):
-  """``(f(at), J_f(at) v)`` for ``f = ∂L/∂α`` (J = H symmetric): forward over reverse
-  (``jax.jvp``) or reverse over reverse (the pullback applied to v)."""
-  if forward_over_reverse:
-    return jax.jvp(f, (at,), (v,))
-  out, pullback = jax.vjp(f, at)
-  return out, pullback(v)[0]
-
-
 def _abs_params(variables):
   return {**variables, 'params': jax.tree_util.tree_map(jnp.abs, variables['params'])}
 
@@ -138,7 +132,7 @@ def saliency_stages(model, name: str, forward_over_reverse: bool = False,
   """One saliency as a chain of programs ``stage(variables, alpha, batch, prev) -> out``:
   each stage's output is the next one's ``prev`` (None for the first), the last
   one's the saliencies ``{cell: (edges, ops)}``; ``conv`` the convention (module
-  docstring).
+  docstring). The saliencies themselves are :mod:`jaxnas.proxies.saliency`'s, of α.
 
   GraSP by forward over reverse is two stages, ``g = ∂L/∂α`` (with the code's
   convention: α' and g) and then the Hessian product: XLA's compile time grows
@@ -149,24 +143,17 @@ def saliency_stages(model, name: str, forward_over_reverse: bool = False,
   check_saliency(name)
   prepare = _abs_params if name in conv.abs_weights else (lambda v: v)
 
+  def loss(variables, batch):
+    return _losses(model, prepare(variables), batch)
+
   def grad(variables, alpha, batch, prev):
-    return jax.grad(_losses(model, prepare(variables), alpha, batch))(alpha)
+    return jax.grad(loss(variables, batch))(alpha)
 
   def snip(variables, alpha, batch, prev):
-    return jax.tree_util.tree_map(lambda a, g: jnp.abs(a * g), alpha, grad(variables, alpha, batch, prev))
+    return saliency.snip_saliency(loss(variables, batch), alpha)
 
-  def grad_at(variables, batch):
-    return lambda a: grad(variables, a, batch, None)
-
-  def grasp_hg(variables, alpha, batch, g):  # −α ⊙ H g
-    _, hg = _hvp(grad_at(variables, batch), alpha, g, forward_over_reverse)
-    return jax.tree_util.tree_map(lambda a, h: -a * h, alpha, hg)
-
-  def grasp(variables, alpha, batch, prev):
-    # reverse over reverse, one gradient: the pullback of α ↦ ∂L/∂α at α applied to
-    # its own output g is Hᵀg = Hg
-    g, pullback = jax.vjp(grad_at(variables, batch), alpha)
-    return jax.tree_util.tree_map(lambda a, h: -a * h, alpha, pullback(g)[0])
+  def grasp(variables, alpha, batch, prev):   # prev: g from `grad`, or None (one program)
+    return saliency.grasp_saliency(loss(variables, batch), alpha, prev, forward_over_reverse)
 
   def alpha_step(variables, alpha, batch, prev):
     # the notebooks' a_optimizer.step(): DARTS' Adam (betas (0.5, 0.999), decay 1e-3), once
@@ -177,10 +164,11 @@ def saliency_stages(model, name: str, forward_over_reverse: bool = False,
 
   def grasp_code_hg(variables, alpha, batch, prev):
     moved, g = prev
+    f = loss(variables, batch)
     if conv.grasp == 'vector_alpha':   # ∂(g(α')·α')/∂α' = H(α') α' + g(α')
-      g_moved, h = _hvp(grad_at(variables, batch), moved, moved, forward_over_reverse)
+      g_moved, h = grad_and_hvp(f, moved, moved, forward_over_reverse)
       return jax.tree_util.tree_map(lambda a, h, g: jnp.abs(a * (h + g)), alpha, h, g_moved)
-    _, h = _hvp(grad_at(variables, batch), moved, g, forward_over_reverse)   # H(α') g(α)
+    _, h = grad_and_hvp(f, moved, g, forward_over_reverse)   # H(α') g(α)
     return jax.tree_util.tree_map(lambda a, h: a * h, alpha, h)
 
   def grasp_code(variables, alpha, batch, prev):
@@ -195,19 +183,19 @@ def saliency_stages(model, name: str, forward_over_reverse: bool = False,
       def r(a):
         logits, _ = model.apply(v, ones, a, train=True, mutable=['batch_stats'])
         return jnp.sum(logits)
-      return jax.tree_util.tree_map(lambda a, g: jnp.abs(a * g), a, jax.grad(r)(a))
+      return jax.tree_util.tree_map(jnp.abs, saliency.synflow_saliency(r, a))
     with jax.enable_x64():
-      v, ones = synflow_inputs(variables, batch[0].shape)
+      v, ones = saliency.synflow_inputs(variables, batch[0].shape)
       a_abs = jax.tree_util.tree_map(lambda a: jnp.abs(a.astype(jnp.float64)), alpha)
 
       def r(a):
         return jnp.sum(model.apply(v, ones, a, train=False))
-      g = jax.grad(r)(a_abs)
-      return jax.tree_util.tree_map(lambda a, g: (a * g).astype(jnp.float32), a_abs, g)
+      return jax.tree_util.tree_map(lambda s: s.astype(jnp.float32),
+                                    saliency.synflow_saliency(r, a_abs))
   if name == 'grasp' and conv.grasp != 'paper':
     return [alpha_step, grasp_code_hg] if forward_over_reverse else [grasp_code]
   if name == 'grasp' and forward_over_reverse:
-    return [grad, grasp_hg]
+    return [grad, grasp]
   return [{'snip': snip, 'grasp': grasp, 'synflow': synflow}[name]]
 
 

@@ -36,6 +36,8 @@ FAN_IN = {
     'depthwise': lambda s: int(s[-3] * s[-2]),    # depthwise conv (k, k, c)
     'weight': lambda s: int(s[-2]),               # linear (c_in, c_out)
 }
+# The axes of one layer's weight; any before them stack layers (edges, cells).
+WEIGHT_NDIM = {'kernel': 4, 'pointwise': 2, 'depthwise': 3, 'weight': 2}
 
 
 def torch_uniform(fan_in: int) -> Callable:

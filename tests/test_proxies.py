@@ -4,6 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from jaxnas import ops, proxies
@@ -121,9 +122,9 @@ def test_synflow_of_a_linear_network():
   for i in range(3):
     np.testing.assert_allclose(per_weight[f"['layer{i}']['weight']"],
                                a[i] * np.outer(left[i], right[i]), rtol=1e-6)
-  # each layer's saliencies sum to R (homogeneity), so the score is 3R
+  # each layer's saliencies sum to R (homogeneity), so the score is log 3R
   np.testing.assert_allclose(proxies.score('synflow', apply, {'params': params}, batch, KEY),
-                             3 * r, rtol=1e-6)
+                             np.log(3 * r), rtol=1e-6)
 
 
 def test_naswot_against_the_hand_built_code_kernel():
@@ -173,16 +174,22 @@ def test_zen_against_numpy_on_a_tiny_conv_net():
   x = np.asarray(jax.random.normal(k_x, x0.shape), np.float64)
   eps = np.asarray(jax.random.normal(k_eps, x0.shape), np.float64)
   f, var = _np_tiny_conv(w, x)
-  f_mixed, _ = _np_tiny_conv(w, x + 1e-2 * eps)
-  bn_term = np.log(np.sqrt(var.mean()))
-  expected = np.log(np.abs(f - f_mixed).sum(axis=(1, 2, 3)).mean()) + bn_term
-  np.testing.assert_allclose(proxies.score('zen', apply, v, batch, KEY), expected, rtol=1e-4)
-  # bn: the same term, from its own draws
-  k_init, k_x = jax.random.split(KEY)
-  w = np.asarray(zen.gaussian_init(v, k_init)['params']['Conv_0']['kernel'], np.float64)
-  _, var = _np_tiny_conv(w, np.asarray(jax.random.normal(k_x, x0.shape), np.float64))
-  np.testing.assert_allclose(proxies.score('bn', apply, v, batch, KEY),
-                             np.log(np.sqrt(var.mean())), rtol=1e-4)
+  f_mixed, var_mixed = _np_tiny_conv(w, x + 1e-2 * eps)
+  log_delta = np.log(np.abs(f - f_mixed).sum(axis=(1, 2, 3)).mean())
+  # Zen-NAS' code: running_var after the clean and the mixed pass (momentum 0.1, from 1)
+  running = 0.9 * (0.9 * 1 + 0.1 * var) + 0.1 * var_mixed
+  bn_term = {'running': np.log(np.sqrt(running.mean())), 'batch': np.log(np.sqrt(var.mean() + 1e-5))}
+  for variance, term in bn_term.items():
+    np.testing.assert_allclose(proxies.score('zen', apply, v, batch, KEY, variance=variance),
+                               log_delta + term, rtol=1e-4, err_msg=variance)
+    # bn: the same term alone, from the same draws
+    np.testing.assert_allclose(proxies.score('bn', apply, v, batch, KEY, variance=variance), term,
+                               rtol=1e-4, err_msg=variance)
+  assert abs(bn_term['running'] - bn_term['batch']) > 1e-2  # the two conventions differ here
+  np.testing.assert_allclose(proxies.score('zen', apply, v, batch, KEY), log_delta + bn_term['running'],
+                             rtol=1e-4)
+  with pytest.raises(ValueError, match="unknown BatchNorm variance 'var'; known: running, batch"):
+    proxies.score('bn', apply, v, batch, KEY, variance='var')
 
 
 def test_zen_f_combines_log_ntk_trace_and_bn():
@@ -198,11 +205,12 @@ def test_zen_f_combines_log_ntk_trace_and_bn():
   conv = np.asarray(v['params']['Conv_0']['kernel'], np.float64)  # the given weights, not re-drawn
   _, var = _np_tiny_conv(conv, np.asarray(x, np.float64))
   got = proxies.score('zen_f', apply, v, batch, KEY, beta1=0.7, beta2=2.0)
-  np.testing.assert_allclose(got, 0.7 * np.log(trace) + 2.0 * np.log(np.sqrt(var.mean())), rtol=1e-4)
+  bn_term = np.log(np.sqrt(var.mean() + 1e-5))
+  np.testing.assert_allclose(got, 0.7 * np.log(trace) + 2.0 * bn_term, rtol=1e-4)
   # the warm-up's form: the trace estimated (tested unbiased above), the BN term of the clean pass
   estimate, _ = ntk_lib.ntk_trace_estimate(apply, v, x, jax.random.split(KEY)[1])
   got = zen.zen_f(apply, v, batch, KEY, 0.7, 2.0, estimate=True)
-  np.testing.assert_allclose(got, 0.7 * np.log(estimate) + 2.0 * np.log(np.sqrt(var.mean())), rtol=1e-4)
+  np.testing.assert_allclose(got, 0.7 * np.log(estimate) + 2.0 * bn_term, rtol=1e-4)
 
 
 def test_unknown_proxy_and_statistic():
@@ -211,3 +219,101 @@ def test_unknown_proxy_and_statistic():
   _, _, _, v, batch = _mlp()
   with pytest.raises(ValueError, match='known: cond'):
     proxies.score('ntk', APPLY, v, batch, KEY, statistic='max')
+
+
+# A NAS-Bench-201 cell with three convolutions (edges 1<-0, 2<-0, 3<-1) and one node
+# that no op reaches in ZERO (node 1: 'none' from node 0, so the conv 3<-1 reads zeros)
+CELL = '|nor_conv_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|none~0|nor_conv_3x3~1|avg_pool_3x3~2|'
+ZERO = '|none~0|+|nor_conv_1x1~0|none~1|+|skip_connect~0|nor_conv_3x3~1|avg_pool_3x3~2|'
+
+
+def _nb201(genotype, channels=4, cells=2, image=8):
+  from jaxnas.spaces import get_space
+  from jaxnas.spaces.base import init_variables
+  sp = get_space('nb201')
+  net = sp.network(sp.load_genotype(genotype), channels, cells, 10)
+  x = jax.random.normal(jax.random.key(1), (8, image, image, 3))
+  y = jnp.arange(8) % 10
+  return net, init_variables(net, jax.random.key(0), x[:1]), (x, y)
+
+
+def _weight_grads(apply, v, batch):
+  def loss(params):
+    logits, _ = apply(dict(v, params=params), batch[0], True, mutable=['batch_stats'])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, batch[1]).mean()
+  return jax.grad(loss)(v['params'])
+
+
+def test_grad_norm_takes_one_norm_per_layer_of_a_scanned_network():
+  net, v, batch = _nb201(CELL, cells=2)
+  g = _weight_grads(proxies.network_apply(net), v, batch)
+  # the network's 26 layers, one by one: the stem, 3 convs in each of 2 cells of 3
+  # stages (scanned: the leading axis is the cell), 3 per reduction block, the classifier
+  layers = [g['stem_conv']['kernel'], g['classifier']['weight']]
+  for s in range(3):
+    for cell in range(2):
+      layers += [g[f'stage{s}']['edge1<-0']['Conv_0']['kernel'][cell],
+                 g[f'stage{s}']['edge2<-0']['Conv_0']['pointwise'][cell],
+                 g[f'stage{s}']['edge3<-1']['Conv_0']['kernel'][cell]]
+  for r in (1, 2):
+    block = g[f'reduce{r}']
+    layers += [block['ReLUConvBN_0']['Conv_0']['kernel'], block['ReLUConvBN_1']['Conv_0']['kernel'],
+               block['Conv_0']['pointwise']]
+  assert len(layers) == 26
+  expected = sum(np.linalg.norm(np.asarray(x, np.float64)) for x in layers)
+  got = proxies.score('grad_norm', proxies.network_apply(net), v, batch, KEY)
+  np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_grad_norm_through_the_one_hot_supernet_is_the_networks_per_layer_sum():
+  from jaxnas.spaces import get_space
+  from jaxnas.spaces.base import init_variables
+  sp = get_space('nb201')
+  genotype = sp.load_genotype(CELL)
+  model = sp.supernet(4, 1, 10, 'raw')
+  alpha = sp.onehot(genotype)
+  _, _, batch = _nb201(CELL)
+  v = init_variables(model, jax.random.key(0), batch[0][:1], alpha)
+  apply = proxies.supernet_apply(model, alpha)
+  g = _weight_grads(apply, v, batch)
+  # one cell per stage, all edges stacked in one leaf per op: (cell, edge, ...)
+  layers = [g['stem_conv']['kernel'], g['classifier']['weight']]
+  for r in (1, 2):
+    block = g[f'reduce{r}']
+    layers += [block['ReLUConvBN_0']['Conv_0']['kernel'], block['ReLUConvBN_1']['Conv_0']['kernel'],
+               block['Conv_0']['pointwise']]
+  onehot = np.asarray(alpha['cell'])
+  for s in range(3):
+    ops_ = g[f'stage{s}']['edges']['all_edges']['op']
+    for e in range(onehot.shape[0]):
+      for op, leaf in (('nor_conv_3x3', 'kernel'), ('nor_conv_1x1', 'pointwise')):
+        layer = ops_[op]['Conv_0'][leaf][0, e]
+        if onehot[e, sp.primitives.index(op)]:
+          layers.append(layer)
+        else:  # an op the architecture does not use: no gradient
+          assert not np.any(np.asarray(layer))
+  assert len(layers) == 2 + 6 + 3 * 3  # stem, classifier, 2 reductions, 3 convs a stage
+  expected = sum(np.linalg.norm(np.asarray(x, np.float64)) for x in layers)
+  np.testing.assert_allclose(proxies.score('grad_norm', apply, v, batch, KEY), expected, rtol=1e-5)
+
+
+def test_zen_and_bn_are_finite_where_a_batchnorm_reads_an_always_zero_node():
+  net, v, batch = _nb201(ZERO, cells=1)
+  apply = proxies.network_apply(net)
+  for name in ('zen', 'bn'):
+    for variance in ('running', 'batch'):
+      assert np.isfinite(proxies.score(name, apply, v, batch, KEY, variance=variance)), (name, variance)
+  assert np.isfinite(proxies.score('zen_f', apply, v, batch, KEY))
+
+
+def test_synflow_is_finite_and_ordered_on_the_largest_nas_bench_201_network():
+  # NAS-Bench-201's size (C=16, 5 cells per stage, 32x32): every edge a 3x3 conv is
+  # the largest network; its R is past float32's range
+  largest = '|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|'
+  smaller = largest.replace('nor_conv_3x3~2', 'nor_conv_1x1~2')
+  scores = []
+  for genotype in (largest, smaller):
+    net, v, batch = _nb201(genotype, channels=16, cells=5, image=32)
+    scores.append(proxies.score('synflow', proxies.network_apply(net), v, batch, KEY))
+  assert np.all(np.isfinite(scores)) and scores[0] > 88.8  # log of float32's largest, 3.4e38
+  assert scores[0] > scores[1]

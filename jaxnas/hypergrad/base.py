@@ -139,12 +139,6 @@ def val_alpha_grad(problem: Problem, w, alpha, batch, state):
   return _val(problem, 1, w, alpha, batch, state)
 
 
-def _grad_of_inner_product(loss, w, alpha, v, argnum):
-  def inner(w, a):
-    return optax.tree.vdot(jax.grad(loss, argnums=0)(w, a), v)
-  return jax.grad(inner, argnums=argnum)(w, alpha)
-
-
 def exact_mixed_product(loss, w, alpha, v):
   """``∇²_{α,w} L(w, α) v = ∇α ⟨∇w L(w, α), v⟩``, exactly, by reverse over reverse.
 
@@ -154,7 +148,9 @@ def exact_mixed_product(loss, w, alpha, v):
   JAX cannot push a tangent through a ``custom_vjp`` call, and
   :func:`jaxnas.kernels.conv2d` keeps its fwd rule one for reverse over reverse.
   """
-  return _grad_of_inner_product(loss, w, alpha, v, 1)
+  def inner(w, a):
+    return optax.tree.vdot(jax.grad(loss, argnums=0)(w, a), v)
+  return jax.grad(inner, argnums=1)(w, alpha)
 
 
 def mixed_product_fwd(loss, w, alpha, v):
@@ -168,9 +164,26 @@ def mixed_product_fwd(loss, w, alpha, v):
 
 
 def hessian_product(loss, w, alpha, v):
-  """``∇²_{w,w} L(w, α) v = ∇w ⟨∇w L(w, α), v⟩``, exactly (reverse over reverse,
-  for the reason in :func:`exact_mixed_product`)."""
-  return _grad_of_inner_product(loss, w, alpha, v, 0)
+  """``∇²_{w,w} L(w, α) v``, exactly (reverse over reverse, for the reason in
+  :func:`exact_mixed_product`)."""
+  return grad_and_hvp(lambda w: loss(w, alpha), w, v)[1]
+
+
+def grad_and_hvp(loss, x, v=None, forward_over_reverse: bool = False):
+  """``(∇L(x), ∇²L(x) v)`` exactly, in one program, for ``loss`` a scalar function of
+  a pytree ``x``; ``v = ∇L(x)`` when None.
+
+  Reverse over reverse (the default) applies the pullback of ``x ↦ ∇L(x)`` to v
+  (H is symmetric), and with ``v=None`` to its own output, so the gradient is
+  taken once. Forward over reverse (``jax.jvp`` of ``∇L`` along v) is cheaper
+  but needs a model without nested custom VJPs (``Problem.forward_over_reverse``);
+  with ``v=None`` it takes ∇L(x) first.
+  """
+  grad = jax.grad(loss)
+  if forward_over_reverse:
+    return jax.jvp(grad, (x,), (grad(x) if v is None else v,))
+  g, pullback = jax.vjp(grad, x)
+  return g, pullback(g if v is None else v)[0]
 
 
 def tree_norm(x) -> Array:

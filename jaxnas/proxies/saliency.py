@@ -1,17 +1,29 @@
-"""Pruning-at-initialisation proxies: grad_norm, SNIP, GraSP, SynFlow.
+"""Pruning-at-initialisation saliencies (SNIP, GraSP, SynFlow), and the proxies built
+from them and from the gradient's norm.
 
-Each sums a per-weight saliency over the conv and linear weights θ (the
-convention of Abdelfattah et al. 2021's ``zero-cost-nas`` code: a per-layer
-score, summed over layers). ``L`` is the mean cross-entropy of the batch with
-BatchNorm in training mode.
+The saliencies are written once, per element of any pytree ``x`` that the loss
+is a function of: the conv and linear weights θ for the proxies below (the
+leaves :func:`~jaxnas.proxies.base.split_weights` selects), α for FreeDARTS
+(:mod:`jaxnas.free`, which stages and compiles them):
+
+* :func:`snip_saliency`:    ``|x ⊙ ∂L/∂x|``;
+* :func:`grasp_saliency`:   ``−x ⊙ H v``, ``H = ∂²L/∂x²`` and ``v = ∂L/∂x`` held
+  constant (or a given v), exact (:func:`jaxnas.hypergrad.base.grad_and_hvp`);
+* :func:`synflow_saliency`: ``x ⊙ ∂R/∂x``.
+
+The proxies follow Abdelfattah et al. 2021's ``zero-cost-nas`` code: a score per
+layer (per ``nn.Conv2d``/``nn.Linear`` weight), summed over layers. ``L`` is the
+mean cross-entropy of the batch with BatchNorm in training mode.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from typing import NamedTuple
-
+from jaxnas import ops
+from jaxnas.hypergrad.base import grad_and_hvp
 from jaxnas.proxies.base import cross_entropy, merge, split_weights, tree_sum
 
 
@@ -29,28 +41,52 @@ class SaliencyConvention(NamedTuple):
   grasp_alpha_lr: float = 0.0         # that Adam step's learning rate
 
 
+def snip_saliency(loss, x):
+  """SNIP (Lee et al. 2019), per element: ``|x ⊙ ∂L/∂x|``."""
+  return jax.tree_util.tree_map(lambda a, g: jnp.abs(a * g), x, jax.grad(loss)(x))
+
+
+def grasp_saliency(loss, x, v=None, forward_over_reverse: bool = False):
+  """GraSP (Wang et al. 2020), per element: ``−x ⊙ (H v)``, ``H = ∂²L/∂x²`` and
+  ``v = ∂L/∂x`` (held constant) unless given; forward over reverse where the
+  model admits it."""
+  _, hv = grad_and_hvp(loss, x, v, forward_over_reverse)
+  return jax.tree_util.tree_map(lambda a, h: -a * h, x, hv)
+
+
+def synflow_saliency(r, x):
+  """SynFlow (Tanaka et al. 2020), per element: ``x ⊙ ∂R/∂x``; the caller makes
+  ``R`` SynFlow's (:func:`synflow_inputs`)."""
+  return jax.tree_util.tree_map(lambda a, g: a * g, x, jax.grad(r)(x))
+
+
+def _layer_norms(name: str, g) -> jax.Array:
+  """``‖g_l‖₂`` of every layer a weight leaf holds (its leading axes stack layers)."""
+  return jnp.sqrt(jnp.sum(g * g, axis=tuple(range(g.ndim - ops.WEIGHT_NDIM[name], g.ndim))))
+
+
 def grad_norm(apply_fn, variables, batch, key):
-  """``Σ_l ‖∂L/∂θ_l‖₂``, the Frobenius norm of each weight tensor's gradient, summed."""
+  """``Σ_l ‖∂L/∂θ_l‖₂``: the Frobenius norm of each layer's weight gradient, summed
+  over layers. A leaf that stacks layers (scanned cells, a supernet's edges)
+  holds one layer per index of its leading axes, each its own norm."""
   weights, _ = split_weights(variables['params'])
   g = jax.grad(cross_entropy(apply_fn, variables, batch))(weights)
-  return sum(jnp.sqrt(jnp.sum(x * x)) for x in g.values())
+  names = {jax.tree_util.keystr(p): p[-1].key
+           for p, _ in jax.tree_util.tree_flatten_with_path(variables['params'])[0]}
+  return sum(jnp.sum(_layer_norms(names[k], x)) for k, x in g.items())
 
 
 def snip(apply_fn, variables, batch, key):
-  """SNIP (Lee et al. 2019): ``Σ |θ ⊙ ∂L/∂θ|``."""
+  """SNIP: ``Σ |θ ⊙ ∂L/∂θ|``."""
   weights, _ = split_weights(variables['params'])
-  g = jax.grad(cross_entropy(apply_fn, variables, batch))(weights)
-  return tree_sum(jax.tree_util.tree_map(lambda w, g: jnp.abs(w * g), weights, g))
+  return tree_sum(snip_saliency(cross_entropy(apply_fn, variables, batch), weights))
 
 
 def grasp(apply_fn, variables, batch, key):
-  """GraSP (Wang et al. 2020): ``Σ −θ ⊙ (H g)``, ``g = ∂L/∂θ`` held constant and
-  ``H = ∂²L/∂θ²``; ``H g`` exact (reverse over reverse): the pullback of
-  ``θ ↦ ∂L/∂θ`` applied to g (H is symmetric), g and H g from one program."""
+  """GraSP: ``Σ −θ ⊙ (H g)``, ``g = ∂L/∂θ`` held constant and ``H = ∂²L/∂θ²``;
+  reverse over reverse, g and H g from one program."""
   weights, _ = split_weights(variables['params'])
-  g, pullback = jax.vjp(jax.grad(cross_entropy(apply_fn, variables, batch)), weights)
-  hg, = pullback(g)
-  return tree_sum(jax.tree_util.tree_map(lambda w, h: -w * h, weights, hg))
+  return tree_sum(grasp_saliency(cross_entropy(apply_fn, variables, batch), weights))
 
 
 def synflow_inputs(variables, x_shape):
@@ -66,7 +102,7 @@ def synflow_inputs(variables, x_shape):
 
 
 def synflow_per_weight(apply_fn, variables, batch):
-  """SynFlow's per-weight saliency ``θ ⊙ ∂R/∂θ`` with ``R = 1ᵀ f(1; |θ|)``.
+  """SynFlow's per-weight saliency ``θ ⊙ ∂R/∂θ`` with ``R = 1ᵀ f(1; |θ|)``, float64.
 
   The reference convention: every parameter replaced by its absolute value,
   an all-ones input of one sample, float64, and BatchNorm off — here its
@@ -79,12 +115,15 @@ def synflow_per_weight(apply_fn, variables, batch):
 
     def r(w):
       return jnp.sum(apply_fn(dict(v, params=merge(v['params'], w, rest)), ones, False))
-    g = jax.grad(r)(weights)
-    return jax.tree_util.tree_map(lambda w, g: w * g, weights, g)
+    return synflow_saliency(r, weights)
 
 
 def synflow(apply_fn, variables, batch, key):
-  """SynFlow (Tanaka et al. 2020): ``Σ θ ⊙ ∂R/∂θ`` (:func:`synflow_per_weight`),
-  in float64; returned as float32."""
+  """SynFlow: ``log Σ θ ⊙ ∂R/∂θ`` (:func:`synflow_per_weight`), the natural
+  logarithm, as NASLib reports it. The sum grows with depth and width past
+  float32's range (NAS-Bench-201 at C=16, 5 cells per stage: up to ~1e40), so
+  it is summed and its logarithm taken in float64, and only the logarithm is
+  returned in float32; a network with no path from input to output scores −inf.
+  """
   with jax.enable_x64():
-    return tree_sum(synflow_per_weight(apply_fn, variables, batch)).astype(jnp.float32)
+    return jnp.log(tree_sum(synflow_per_weight(apply_fn, variables, batch))).astype(jnp.float32)
