@@ -20,11 +20,12 @@ from jaxnas.checkpoint import Interrupted
 
 class Command(NamedTuple):
   config: type                                   # the config dataclass; its fields are the flags
-  run: Callable[..., Any]                        # (config[, resume=, progress=]) -> result
+  run: Callable[..., Any]                        # (config[, resume=][, progress=]) -> result
   report: Callable[[Any, argparse.Namespace], str]
   help: str
   description: str = ''
-  resumable: bool = False                        # --resume and --no-progress
+  resumable: bool = False                        # --resume (and --no-progress)
+  progress: bool = False                         # --no-progress
   extra_flags: tuple = ()                        # (flag, argparse keywords) not in the config
   epilog: Callable[[], str] | None = None        # text after the flags in --help
 
@@ -120,10 +121,12 @@ COMMANDS: dict[str, Command] = {
         'WORKDIR/search and WORKDIR/train, the report to WORKDIR/report.json and report.md.',
         resumable=True, epilog=_recipes_epilog),
     'zc': Command(
-        zc.ZCConfig, zc.zc, _report_zc, 'zero-cost NAS: score sampled architectures with a proxy',
-        'Samples architectures, scores each with a zero-cost proxy and keeps the best. '
+        zc.ZCConfig, zc.zc, _report_zc, 'zero-cost NAS: rank architectures by a proxy',
+        'Samples architectures (or reads --candidates), scores each with a zero-cost proxy and '
+        'keeps the best. '
         '--via supernet scores NAS-Bench-201 cells through the one-hot supernet, vmapped '
         '(auto: where exact).',
+        progress=True,
         extra_flags=(('--show', dict(type=int, default=10, help='rows of the ranking to print')),)),
 }
 
@@ -144,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     config_lib.add_flags(sp, cmd.config)
     if cmd.resumable:
       sp.add_argument('--resume', action='store_true', help='continue the run in --workdir')
+    if cmd.resumable or cmd.progress:
       sp.add_argument('--no-progress', action='store_true', help='no progress bar')
     for flag, kw in cmd.extra_flags:
       sp.add_argument(flag, **kw)
@@ -169,7 +173,9 @@ def main(argv=None) -> int:
     config = config_lib.from_args(cmd.config, args)
     if args.command != 'params':
       xla.enable_compilation_cache()
-    kwargs = {'resume': args.resume, 'progress': not args.no_progress} if cmd.resumable else {}
+    kwargs = {'resume': args.resume} if cmd.resumable else {}
+    if cmd.resumable or cmd.progress:
+      kwargs['progress'] = not args.no_progress
     print(cmd.report(cmd.run(config, **kwargs), args))
   except Interrupted as e:
     print(f'jaxnas {args.command}: {e}', file=sys.stderr)

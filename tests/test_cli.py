@@ -148,6 +148,36 @@ def test_zc(tmp_path, capsys, via):
   assert (wd / 'genotype.txt').read_text().strip() == ranking[0]['genotype']
 
 
+def test_zc_ranks_the_candidates_of_a_file(tmp_path, capsys):
+  archs = ['|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|',
+           '|avg_pool_3x3~0|+|none~0|skip_connect~1|+|none~0|none~1|nor_conv_1x1~2|',
+           '|skip_connect~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|none~0|nor_conv_3x3~1|none~2|']
+  text = tmp_path / 'candidates.txt'
+  text.write_text('# three cells\n' + '\n'.join(archs + archs[:1]) + '\n\n')  # a repeat is dropped
+  listed = tmp_path / 'candidates.json'
+  listed.write_text(json.dumps({a: {'val_accuracy': 0} for a in archs}))  # an object keyed by arch
+  for path in (text, listed):
+    wd = tmp_path / path.suffix[1:]
+    status, out, err = run_cli(capsys, 'zc', '--space', 'nb201', '--proxy', 'synflow', '--candidates',
+                               path, '--channels', 4, '--layers', 1, '--no-progress', '--workdir', wd)
+    assert status == 0, err
+    assert out.splitlines()[0] == 'synflow on 3 nb201 architectures (through the supernet); best first:'
+    ranking = json.load(open(wd / 'ranking.json'))['ranking']
+    assert sorted(r['genotype'] for r in ranking) == sorted(archs)
+    assert [r['score'] for r in ranking] == sorted((r['score'] for r in ranking), reverse=True)
+  # the cell with the most convolutions has the most paths of the largest weights
+  assert ranking[0]['genotype'] == archs[0]
+  bad = tmp_path / 'bad.txt'
+  bad.write_text(archs[0] + '\n|nor_conv_5x5~0|\n')
+  for argv, message in [
+      (['--candidates', bad], f'--candidates {bad}, line 2: '),
+      (['--candidates', tmp_path / 'missing.txt'], 'missing.txt: no such file'),
+      (['--candidates', text, '--samples', '5'], 'give --samples or --candidates, not both')]:
+    status, out, err = run_cli(capsys, 'zc', '--space', 'nb201', *argv, '--no-progress',
+                               '--workdir', tmp_path / 'err')
+    assert status == 2 and message in err, err
+
+
 def test_user_errors_are_one_message_and_exit_2(tmp_path, capsys):
   cases = [
       (['search', '--batch-size', '0'], 'batch_size (--batch-size) must be >= 1, got 0'),

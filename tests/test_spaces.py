@@ -30,6 +30,22 @@ def test_nb201_params():
   assert spaces.count_network_params('nb201', NB201_ARCH, 16, 5) == (1_288_506, 0)
 
 
+def test_nb201_params_equal_nas_bench_201s_on_each_data_set():
+  # NAS-Bench-201's own counts (benchmarks/nb201_ground_truth.json, in M to 6 decimals)
+  # for 5 of its architectures on each data set: 10, 100 and 120 classes, 16x16 inputs on
+  # ImageNet16-120
+  import json
+  import os
+  path = os.path.join(os.path.dirname(__file__), '..', 'benchmarks', 'nb201_ground_truth.json')
+  with open(path) as f:
+    truth = json.load(f)['datasets']
+  for dataset, classes, image in (('cifar10', 10, 32), ('cifar100', 100, 32),
+                                  ('ImageNet16-120', 120, 16)):
+    for arch in sorted(truth[dataset])[::150]:
+      count, _ = spaces.count_network_params('nb201', arch, 16, 5, classes, image_size=image)
+      assert round(count / 1e6, 6) == truth[dataset][arch]['params'], (dataset, arch, count)
+
+
 def test_params_command_prints_count_last(capsys):
   assert cli.main(['params', '--space', 'darts', '--genotype', 'DARTS_V2', '--channels', '36',
                    '--layers', '20']) == 0
