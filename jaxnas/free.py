@@ -57,7 +57,7 @@ from jaxnas.hypergrad.base import grad_and_hvp
 from jaxnas.proxies import saliency
 from jaxnas.proxies.saliency import SaliencyConvention
 from jaxnas.spaces import get_space
-from jaxnas.spaces.base import init_variables
+from jaxnas.spaces.base import forward_over_reverse, init_variables
 
 SALIENCIES = ('synflow', 'snip', 'grasp')
 CONVENTIONS = ('paper', 'code')
@@ -240,8 +240,8 @@ def free(config: FreeConfig, dataset: data_lib.Dataset | None = None) -> FreeRes
   fns = [xla.persistent_jit(stage, ['free', cfg.saliency, k, repr(conv), type(model).__module__,
                                     repr(model)],
                             out_shardings=sharding.replicated(mesh),
-                            compiler_options={} if heavy else dict(space.run_once_options))
-         for k, stage in enumerate(saliency_stages(model, cfg.saliency, space.forward_over_reverse,
+                            compiler_options={} if heavy else xla.cpu_compile_options(space.run_once_options))
+         for k, stage in enumerate(saliency_stages(model, cfg.saliency, forward_over_reverse(space),
                                                    conv))]
   # each stage is lowered while XLA compiles the one before (outside the GIL); then
   # they run in turn, alone on the cores: the compiled time is their runs

@@ -1,6 +1,12 @@
-"""XLA kernels of the candidate operations, NHWC, with the derivatives written for XLA on CPU.
+"""Kernels of the candidate operations, NHWC: written for XLA on CPU, or XLA's own.
 
-Why each exists (measured: docs/performance.md):
+Two implementations of each op (:func:`kernel_path` picks one when a function
+is traced): ``'cpu'``, the kernels below with their derivatives written for
+XLA CPU, and ``'xla'``, XLA's own (``lax.conv_general_dilated``, grouped for
+the depthwise convolution, JAX's derivatives): what cuDNN and the GPU and TPU
+compilers are built for; pooling is the same shifted slices on both (:func:`avg_pool`). They compute the same
+numbers (tests/test_ops.py). Why each CPU kernel exists (measured:
+docs/performance.md):
 
 * depthwise convolution is a sum of strided, shifted slices times per-channel
   weights with a hand-written VJP: XLA CPU's grouped convolution is ~50x slower.
@@ -21,6 +27,7 @@ These are functions of arrays; the Flax layers that hold their weights are in
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +35,18 @@ import numpy as np
 from jax import lax
 
 Array = jax.Array
+KERNEL_PATHS = ('cpu', 'xla')
+
+
+def kernel_path() -> str:
+  """``$JAXNAS_KERNELS`` if set ('cpu' or 'xla'), else 'cpu' on the CPU backend and
+  'xla' on every other (GPU, TPU). Read when an op is traced."""
+  path = os.environ.get('JAXNAS_KERNELS', '')
+  if path:
+    if path not in KERNEL_PATHS:
+      raise ValueError(f'JAXNAS_KERNELS={path!r}: must be one of {", ".join(KERNEL_PATHS)}')
+    return path
+  return 'cpu' if jax.default_backend() == 'cpu' else 'xla'
 
 
 def _out_size(size: int, k: int, stride: int, dilation: int, pad: int) -> int:
@@ -88,10 +107,23 @@ def depthwise_conv_stack(x: Array, kernels, stride: int, dilations) -> Array:
   per kernel; kernels may differ in size and dilation ('same' padding: one
   output size). On small maps all G are two matrix products (:func:`_dw_matmul`).
   """
-  if x.shape[-3] * x.shape[-2] <= DENSE_DEPTHWISE_PIXELS:
+  if kernel_path() == 'xla':
+    one = _dw_xla
+  elif x.shape[-3] * x.shape[-2] <= DENSE_DEPTHWISE_PIXELS:
     return _dw_matmul(x, kernels, stride, dilations)
-  return jnp.stack([_dw_slices(x if x.ndim == 4 else x[g], kern, stride, d)
+  else:
+    one = _dw_slices
+  return jnp.stack([one(x if x.ndim == 4 else x[g], kern, stride, d)
                     for g, (kern, d) in enumerate(zip(kernels, dilations))])
+
+
+def _dw_xla(x, kernel, stride, dilation):
+  """XLA's grouped convolution (one group per channel)."""
+  k, c = kernel.shape[0], kernel.shape[-1]
+  pad = dilation * (k - 1) // 2
+  return lax.conv_general_dilated(x, kernel.reshape(k, k, 1, c), (stride,) * 2, [(pad, pad)] * 2,
+                                  rhs_dilation=(dilation,) * 2, dimension_numbers=_CONV_DIMS,
+                                  feature_group_count=c)
 
 
 @functools.lru_cache(maxsize=None)
@@ -190,26 +222,33 @@ def conv_xla(x, kernel, stride, padding, dilation):
                                   rhs_dilation=(dilation,) * 2, dimension_numbers=_CONV_DIMS)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def conv2d(x: Array, kernel: Array, stride: int = 1, padding: int = 0, dilation: int = 1) -> Array:
   """Dense convolution ``y[b,h,w,o] = Σ_ijc x_pad[b, s·h + d·i, s·w + d·j, c] K[i,j,c,o]``.
 
   ``kernel`` is (k, k, C_in, C_out), zero padding ``padding`` on each side, as
-  PyTorch's ``Conv2d(C_in, C_out, k, s, padding, d)``. The VJP is written in
-  canonical layouts only (see the module docstring): the input gradient is
-  this function again, of the stride-upsampled cotangent with the flipped,
-  in/out-swapped kernel; the kernel gradient is one matrix product per tap.
+  PyTorch's ``Conv2d(C_in, C_out, k, s, padding, d)``. On the 'cpu' path its VJP
+  is written in canonical layouts only (see the module docstring): the input
+  gradient is this convolution again, of the stride-upsampled cotangent with the
+  flipped, in/out-swapped kernel; the kernel gradient is one matrix product per
+  tap. On the 'xla' path, XLA's convolution and JAX's derivatives.
   """
+  if kernel_path() == 'xla':
+    return conv_xla(x, kernel, stride, padding, dilation)
+  return _conv_cpu(x, kernel, stride, padding, dilation)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv_cpu(x: Array, kernel: Array, stride: int = 1, padding: int = 0, dilation: int = 1) -> Array:
   return conv_xla(x, kernel, stride, padding, dilation)
 
 
 def _conv_fwd(x, kernel, stride, padding, dilation):
-  # Through conv2d itself: a second derivative by reverse over reverse (GraSP,
+  # Through _conv_cpu itself: a second derivative by reverse over reverse (GraSP,
   # unroll) then takes the primal's derivative by this VJP too, not by the slow
   # transposes; forward over reverse cannot pass it (a custom VJP has no JVP).
   # (The same for depthwise_conv fails inside JAX under remat + scan: residuals
   # mixed up. Its fwd is plain JAX, so forward over reverse passes it.)
-  return conv2d(x, kernel, stride, padding, dilation), (x, kernel)
+  return _conv_cpu(x, kernel, stride, padding, dilation), (x, kernel)
 
 
 def _conv_bwd(stride, padding, dilation, res, g):
@@ -223,7 +262,7 @@ def _conv_bwd(stride, padding, dilation, res, g):
   hi = [x.shape[a] - s * (g.shape[a] - 1) - 1 + p for a in (1, 2)]
   g_up = lax.pad(g, jnp.zeros((), g.dtype),
                  ((0, 0, 0), (lo, hi[0], s - 1), (lo, hi[1], s - 1), (0, 0, 0)))
-  dx = conv2d(g_up, jnp.swapaxes(kernel[::-1, ::-1], 2, 3), 1, 0, d)
+  dx = _conv_cpu(g_up, jnp.swapaxes(kernel[::-1, ::-1], 2, 3), 1, 0, d)
   xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
   g2 = g.reshape(-1, g.shape[3])
   dk = jnp.stack([jnp.dot(win.reshape(-1, c_in).T, g2)
@@ -231,11 +270,12 @@ def _conv_bwd(stride, padding, dilation, res, g):
   return dx, dk.reshape(kernel.shape).astype(kernel.dtype)
 
 
-conv2d.defvjp(_conv_fwd, _conv_bwd)
+_conv_cpu.defvjp(_conv_fwd, _conv_bwd)
 
 
 def max_pool_3x3(x: Array, stride: int = 1) -> Array:
-  """3x3 max pooling, padding 1 (padding never wins), as separable shifted maxima."""
+  """3x3 max pooling, padding 1 (padding never wins), as separable shifted maxima (on
+  both paths: see :func:`avg_pool`)."""
   xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
   b, hp, wp, c = xp.shape
   ho, wo = _out_size(hp - 2, 3, stride, 1, 1), _out_size(wp - 2, 3, stride, 1, 1)
@@ -259,10 +299,16 @@ def _avg_pool_count(h: int, w: int, stride: int, k: int, pad: int) -> np.ndarray
 
 
 def avg_pool(x: Array, k: int = 3, stride: int = 1, pad: int = 1) -> Array:
-  """k x k average pooling with ``count_include_pad=False``, as separable shifted sums."""
+  """k x k average pooling with ``count_include_pad=False``, as separable shifted sums.
+
+  Plain JAX on both kernel paths: ``lax.reduce_window``'s derivative cannot be
+  differentiated forward inside a ``lax.scan`` (jax 0.10: "Linearization failed
+  to produce known values"), and the cell stages are scans that darts2 and
+  GraSP differentiate forward over reverse.
+  """
+  h, w = x.shape[1:3]
   xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
   b, hp, wp, c = xp.shape
-  h, w = hp - 2 * pad, wp - 2 * pad
   ho, wo = _out_size(h, k, stride, 1, pad), _out_size(w, k, stride, 1, pad)
   r = sum(lax.slice(xp, (0, i, 0, 0), (b, i + (ho - 1) * stride + 1, wp, c), (1, stride, 1, 1))
           for i in range(k))

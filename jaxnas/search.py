@@ -37,7 +37,7 @@ from jaxnas import data as data_lib
 from jaxnas import hypergrad, loop, optim, plot, relax, sharding, warmup, xla
 from jaxnas.search_config import SearchConfig
 from jaxnas.spaces import get_space
-from jaxnas.spaces.base import init_variables
+from jaxnas.spaces.base import forward_over_reverse, init_variables
 
 
 class SearchState(NamedTuple):
@@ -190,7 +190,7 @@ class Search:
                                 self.relaxation, remat=cfg.size.remat)
     augment = (data_lib.search_augment(cfg.data.dataset) if cfg.data.augment
                else data_lib.NO_AUGMENT)
-    self.spec = StepSpec(model, self.estimator, self.relaxation, self.space.forward_over_reverse,
+    self.spec = StepSpec(model, self.estimator, self.relaxation, forward_over_reverse(self.space),
                          cfg.optim, cfg.size.epochs, self.steps_per_epoch * self.n_train, augment,
                          tuple(self.data.mean), tuple(self.data.std), cfg.warmup,
                          self.data.image_shape)

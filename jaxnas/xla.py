@@ -1,4 +1,4 @@
-"""XLA settings for the CPU, and the program cache.
+"""XLA settings for the CPU (applied on the CPU backend only), and the program cache.
 
 :func:`configure` adds jaxnas' XLA flags to ``XLA_FLAGS``. The command line
 calls it first thing; importing jaxnas does not, so a library user who wants
@@ -17,10 +17,38 @@ import warnings
 from typing import Any, Callable
 
 CPU_FLAGS = ('--xla_cpu_use_fusion_emitters=false',)
+# jaxlib's accelerator plugins: where one is installed, JAX starts on that accelerator
+ACCELERATOR_MODULES = {'jax_cuda12_plugin': 'gpu', 'jax_cuda13_plugin': 'gpu',
+                       'jax_rocm60_plugin': 'gpu', 'jax_rocm7_plugin': 'gpu', 'libtpu': 'tpu'}
+
+
+def expected_backend() -> str:
+  """The backend JAX will start ('cpu', 'gpu' or 'tpu'), told without starting it: the
+  first of ``JAX_PLATFORMS`` if set, else 'gpu' or 'tpu' where an accelerator
+  plugin is installed, else 'cpu'."""
+  import importlib.util
+  platforms = os.environ.get('JAX_PLATFORMS', '').strip()
+  if platforms:
+    first = platforms.split(',')[0].strip().lower()
+    return {'cuda': 'gpu', 'rocm': 'gpu'}.get(first, first)
+  for module, backend in ACCELERATOR_MODULES.items():
+    if importlib.util.find_spec(module) is not None:
+      return backend
+  return 'cpu'
+
+
+def cpu_compile_options(options) -> dict:
+  """``options`` (XLA CPU compile options) on the CPU backend; nothing elsewhere."""
+  import jax
+  return dict(options) if jax.default_backend() == 'cpu' else {}
+
 
 def configure() -> None:
-  """Adds :data:`CPU_FLAGS` to ``XLA_FLAGS`` (those the user has not set). It takes
-  effect only if called before JAX starts its backend."""
+  """Adds :data:`CPU_FLAGS` to ``XLA_FLAGS`` (those the user has not set) where JAX
+  will run on the CPU (:func:`expected_backend`); on an accelerator it adds
+  nothing. It takes effect only if called before JAX starts its backend."""
+  if expected_backend() != 'cpu':
+    return
   flags = os.environ.get('XLA_FLAGS', '')
   extra = [f for f in CPU_FLAGS if f.split('=')[0] not in flags]
   if extra:
@@ -59,6 +87,7 @@ def program_fingerprint() -> str:
   sources, the versions of the libraries that trace it, XLA's flags, JAX's
   numerics switches and the backend."""
   import jax
+  from jaxnas import kernels
   h = hashlib.sha256()
   root = os.path.dirname(os.path.abspath(__file__))
   for dirpath, dirnames, filenames in os.walk(root):
@@ -82,6 +111,7 @@ def program_fingerprint() -> str:
       'x64': jax.config.jax_enable_x64,
       'matmul_precision': str(jax.config.jax_default_matmul_precision),
       'backend': jax.default_backend(), 'devices': [len(devices), devices[0].device_kind],
+      'kernels': kernels.kernel_path(),
   }, sort_keys=True).encode())
   return h.hexdigest()
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from jaxnas import config as config_lib
 from jaxnas import data as data_lib
-from jaxnas import proxies, sharding, spaces
+from jaxnas import proxies, sharding, spaces, xla
 from jaxnas.config import option
 from jaxnas.spaces import get_space
 from jaxnas.spaces.base import init_variables
@@ -152,7 +152,7 @@ def score_batch(space, genotypes: list, proxy: str, batch, num_classes: int, cha
     variables = init_variables(net, key, x0)
     jitted = jax.jit(functools.partial(fn, proxies.network_apply(net), **options))
     compiled = jitted.lower(variables, batch, key).compile(
-        compiler_options=dict(sp.run_once_options))
+        compiler_options=xla.cpu_compile_options(sp.run_once_options))
     t1 = time.perf_counter()
     scores.append(float(compiled(variables, batch, key)))
     run_seconds += time.perf_counter() - t1

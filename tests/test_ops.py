@@ -1,8 +1,11 @@
 """Kernels against XLA's own convolution / reduce_window and NumPy."""
+import os
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jax import lax
 
@@ -201,3 +204,114 @@ def test_every_op_keeps_or_halves_shape(name):
     y, _ = op.apply(v, x, True, mutable=['batch_stats'])
     assert y.shape == (2, 8 // stride, 8 // stride, 4)
     assert np.isfinite(np.asarray(y)).all()
+
+
+# --- the two kernel paths (kernels.kernel_path): the same numbers -----------------
+
+def _on_each_path(monkeypatch, fn):
+  """``{path: fn()}`` with JAXNAS_KERNELS forcing each path (traced afresh: JAX keeps
+  the traces of scan bodies, keyed by function, not by the path)."""
+  out = {}
+  for path in kernels.KERNEL_PATHS:
+    monkeypatch.setenv('JAXNAS_KERNELS', path)
+    jax.clear_caches()
+    out[path] = fn()
+  return out
+
+
+def _assert_same(results, rtol, atol):
+  a, b = (jax.tree_util.tree_leaves(results[p]) for p in kernels.KERNEL_PATHS)
+  assert len(a) == len(b) > 0
+  for u, v in zip(a, b):
+    np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize('name', sorted(ops.OPS))
+def test_every_op_and_its_gradients_are_the_same_on_both_kernel_paths(monkeypatch, name):
+  # float64: forward output, parameter and input gradients to 1e-10, at 8x8 (the
+  # depthwise convolutions as banded matrices on the CPU path) and 16x16 (as slices)
+  with jax.enable_x64():
+    for size, stride in ((8, 1), (16, 1), (16, 2)):
+      x = jax.random.normal(jax.random.key(1), (2, size, size, 4), jnp.float64)
+      op = ops.get_op(name, 4, 4, stride, affine=True)
+      v = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), op.init(jax.random.key(0), x, False))
+      r = jax.random.normal(jax.random.key(2), (2, size // stride, size // stride, 4), jnp.float64)
+
+      def loss(params, x):
+        y, _ = op.apply(dict(v, params=params), x, True, mutable=['batch_stats'])
+        return jnp.sum(y * r)
+      _assert_same(_on_each_path(monkeypatch, lambda: jax.value_and_grad(loss, (0, 1))(
+          v.get('params', {}), x)), 1e-10, 1e-10)
+
+
+def test_pooling_is_the_same_on_both_kernel_paths(monkeypatch):
+  with jax.enable_x64():
+    x = jax.random.normal(jax.random.key(0), (2, 9, 9, 3), jnp.float64)
+    for fn in (lambda x: kernels.max_pool_3x3(x, 2), lambda x: kernels.avg_pool(x, 5, 3, 0),
+               lambda x: kernels.avg_pool_3x3(x, 2)):
+      _assert_same(_on_each_path(monkeypatch, lambda: jax.vjp(fn, x)[1](fn(x))), 1e-12, 1e-12)
+
+
+@pytest.mark.parametrize('space', ['darts', 'nb201'])
+def test_a_supernet_and_its_second_derivatives_are_the_same_on_both_kernel_paths(monkeypatch, space):
+  from jaxnas import hypergrad
+  from jaxnas.spaces import get_space
+  from jaxnas.spaces.base import forward_over_reverse, init_variables
+  sp = get_space(space)
+  model = sp.supernet(4, 2 if space == 'darts' else 1, 10)
+  alpha = sp.init_alpha(jax.random.key(1), 0.1)
+  x = jax.random.normal(jax.random.key(2), (4, 8, 8, 3))
+  y = jnp.arange(4) % 10
+  v = init_variables(model, jax.random.key(0), x[:1], alpha)
+
+  def loss(params, alpha):
+    logits, _ = model.apply(dict(v, params=params), x, alpha, train=True, mutable=['batch_stats'])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+  u = jax.tree_util.tree_map(lambda p: jnp.cos(jnp.arange(p.size, dtype=p.dtype)).reshape(p.shape),
+                             v['params'])
+
+  def run():
+    value, grads = jax.value_and_grad(loss, (0, 1))(v['params'], alpha)
+    # darts2's mixed product: forward over reverse wherever the kernels admit it
+    fwd = forward_over_reverse(sp)
+    mixed = (hypergrad.base.mixed_product_fwd if fwd else hypergrad.base.exact_mixed_product)(
+        loss, v['params'], alpha, u)
+    return value, grads, mixed, fwd
+  out = _on_each_path(monkeypatch, run)
+  # on XLA's kernels no custom VJP blocks a tangent: forward over reverse on both spaces
+  assert out['xla'][3] and out['cpu'][3] == (space == 'darts')
+  _assert_same({p: o[:3] for p, o in out.items()}, 1e-4, 1e-6)
+  monkeypatch.setenv('JAXNAS_KERNELS', 'xla')  # and it is the exact product
+  jax.clear_caches()
+  np.testing.assert_allclose(*(jax.tree_util.tree_leaves(f(loss, v['params'], alpha, u))[0] for f in (
+      hypergrad.base.mixed_product_fwd, hypergrad.base.exact_mixed_product)), rtol=1e-4, atol=1e-7)
+
+
+def test_kernel_path_by_backend_and_override(monkeypatch):
+  monkeypatch.delenv('JAXNAS_KERNELS', raising=False)
+  assert kernels.kernel_path() == 'cpu'
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  assert kernels.kernel_path() == 'xla'
+  monkeypatch.setenv('JAXNAS_KERNELS', 'cpu')
+  assert kernels.kernel_path() == 'cpu'
+  monkeypatch.setenv('JAXNAS_KERNELS', 'cudnn')
+  with pytest.raises(ValueError, match="JAXNAS_KERNELS='cudnn': must be one of cpu, xla"):
+    kernels.kernel_path()
+
+
+def test_no_cpu_flags_or_compile_options_on_an_accelerator(monkeypatch):
+  from jaxnas import xla
+  from jaxnas.spaces import get_space
+  options = get_space('nb201').run_once_options
+  assert xla.cpu_compile_options(options) == dict(options)
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  assert xla.cpu_compile_options(options) == {}
+  for platforms, flags in (('cuda', ''), ('tpu', ''), ('cpu', ' '.join(xla.CPU_FLAGS))):
+    monkeypatch.setenv('JAX_PLATFORMS', platforms)
+    monkeypatch.setenv('XLA_FLAGS', '')
+    xla.configure()
+    assert os.environ['XLA_FLAGS'] == flags, platforms
+  monkeypatch.delenv('JAX_PLATFORMS')
+  monkeypatch.setattr(xla.importlib.util if hasattr(xla, 'importlib') else __import__('importlib').util,
+                      'find_spec', lambda name: object() if name == 'jax_cuda12_plugin' else None)
+  assert xla.expected_backend() == 'gpu'

@@ -55,9 +55,10 @@ class SearchSpace:
     onehot: the α that selects a genotype in the raw-α supernet.
     num_architectures: how many architectures the space holds (None: too many to list).
     drawing: ``(genotype, cell) -> CellDrawing``.
-    forward_over_reverse: ``jax.jvp`` passes the supernet's gradients (no custom
-      VJP whose forward rule is itself a custom VJP on the way): second-order
-      products take that cheaper way.
+    forward_over_reverse: ``jax.jvp`` passes the supernet's gradients on the CPU
+      kernels (no custom VJP whose forward rule is itself a custom VJP on the
+      way): second-order products take that cheaper way (on XLA's kernels every
+      space does: :func:`forward_over_reverse`).
     run_once_options: XLA compile options for a program the supernet runs once
       (FreeDARTS' saliency; jaxnas.xla.run_once_options).
     onehot_supernet_exact: the one-hot raw-α supernet computes the discrete
@@ -190,6 +191,13 @@ class SearchSpace:
     except ValueError as e:
       raise ValueError(f'{spec!r} is not a known {self.name} genotype name '
                        f'({", ".join(self.genotypes)}), nor a file, nor a valid genotype: {e}') from None
+
+
+def forward_over_reverse(space: SearchSpace) -> bool:
+  """Whether ``jax.jvp`` passes the supernet's gradients with the kernels in use: always
+  on XLA's own (no custom VJP), else where the space says (``forward_over_reverse``)."""
+  from jaxnas import kernels
+  return space.forward_over_reverse or kernels.kernel_path() == 'xla'
 
 
 def init_variables(model: nn.Module, key: jax.Array, x: jax.Array, *args) -> dict:
