@@ -25,7 +25,8 @@ and Spearman ρ between jaxnas' score and NASLib's, architecture by architecture
 Then zero-cost NAS: the accuracy of the architecture each proxy ranks first,
 against the best, the median and the mean of 100 random picks of the same
 architectures. Scores are kept in benchmarks/results/nb201_scores_<data set>.json
-(a re-run with the same setup reuses them: an interrupted run loses nothing).
+(a re-run with the same setup reuses them: an interrupted run loses nothing;
+``--cached`` prints the tables from them alone).
 
 Full space (``--part full``): seconds for ``jaxnas zc --space nb201 --proxy
 synflow`` over all 15,625 cells, compile included, at NAS-Bench-201's size
@@ -93,8 +94,9 @@ def _scores_path(dataset: str) -> str:
 
 
 def score_dataset(dataset: str, table: dict, proxy_names, archs: int, batch: int,
-                  progress: bool = True) -> dict:
-  """``{proxy: {arch: score}}`` on ``dataset``, reusing the scores file where the setup matches."""
+                  progress: bool = True, cached: bool = False) -> dict:
+  """``{proxy: {arch: score}}`` on ``dataset``, reusing the scores file where the setup
+  matches; with ``cached``, only what the file holds."""
   import jax
   import jax.numpy as jnp
   import jaxnas.xla
@@ -120,10 +122,10 @@ def score_dataset(dataset: str, table: dict, proxy_names, archs: int, batch: int
   for name in proxy_names:
     wanted = names if name == 'synflow' else sample
     have = doc['scores'].setdefault(name, {})
-    todo = [a for a in wanted if a not in have]
+    todo = [] if cached else [a for a in wanted if a not in have]
     b = NTK_BATCH if name == 'ntk' else batch
     via = VIA.get(name, 'network')
-    step = len(todo) if via == 'supernet' else 10
+    step = max(len(todo), 1) if via == 'supernet' else 10
     for i in range(0, len(todo), step):  # saved every `step`: an interrupted run keeps its scores
       part = todo[i:i + step]
       r = score_batch(sp, [sp.load_genotype(a) for a in part], name, (jnp.asarray(x[:b]),
@@ -138,15 +140,21 @@ def score_dataset(dataset: str, table: dict, proxy_names, archs: int, batch: int
   return doc
 
 
-def quality(proxy_names, datasets, archs: int, batch: int, out: str, progress: bool = True):
+def quality(proxy_names, datasets, archs: int, batch: int, out: str, progress: bool = True,
+            cached: bool = False):
   from jaxnas import proxies
   gt = load_ground_truth()
   rows = []
   for dataset in datasets:
     table = gt[dataset]
-    doc = score_dataset(dataset, table, proxy_names, archs, batch, progress)
-    for name in list(proxy_names) + ['params', 'flops']:
-      scored = doc['scores'][name] if name in doc['scores'] else {a: table[a][name] for a in table}
+    doc = score_dataset(dataset, table, proxy_names, archs, batch, progress, cached)
+    present = [p for p in proxy_names if doc['scores'].get(p)]
+    sample = set(doc['scores'].get(next((p for p in present if p != 'synflow'), ''), {}))
+    baselines = [(b, None) for b in ('params', 'flops')] + [(b, sample) for b in ('params', 'flops')
+                                                              if sample]
+    for name, among in [(p, None) for p in present] + baselines:
+      scored = doc['scores'][name] if name in doc['scores'] else {
+          a: table[a][name] for a in (among or table)}
       arch = sorted(a for a in scored if a in table)
       acc = np.array([table[a]['val_accuracy'] for a in arch])
       signed = proxies.sign(name) * np.array([scored[a] for a in arch], np.float64) \
@@ -154,7 +162,8 @@ def quality(proxy_names, datasets, archs: int, batch: int, out: str, progress: b
       signed = np.where(np.isnan(signed), -np.inf, signed)  # a NaN ranks last
       tau, rho = rank_stats(signed, acc)
       params_tau, _ = rank_stats([table[a]['params'] for a in arch], acc)
-      row = dict(part='quality', space='nb201', dataset=dataset, proxy=name, n=len(arch), tau=tau,
+      row = dict(part='quality', space='nb201', dataset=dataset, proxy=name, n=len(arch),
+                 among='all' if len(arch) == len(table) else 'sample', tau=tau,
                  rho=rho, params_tau=params_tau, nonfinite=int((~np.isfinite(signed)).sum()),
                  seconds=doc['seconds'].get(name))
       ref = naslib_name(name)
@@ -174,24 +183,51 @@ def quality(proxy_names, datasets, archs: int, batch: int, out: str, progress: b
   return rows
 
 
-def _f(v, fmt='{:6.3f}'):
-  return fmt.format(v) if v is not None else '     —'
+def _f(v, fmt='{:.3f}'):
+  return fmt.format(v) if v is not None else '—'
+
+
+TITLES = {'cifar10': 'CIFAR-10', 'cifar100': 'CIFAR-100', 'ImageNet16-120': 'ImageNet16-120'}
 
 
 def print_quality(rows):
-  print('\nRank correlation with NAS-Bench-201 validation accuracy (τ: Kendall τ-b, ρ: Spearman)')
-  print('| data set | proxy | archs | τ | ρ | NASLib τ | params τ | ρ vs NASLib |')
-  print('|---|---|---:|---:|---:|---:|---:|---:|')
-  for r in rows:
-    print(f"| {r['dataset']} | {r['proxy']} | {r['n']} | {_f(r['tau'])} | {_f(r['rho'])} | "
-          f"{_f(r.get('naslib_tau'))} | {_f(r['params_tau'])} | {_f(r.get('rho_vs_naslib'))} |")
-  print('\nZero-cost NAS: validation accuracy (%) of the architecture each proxy ranks first')
-  print('| data set | proxy | archs | picked | NASLib picked | best | median | 100 random |')
-  print('|---|---|---:|---:|---:|---:|---:|---:|')
-  for r in rows:
-    print(f"| {r['dataset']} | {r['proxy']} | {r['n']} | {r['pick_acc']:.2f} | "
-          f"{_f(r.get('naslib_pick_acc'), '{:.2f}')} | {r['best_acc']:.2f} | {r['median_acc']:.2f} | "
-          f"{r['random_acc']:.2f} |")
+  """Two Markdown tables, a row per proxy and two columns per data set (the README's)."""
+  datasets = list(dict.fromkeys(r['dataset'] for r in rows))
+  names = list(dict.fromkeys((r['proxy'], r['among']) for r in rows))
+  at = {(r['dataset'], (r['proxy'], r['among'])): r for r in rows}
+
+  def archs(name):
+    return '/'.join(sorted({str(at[(d, name)]['n']) for d in datasets if (d, name) in at}))
+  print('\nKendall τ with NAS-Bench-201 validation accuracy: jaxnas (NASLib on the same '
+        'architectures); ρ: Spearman between jaxnas\' and NASLib\'s scores')
+  head = ' | '.join(f'{TITLES[d]} τ (NASLib) | ρ' for d in datasets)
+  print(f'| proxy | archs | {head} |')
+  print('|---|---:|' + '---:|---:|' * len(datasets))
+  for name in names:
+    cells = []
+    for d in datasets:
+      r = at.get((d, name))
+      cells += [f"{_f(r['tau'])} ({_f(r.get('naslib_tau'))})" if r else '',
+                _f(r and r.get('rho_vs_naslib'), '{:.2f}')]
+    print(f'| {name[0]} | {archs(name)} | ' + ' | '.join(cells) + ' |')
+  print('\nZero-cost NAS: validation accuracy (%) of the architecture each proxy ranks first '
+        "(NASLib's score's pick)")
+  print('| proxy | archs | ' + ' | '.join(TITLES[d] for d in datasets) + ' |')
+  print('|---|---:|' + '---:|' * len(datasets))
+  for name in names:
+    cells = [f"{at[(d, name)]['pick_acc']:.2f} ({_f(at[(d, name)].get('naslib_pick_acc'), '{:.2f}')})"
+             if (d, name) in at else '' for d in datasets]
+    print(f'| {name[0]} | {archs(name)} | ' + ' | '.join(cells) + ' |')
+  for label, field in (('best', 'best_acc'), ('median', 'median_acc'),
+                       ('100 random picks, mean', 'random_acc')):
+    for among in ('all', 'sample'):
+      # the largest set so labelled (a proxy an interrupted run left short scores fewer)
+      same = {d: max((r for r in rows if r['dataset'] == d and r['among'] == among),
+                     key=lambda r: r['n'], default=None) for d in datasets}
+      if any(same.values()):
+        n = '/'.join(sorted({str(r['n']) for r in same.values() if r}))
+        print(f'| *{label}* | {n} | ' + ' | '.join(f'{r[field]:.2f}' if r else '' for r in same.values())
+              + ' |')
 
 
 def full_space(out: str, chunks=(32,), progress: bool = True) -> list[dict]:
@@ -331,13 +367,15 @@ def main():
   p.add_argument('--chunks', default='32', help='full: chunk sizes to compare on 512 cells first')
   p.add_argument('--spaces', default='nb201,darts')
   p.add_argument('--no-progress', action='store_true')
+  p.add_argument('--cached', action='store_true',
+                 help='quality: tables from the scores files alone (what an interrupted run scored)')
   p.add_argument('--out', default=os.path.join(RESULTS, 'proxies.json'))
   args = p.parse_args()
   parts = args.part.split(',')
   progress = not args.no_progress
   if 'quality' in parts:
     quality((args.proxies or QUALITY_PROXIES).split(','), args.datasets.split(','), args.archs,
-            args.batch, args.out, progress)
+            args.batch, args.out, progress, args.cached)
   if 'full' in parts:
     full_space(args.out, [int(c) for c in args.chunks.split(',')], progress)
   names = (args.proxies or 'synflow,snip,grasp,grad_norm,ntk,naswot,zen,bn').split(',')
