@@ -40,7 +40,8 @@ KERNEL_PATHS = ('cpu', 'xla')
 
 def kernel_path() -> str:
   """``$JAXNAS_KERNELS`` if set ('cpu' or 'xla'), else 'cpu' on the CPU backend and
-  'xla' on every other (GPU, TPU). Read when an op is traced."""
+  'xla' on every other (GPU, TPU). Read when an op is traced: set it before the
+  first trace (JAX reuses a scan body's trace, whatever the variable says later)."""
   path = os.environ.get('JAXNAS_KERNELS', '')
   if path:
     if path not in KERNEL_PATHS:
