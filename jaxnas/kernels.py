@@ -4,9 +4,9 @@ Two implementations of each op (:func:`kernel_path` picks one when a function
 is traced): ``'cpu'``, the kernels below with their derivatives written for
 XLA CPU, and ``'xla'``, XLA's own (``lax.conv_general_dilated``, grouped for
 the depthwise convolution, JAX's derivatives): what cuDNN and the GPU and TPU
-compilers are built for; pooling is the same shifted slices on both (:func:`avg_pool`). They compute the same
-numbers (tests/test_ops.py). Why each CPU kernel exists (measured:
-docs/performance.md):
+compilers are built for. Pooling is the same shifted slices on both
+(:func:`avg_pool`). Both compute the same numbers (tests/test_ops.py). Why each
+CPU kernel exists (measured: docs/performance.md):
 
 * depthwise convolution is a sum of strided, shifted slices times per-channel
   weights with a hand-written VJP: XLA CPU's grouped convolution is ~50x slower.

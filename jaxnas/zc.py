@@ -19,7 +19,6 @@ discrete cells differ in preprocessing), the networks otherwise.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 import time
@@ -116,12 +115,11 @@ def score_batch(space, genotypes: list, proxy: str, batch, num_classes: int, cha
   batch 64 of 32x32, compile + run per architecture: SNIP 2.9 -> 2.2 s, GraSP
   9.8 -> 7.3 s, Zen 2.6 -> 1.4 s).
   """
-  proxies.get_proxy(proxy)
+  fn = proxies.get_proxy(proxy)
   sp = get_space(space) if isinstance(space, str) else space
   via = resolve_via(sp, proxy, via)
   key = jax.random.key(seed)
   x0 = batch[0][:1]
-  fn = proxies.get_proxy(proxy)
   bar = _progress(len(genotypes), f'{proxy} via {via}', progress)
   t0 = time.perf_counter()
   if via == 'supernet':
@@ -138,9 +136,9 @@ def score_batch(space, genotypes: list, proxy: str, batch, num_classes: int, cha
     run = jax.jit(jax.vmap(one, in_axes=(None, None, 0))).lower(variables, batch, parts[0]).compile()
     t1 = time.perf_counter()
     scores = []
-    for part in parts:
+    for i, part in enumerate(parts):
       scores.append(np.asarray(run(variables, batch, part)))
-      bar.update(min(chunk, len(genotypes) - bar.n))
+      bar.update(min(chunk, len(genotypes) - i * chunk))
     elapsed = time.perf_counter() - t1
     bar.close()
     return Scores(np.concatenate(scores)[:len(genotypes)], via, time.perf_counter() - t0,
@@ -150,7 +148,7 @@ def score_batch(space, genotypes: list, proxy: str, batch, num_classes: int, cha
     net = sp.network(g, channels, layers, num_classes,
                      **{k: False for k in sp.network_options})  # no auxiliary head
     variables = init_variables(net, key, x0)
-    jitted = jax.jit(functools.partial(fn, proxies.network_apply(net), **options))
+    jitted = proxies.jitted(proxy, proxies.network_apply(net), **options)
     compiled = jitted.lower(variables, batch, key).compile(
         compiler_options=xla.cpu_compile_options(sp.run_once_options))
     t1 = time.perf_counter()
@@ -162,19 +160,8 @@ def score_batch(space, genotypes: list, proxy: str, batch, num_classes: int, cha
 
 
 def _progress(total: int, label: str, show: bool):
-  if show:
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc=label, unit='arch')
-
-  class Silent:
-    n = 0
-
-    def update(self, k):
-      self.n += k
-
-    def close(self):
-      pass
-  return Silent()
+  from tqdm.auto import tqdm
+  return tqdm(total=total, desc=label, unit='arch', disable=not show)
 
 
 def score_genotypes(space, genotypes: list, proxy: str, dataset: data_lib.Dataset,
