@@ -3,7 +3,8 @@
 :func:`run` owns what every long run needs: the work directory and its
 ``config.json``, checkpoint and resume (a resumed run equals an uninterrupted
 one), ``metrics.jsonl`` (one record per epoch), the progress bar, SIGINT /
-SIGTERM (save, then raise :class:`Interrupted`), the stop on a non-finite
+SIGTERM (save, then raise :class:`Interrupted`; across hosts a signal to any
+process stops all of them after the same step), the stop on a non-finite
 metric (the last good checkpoint kept), and periodic checkpoints. What a run
 does is a :class:`Job`: its state, its step and what it adds at each epoch's end.
 """
@@ -89,22 +90,25 @@ def run(job: Job, opts: Options, resume: bool = False, progress: bool = True,
   try:
     with StopSignals() as stop:
       while pos['epoch'] < opts.epochs:
-        while pos['step'] < S:
+        stopping = False
+        while pos['step'] < S and not stopping:
           state = _one_step(job, state, pos, called, ckpt, bar)
           done += 1
-          if stop.signal is not None or (stop_after_steps and done >= stop_after_steps):
+          stopping = sharding.any_process(stop.signal is not None
+                                          or bool(stop_after_steps and done >= stop_after_steps))
+          if pos['step'] < S and (stopping or (opts.checkpoint_every and (
+              pos['epoch'] * S + pos['step']) % opts.checkpoint_every == 0)):
             ckpt.save(pos['epoch'] * S + pos['step'], state, pos)
-            raise Interrupted(f'stopped at epoch {pos["epoch"]} step {pos["step"]}; checkpoint '
-                              f'saved in {ckpt.directory}. Continue with --resume.')
-          if (opts.checkpoint_every and (pos['epoch'] * S + pos['step']) % opts.checkpoint_every == 0
-              and pos['step'] < S):
-            ckpt.save(pos['epoch'] * S + pos['step'], state, pos)
-        history.append(_end_epoch(job, state, pos, workdir, main))
-        pos = {'epoch': pos['epoch'] + 1, 'step': 0, 'sums': {}, 'count': 0, 'seconds': 0.0,
-               'timed': 0}
-        ckpt.save(pos['epoch'] * S, state, pos)
-        if main:
-          job.write_outputs(state, history, final=pos['epoch'] == opts.epochs)
+        if pos['step'] == S:  # the epoch's end saves its own checkpoint
+          history.append(_end_epoch(job, state, pos, workdir, main))
+          pos = {'epoch': pos['epoch'] + 1, 'step': 0, 'sums': {}, 'count': 0, 'seconds': 0.0,
+                 'timed': 0}
+          ckpt.save(pos['epoch'] * S, state, pos)
+          if main:
+            job.write_outputs(state, history, final=pos['epoch'] == opts.epochs)
+        if stopping:
+          raise Interrupted(f'stopped at epoch {pos["epoch"]} step {pos["step"]}; checkpoint '
+                            f'saved in {ckpt.directory}. Continue with --resume.')
   finally:
     if bar is not None:
       bar.close()

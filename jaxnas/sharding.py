@@ -33,14 +33,41 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 DATA = 'data'
 
 
+# How long the other processes wait for a silent one before they stop: JAX's own
+# default (jax.distributed.initialize, heartbeat_timeout_seconds), which a run may
+# shorten with $JAXNAS_HEARTBEAT_TIMEOUT.
+HEARTBEAT_TIMEOUT_S = 100
+
+
 def initialize_distributed() -> None:
   """``jax.distributed.initialize`` from the environment: ``JAX_COORDINATOR_ADDRESS``
   (host:port of process 0), ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``; on a
   Cloud TPU slice, under SLURM or Open MPI all three may be left unset (JAX
-  detects them). Call it before anything else touches JAX."""
+  detects them). Call it before anything else touches JAX.
+
+  A process that dies (killed, out of memory, its host lost) stops sending
+  heartbeats; after ``$JAXNAS_HEARTBEAT_TIMEOUT`` seconds (default
+  :data:`HEARTBEAT_TIMEOUT_S`) the JAX runtime ends every other process with
+  "another task died" instead of leaving it waiting in a collective. The
+  checkpoints in the workdir are whole (orbax commits a step atomically):
+  start every process again with ``--resume``."""
   env = {'num_processes': os.environ.get('JAX_NUM_PROCESSES'),
          'process_id': os.environ.get('JAX_PROCESS_ID')}
-  jax.distributed.initialize(**{k: int(v) for k, v in env.items() if v is not None})
+  kw = {k: int(v) for k, v in env.items() if v is not None}
+  heartbeat = os.environ.get('JAXNAS_HEARTBEAT_TIMEOUT', str(HEARTBEAT_TIMEOUT_S))
+  if not heartbeat.isdigit() or int(heartbeat) < 1:
+    raise ValueError(f'JAXNAS_HEARTBEAT_TIMEOUT must be a whole number of seconds >= 1, '
+                     f'got {heartbeat!r}')
+  jax.distributed.initialize(heartbeat_timeout_seconds=int(heartbeat), **kw)
+
+
+def any_process(flag: bool) -> bool:
+  """Whether ``flag`` is true in any process (every process must call it, at the same
+  point): a signal that reaches one host stops all of them at the same step."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  from jax.experimental import multihost_utils
+  return bool(np.asarray(multihost_utils.process_allgather(np.int32(flag))).any())
 
 
 def default_devices() -> str:

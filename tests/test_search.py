@@ -109,12 +109,15 @@ def run_space_derive(w):
   return nb201.derive({'cell': np.asarray(w)})
 
 
-def test_resume_equals_uninterrupted(tmp_path, tiny):
+# 2 steps per epoch: a stop in the middle of epoch 1, and one on the last step of epoch 0
+# (whose checkpoint is the epoch end's)
+@pytest.mark.parametrize('stop_after', [3, 2])
+def test_resume_equals_uninterrupted(tmp_path, tiny, stop_after):
   full = search(config(tmp_path / 'a', method='multistep', multistep_n=2), progress=False,
                 dataset=tiny)
   cfg = config(tmp_path / 'b', method='multistep', multistep_n=2)
   with pytest.raises(Interrupted, match='--resume'):
-    search(cfg, progress=False, dataset=tiny, stop_after_steps=3)  # mid-epoch 1 (2 steps/epoch)
+    search(cfg, progress=False, dataset=tiny, stop_after_steps=stop_after)
   resumed = search(cfg, resume=True, progress=False, dataset=tiny)
   np.testing.assert_allclose(resumed.alpha['cell'], full.alpha['cell'], rtol=0, atol=1e-6)
   assert resumed.genotype == full.genotype

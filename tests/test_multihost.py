@@ -1,0 +1,227 @@
+"""Several hosts for real on one machine: ``jaxnas --distributed`` as 2 processes of 4
+CPU devices each, joined by JAX's coordination service and Gloo's collectives over
+loopback, against one process with 8 devices (this test process, conftest)."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from jaxnas import cli, config as config_lib, data, xla
+from jaxnas.checkpoint import Checkpointer
+from jaxnas.search import Search, SearchConfig
+from jaxnas.train import TrainConfig, Trainer
+
+# A process of the test's launcher: jaxnas' own entry point, with an audit hook that lists
+# every file and folder the process creates or opens for writing under $WORKDIR.
+CHILD = r'''
+import json, os, sys
+root, writes = os.path.realpath(os.environ['WORKDIR']), []
+def hook(event, args):
+  if event == 'open' and isinstance(args[0], str):
+    mode, flags = args[1], args[2]
+    if (mode and set(mode) & set('wax+')) or (not mode and flags & (os.O_WRONLY | os.O_RDWR)):
+      writes.append(args[0])
+  elif event in ('os.mkdir', 'os.rename', 'os.replace') and isinstance(args[0], (str, bytes)):
+    writes.append(os.fsdecode(args[-3] if event != 'os.mkdir' else args[0]))
+def report():
+  mine = sorted({os.path.relpath(os.path.realpath(p), root) for p in writes
+                 if os.path.realpath(p).startswith(root + os.sep)})
+  with open(os.environ['WRITES'], 'w') as f:
+    json.dump(mine, f)
+sys.addaudithook(hook)
+from jaxnas.cli import main
+try:
+  status = main(sys.argv[1:])
+finally:
+  report()
+sys.exit(status)
+'''
+PROCESSES, DEVICES = 2, 4  # 8 devices in all, as this process has
+DATA = ['--space', 'nb201', '--channels', '4', '--layers', '1', '--batch-size', '16']
+# α by plain SGD (tests/test_sharding.py says why)
+SEARCH = ['search', *DATA, '--alpha-optimizer', 'sgd', '--alpha-lr', '0.1']
+TIMEOUT_S = 240  # a run of a few steps takes ~20 s; a hang ends the test, not the suite
+
+
+@pytest.fixture(autouse=True)
+def cli_caches(monkeypatch, compilation_cache):
+  monkeypatch.setenv('JAXNAS_CACHE_DIR', str(compilation_cache))
+  monkeypatch.setattr(xla, '_program_dir', xla._program_dir)
+
+
+@pytest.fixture(scope='module')
+def npz(tmp_path_factory):
+  # continuous pixels: no ties for a ReLU to sit on (tests/test_sharding.py); 32 training
+  # rows and 32 validation rows, 2 steps per epoch at batch 16
+  rng = np.random.default_rng(0)
+  x, y = rng.random((96, 8, 8, 1)).astype(np.float32), rng.integers(0, 10, 96)
+  path = tmp_path_factory.mktemp('data') / 'random.npz'
+  np.savez(path, x_train=x[:64], y_train=y[:64], x_test=x[64:], y_test=y[64:])
+  return str(path)
+
+
+def launch(argv, workdir, env=None):
+  """``jaxnas --distributed ARGV`` as PROCESSES processes; returns them (Popen, with the
+  paths of their stdout, stderr and list of writes in ``.logs``)."""
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  procs = []
+  for i in range(PROCESSES):
+    logs = {k: f'{workdir}.{i}.{k}' for k in ('out', 'err', 'writes')}
+    child_env = {**os.environ, 'JAX_COORDINATOR_ADDRESS': f'127.0.0.1:{port}',
+                 'JAX_NUM_PROCESSES': str(PROCESSES), 'JAX_PROCESS_ID': str(i),
+                 'XLA_FLAGS': f'--xla_force_host_platform_device_count={DEVICES} '
+                              '--xla_backend_optimization_level=0',
+                 'JAXNAS_DEVICES': 'all', 'WORKDIR': str(workdir), 'WRITES': logs['writes'],
+                 **(env or {})}
+    p = subprocess.Popen([sys.executable, '-c', CHILD, '--distributed', *map(str, argv),
+                          '--workdir', str(workdir)], env=child_env,
+                         stdout=open(logs['out'], 'w'), stderr=open(logs['err'], 'w'))
+    p.logs = logs
+    procs.append(p)
+  return procs
+
+
+def wait(procs, timeout=TIMEOUT_S):
+  try:
+    return [p.wait(timeout) for p in procs]
+  except subprocess.TimeoutExpired:
+    for p in procs:
+      p.kill()
+    raise AssertionError(f'the processes did not end within {timeout} s:\n' + tail(procs[0]))
+
+
+def tail(proc, key='err'):
+  return open(proc.logs[key]).read()[-3000:]
+
+
+def run_here(capsys, *argv):
+  status = cli.main([str(a) for a in argv])
+  out, err = capsys.readouterr()
+  assert status == 0, err
+  return out
+
+
+def assert_workdirs_equal(a, b, rtol=1e-4, atol=1e-6):
+  """Same α trajectory, same metrics (but the timings) in two workdirs."""
+  alpha_a, alpha_b = np.load(a / 'alpha.npz'), np.load(b / 'alpha.npz')
+  assert sorted(alpha_a) == sorted(alpha_b)
+  for k in alpha_a:
+    np.testing.assert_allclose(alpha_a[k], alpha_b[k], rtol=rtol, atol=atol, err_msg=k)
+  rec_a, rec_b = ([json.loads(line) for line in open(d / 'metrics.jsonl')] for d in (a, b))
+  assert len(rec_a) == len(rec_b)
+  for ra, rb in zip(rec_a, rec_b):
+    assert ra.keys() == rb.keys()
+    for k in ra:
+      if k == 'seconds_per_step':
+        continue
+      if isinstance(ra[k], float):
+        np.testing.assert_allclose(ra[k], rb[k], rtol=rtol, atol=atol, err_msg=k)
+      elif k != 'weights':
+        assert ra[k] == rb[k], k
+
+
+def checkpointed_state(job, workdir):
+  state, meta = Checkpointer(str(workdir)).restore(job.init_state())
+  return jax.device_get(state), meta
+
+
+def assert_only_process_0_writes(procs):
+  """Process 0 wrote the logs and pictures; the others wrote nothing but their part of
+  orbax' protocol (a list of the arrays they hold: no array data, since the arrays are
+  replicated and their one saved copy is process 0's)."""
+  writes = [json.load(open(p.logs['writes'])) for p in procs]
+  outputs = {'metrics.jsonl', 'config.json', 'curves.png'}
+  assert outputs <= set(writes[0]) and ({'alpha.npz', 'cell.png'} <= set(writes[0]) or
+                                        'report.json' in writes[0]), writes[0]
+  for i, w in enumerate(writes[1:], 1):
+    assert w and all(p.startswith('checkpoints/') and p.endswith(f'array_metadatas/process_{i}')
+                     for p in w), w
+  out1 = tail(procs[1], 'out')
+  assert 'written to' not in out1 and 'genotype' not in out1, out1
+
+
+def test_two_processes_search_as_one_process_with_eight_devices_and_resume_in_one(
+    tmp_path, capsys, npz):
+  two, one = tmp_path / 'two', tmp_path / 'one'
+  procs = launch([*SEARCH, '--dataset', f'npz:{npz}', '--epochs', 1], two)
+  assert wait(procs) == [0, 0], tail(procs[0]) + tail(procs[1])
+  assert_only_process_0_writes(procs)
+  assert 'genotype: ' in tail(procs[0], 'out')
+  # the same search in this process, on its 8 devices
+  run_here(capsys, *SEARCH, '--dataset', f'npz:{npz}', '--epochs', 1, '--devices', 'all',
+           '--workdir', one, '--no-progress')
+  assert_workdirs_equal(two, one)
+  job = Search(config_lib.make(SearchConfig, dataset=f'npz:{npz}', space='nb201', channels=4,
+                               layers=1, batch_size=16, alpha_optimizer='sgd', alpha_lr=0.1,
+                               epochs=1, devices='all', workdir=str(one)))
+  (state_two, meta_two), (state_one, meta_one) = (checkpointed_state(job, d) for d in (two, one))
+  assert meta_two == meta_one
+  for x, y in zip(jax.tree_util.tree_leaves(state_two), jax.tree_util.tree_leaves(state_one)):
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+  # the checkpoint of the 2 processes goes on in 1 (on 1 device), as the 1-process one does
+  for d in (two, one):
+    run_here(capsys, *SEARCH, '--dataset', f'npz:{npz}', '--epochs', 2, '--devices', 1,
+             '--workdir', d, '--resume', '--no-progress')
+  assert_workdirs_equal(two, one)
+
+
+def test_a_signal_to_one_process_stops_both_at_the_same_step(tmp_path, capsys, npz):
+  two, one = tmp_path / 'two', tmp_path / 'one'
+  argv = [*SEARCH, '--dataset', f'npz:{npz}', '--epochs', 3, '--checkpoint-every', 1]
+  procs = launch([*argv, '--no-progress'], two)
+  deadline = time.monotonic() + TIMEOUT_S
+  while not (two / 'checkpoints' / '1').exists() and time.monotonic() < deadline:
+    time.sleep(0.1)
+  procs[1].send_signal(signal.SIGTERM)  # a preemption notice to one host
+  assert wait(procs) == [130, 130], tail(procs[0]) + tail(procs[1])
+  assert 'Continue with --resume' in tail(procs[0])
+  # its checkpoint restores in this process, and the run equals an uninterrupted one
+  run_here(capsys, *argv, '--devices', 'all', '--workdir', two, '--resume', '--no-progress')
+  run_here(capsys, *argv, '--devices', 'all', '--workdir', one, '--no-progress')
+  assert_workdirs_equal(two, one)
+
+
+def test_killing_one_process_ends_the_other_with_a_message(tmp_path, npz):
+  two = tmp_path / 'two'
+  procs = launch([*SEARCH, '--dataset', f'npz:{npz}', '--epochs', 50, '--checkpoint-every', 1,
+                  '--no-progress'], two, env={'JAXNAS_HEARTBEAT_TIMEOUT': '5'})
+  deadline = time.monotonic() + TIMEOUT_S
+  while not (two / 'checkpoints' / '1').exists() and time.monotonic() < deadline:
+    time.sleep(0.1)
+  procs[1].kill()
+  t0 = time.monotonic()
+  status = wait(procs[:1], timeout=60)[0]
+  assert status != 0
+  assert time.monotonic() - t0 < 60
+  err = tail(procs[0])
+  assert 'another task died' in err and 'stopped sending heartbeats' in err, err
+  # what was saved is whole
+  assert Checkpointer(str(two)).latest_step() >= 1
+
+
+def test_two_processes_train_as_one_process_with_eight_devices(tmp_path, capsys, npz):
+  two, one = tmp_path / 'two', tmp_path / 'one'
+  argv = ['train', *DATA, '--genotype', 'NB201_BEST', '--dataset', f'npz:{npz}', '--epochs', 1]
+  procs = launch(argv, two)
+  assert wait(procs) == [0, 0], tail(procs[0]) + tail(procs[1])
+  assert_only_process_0_writes(procs)
+  run_here(capsys, *argv, '--devices', 'all', '--workdir', one, '--no-progress')
+  reports = [json.load(open(d / 'report.json')) for d in (two, one)]
+  for k, v in reports[1].items():
+    if isinstance(v, float) and 'second' not in k and 'time' not in k:
+      np.testing.assert_allclose(reports[0][k], v, rtol=1e-4, err_msg=k)
+  job = Trainer(config_lib.make(TrainConfig, space='nb201', genotype='NB201_BEST', channels=4,
+                                layers=1, batch_size=16, dataset=f'npz:{npz}', epochs=1,
+                                devices='all', workdir=str(one)))
+  (state_two, _), (state_one, _) = (checkpointed_state(job, d) for d in (two, one))
+  for x, y in zip(jax.tree_util.tree_leaves(state_two), jax.tree_util.tree_leaves(state_one)):
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
