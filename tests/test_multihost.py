@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxnas import cli, config as config_lib, data, xla
+from jaxnas import cli, config as config_lib, xla
 from jaxnas.checkpoint import Checkpointer
 from jaxnas.search import Search, SearchConfig
 from jaxnas.train import TrainConfig, Trainer
