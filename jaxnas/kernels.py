@@ -315,7 +315,7 @@ def avg_pool(x: Array, k: int = 3, stride: int = 1, pad: int = 1) -> Array:
           for i in range(k))
   s = sum(lax.slice(r, (0, 0, j, 0), (b, ho, j + (wo - 1) * stride + 1, c), (1, 1, stride, 1))
           for j in range(k))
-  return s / _avg_pool_count(h, w, stride, k, pad)
+  return s / _avg_pool_count(h, w, stride, k, pad).astype(x.dtype)
 
 
 def adaptive_avg_pool(x: Array, size: int) -> Array:

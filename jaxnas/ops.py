@@ -53,6 +53,14 @@ RELU_CODES = 'relu_codes'   # collection of ReLU sign patterns (NASWOT), recorde
 FEATURES = 'intermediates'  # collection of the pre-pooling feature map (Zen-score), as 'features'
 
 
+def param_dtype(dtype) -> jnp.dtype:
+  """The dtype of the parameters of a layer whose input is ``dtype``: float32, but
+  float64 for float64 inputs (the x64 tests). Under mixed precision (bfloat16
+  activations) the layer casts its float32 parameters to bfloat16 where it uses them,
+  so that gradients and optimiser states stay float32."""
+  return jnp.float64 if dtype == jnp.float64 else jnp.float32
+
+
 def relu(module: nn.Module, x: Array, batch_axis: int = 0) -> Array:
   """``max(x, 0)``; where ``module`` may write the :data:`RELU_CODES` collection,
   also records ``x > 0`` per sample, flattened, shape (B, -1) (NASWOT's binary codes;
@@ -102,6 +110,8 @@ class BatchNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x):
+    dtype = x.dtype  # statistics and normalisation in float32 (or float64) under bfloat16
+    x = x.astype(param_dtype(dtype))
     shape = x.shape[:int(self.groups)] + x.shape[-1:]
     ra_mean = self.variable('batch_stats', 'mean', lambda: jnp.zeros(shape, jnp.float32))
     ra_var = self.variable('batch_stats', 'var', lambda: jnp.ones(shape, jnp.float32))
@@ -119,7 +129,7 @@ class BatchNorm(nn.Module):
     if self.affine:
       y = y * bcast(self.param('scale', nn.initializers.ones, shape, jnp.float32))
       y = y + bcast(self.param('bias', nn.initializers.zeros, shape, jnp.float32))
-    return y
+    return y.astype(dtype)
 
 
 def batch_norm(train: bool, affine: bool, name: str | None = None) -> BatchNorm:
@@ -146,16 +156,19 @@ class Conv(nn.Module):
   def __call__(self, x):
     c_in, k = x.shape[-1], self.kernel_size
     if k == 1:
-      w = self.param('pointwise', torch_uniform(c_in), (c_in, self.features), x.dtype)
+      w = self.param('pointwise', torch_uniform(c_in), (c_in, self.features),
+                     param_dtype(x.dtype)).astype(x.dtype)
       if self.stride > 1:
         x = x[:, ::self.stride, ::self.stride, :]
       y = jnp.dot(x, w)
     else:
-      w = self.param('kernel', torch_uniform(c_in * k * k), (k, k, c_in, self.features), x.dtype)
+      w = self.param('kernel', torch_uniform(c_in * k * k), (k, k, c_in, self.features),
+                     param_dtype(x.dtype)).astype(x.dtype)
       conv = conv2d if self.hand_vjp else conv_xla
       y = conv(x, w, self.stride, self.padding, self.dilation)
     if self.use_bias:
-      y = y + self.param('bias', torch_uniform(c_in * k * k), (self.features,), x.dtype)
+      y = y + self.param('bias', torch_uniform(c_in * k * k), (self.features,),
+                         param_dtype(x.dtype)).astype(x.dtype)
     return y
 
 
@@ -168,7 +181,8 @@ class Weight(nn.Module):
 
   @nn.compact
   def __call__(self, dtype=jnp.float32):
-    return self.param(self.kind, torch_uniform(FAN_IN[self.kind](self.shape)), self.shape, dtype)
+    return self.param(self.kind, torch_uniform(FAN_IN[self.kind](self.shape)), self.shape,
+                      param_dtype(dtype)).astype(dtype)
 
 
 class Linear(nn.Module):
@@ -178,8 +192,9 @@ class Linear(nn.Module):
   @nn.compact
   def __call__(self, x):
     init = torch_uniform(x.shape[-1])
-    w = self.param('weight', init, (x.shape[-1], self.features), x.dtype)
-    return jnp.dot(x, w) + self.param('bias', init, (self.features,), x.dtype)
+    dtype = param_dtype(x.dtype)
+    w = self.param('weight', init, (x.shape[-1], self.features), dtype).astype(x.dtype)
+    return jnp.dot(x, w) + self.param('bias', init, (self.features,), dtype).astype(x.dtype)
 
 
 class DepthwiseConv(nn.Module):
@@ -190,7 +205,8 @@ class DepthwiseConv(nn.Module):
   @nn.compact
   def __call__(self, x):
     k = self.kernel_size
-    w = self.param('depthwise', torch_uniform(k * k), (k, k, x.shape[-1]), x.dtype)
+    w = self.param('depthwise', torch_uniform(k * k), (k, k, x.shape[-1]),
+                   param_dtype(x.dtype)).astype(x.dtype)
     return depthwise_conv(x, w, self.stride, self.dilation)
 
 

@@ -65,6 +65,7 @@ class StepSpec(NamedTuple):
   std: tuple[float, ...]
   warmup: Any                    # the WarmupConfig
   image_shape: tuple[int, ...]
+  compute_dtype: str             # the activations' (SizeConfig.compute_dtype)
 
   def weight_schedule(self):
     o = self.optim
@@ -90,9 +91,11 @@ def make_problem(spec: StepSpec, key, progress) -> hypergrad.Problem:
   def loss_on(stream):
     def loss(params, alpha, batch, bn):
       x, y = batch
-      logits, new = spec.model.apply({'params': params, 'batch_stats': bn}, x, alpha, train=True,
+      logits, new = spec.model.apply({'params': params, 'batch_stats': bn},
+                                     x.astype(spec.compute_dtype), alpha, train=True,
                                      progress=progress, mutable=['batch_stats'],
                                      rngs={'relax': jax.random.fold_in(key, stream)})
+      logits = logits.astype(jnp.float32)
       ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
       return ce, (new['batch_stats'], {'loss': ce, 'acc': jnp.mean(jnp.argmax(logits, -1) == y)})
     return loss
@@ -193,7 +196,7 @@ class Search:
     self.spec = StepSpec(model, self.estimator, self.relaxation, forward_over_reverse(self.space),
                          cfg.optim, cfg.size.epochs, self.steps_per_epoch * self.n_train, augment,
                          tuple(self.data.mean), tuple(self.data.std), cfg.warmup,
-                         self.data.image_shape)
+                         self.data.image_shape, cfg.size.compute_dtype)
     # data parallel: the batch split over the mesh, everything else replicated
     self.mesh = sharding.make_mesh(cfg.devices)
     self.layout = sharding.describe(self.mesh, cfg.size.batch_size)

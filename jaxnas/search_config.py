@@ -46,6 +46,9 @@ class DataConfig:
     config_lib.validate(self)
 
 
+COMPUTE_DTYPES = ('float32', 'bfloat16')
+
+
 @dataclasses.dataclass(frozen=True)
 class SizeConfig:
   """None: resolved by data set and space (the embedded 8x8 digits: the space's small
@@ -55,6 +58,10 @@ class SizeConfig:
   channels: int | None = option(None, 'initial channels C (None: 8 on digits, else 16)', min=1)
   layers: int | None = option(None, 'cells (darts) or cells per stage (nb201)', min=1)
   remat: bool = option(True, 'recompute each mixed op in the backward pass (less memory)')
+  # float32 by default everywhere: the papers' recipes ran in float32
+  compute_dtype: str = option('float32', "the activations' dtype: float32, or bfloat16 (mixed "
+                              'precision for GPUs and TPUs: parameters, BatchNorm statistics, '
+                              'α and optimiser states stay float32)', choices=COMPUTE_DTYPES)
 
   def __post_init__(self):
     config_lib.validate(self)

@@ -102,7 +102,10 @@ class MixedOp(nn.Module):
     if outs:
       # Σ_o w_o y_o as scalar multiply-adds: a concatenation and one tensordot
       # made the cell's second-order pass 40% slower
-      out = sum(weights[k] * y[g] for r, y in zip(rows, outs) for g, k in enumerate(r))
+      # in α's float32 under bfloat16 activations: ∂/∂w_o = <g, y_o> sums over the whole
+      # batch, and the sum (not the ops) then sets the α gradient's precision
+      out = sum(weights[k] * y[g].astype(weights.dtype) for r, y in zip(rows, outs)
+                for g, k in enumerate(r)).astype(xs.dtype)
     else:  # only 'none' in the space
       out = jnp.zeros_like(xs[:, ::self.stride, ::self.stride, :])
     if self.partial > 1:
@@ -111,7 +114,7 @@ class MixedOp(nn.Module):
         b, h, w, r = rest.shape
         rest = rest.reshape(b, h // 2, 2, w // 2, 2, r).max(axis=(2, 4))
       out = channel_shuffle(jnp.concatenate([out, rest], axis=-1), self.partial)
-    return out if edge_weight is None else edge_weight * out
+    return out if edge_weight is None else edge_weight.astype(out.dtype) * out
 
   def _dw_chains(self, rows, x):
     """The ReLU -> depthwise -> 1x1 -> BN blocks of ops ``rows`` (most blocks first),
