@@ -7,7 +7,7 @@ import time
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
 
 
-def write_results(path: str, rows: list[dict], key: tuple[str, ...] = ()) -> None:
+def write_results(path: str, rows: list[dict], key: tuple[str, ...] = (), quiet: bool = False) -> None:
   """Writes ``rows`` as JSON with the machine and the date. With ``key``, rows of an
   earlier file whose key fields match none of the new rows are kept (a partial
   re-run updates its rows only)."""
@@ -20,7 +20,8 @@ def write_results(path: str, rows: list[dict], key: tuple[str, ...] = ()) -> Non
   with open(path, 'w') as f:
     json.dump(dict(machine=platform.platform(), cpus=os.cpu_count(),
                    date=time.strftime('%Y-%m-%d %H:%M'), rows=rows), f, indent=1)
-  print(f'wrote {path}')
+  if not quiet:
+    print(f'wrote {path}')
 
 
 def compile_and_time(lowered, step, steps: int) -> dict:

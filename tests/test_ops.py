@@ -1,5 +1,7 @@
 """Kernels against XLA's own convolution / reduce_window and NumPy."""
+import json
 import os
+import subprocess
 
 import flax.linen as nn
 import jax
@@ -315,3 +317,21 @@ def test_no_cpu_flags_or_compile_options_on_an_accelerator(monkeypatch):
   monkeypatch.setattr(xla.importlib.util if hasattr(xla, 'importlib') else __import__('importlib').util,
                       'find_spec', lambda name: object() if name == 'jax_cuda12_plugin' else None)
   assert xla.expected_backend() == 'gpu'
+
+
+def test_the_device_check_runs_and_writes_its_rows(tmp_path):
+  # benchmarks/device_check.sh, one of its parts at smoke size (the whole check is for a
+  # device: README, Benchmarks)
+  root = os.path.join(os.path.dirname(__file__), '..')
+  out = tmp_path / 'device_check.json'
+  run = subprocess.run(['bash', os.path.join(root, 'benchmarks', 'device_check.sh'), '--smoke',
+                        '--parts', 'zc', '--out', str(out)], capture_output=True, text=True,
+                       timeout=300)
+  assert run.returncode == 0, run.stderr[-2000:]
+  assert run.stdout.startswith("backend cpu, ") and "jaxnas kernels 'cpu' by default" in run.stdout
+  rows = json.load(open(out))['rows']
+  assert [r['part'] for r in rows] == ['device', 'zc']
+  assert rows[1]['archs'] == 20 and rows[1]['archs_per_second_compiled'] > 0
+  bad = subprocess.run(['bash', os.path.join(root, 'benchmarks', 'device_check.sh'), '--parts',
+                        'gpu'], capture_output=True, text=True, timeout=300)
+  assert bad.returncode == 2 and 'unknown part(s) gpu: choose from search, free, zc, equal' in bad.stderr
