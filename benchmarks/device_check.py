@@ -11,6 +11,7 @@ Prints, part by part:
   * SGE at Q=10 directions;
   * FreeDARTS' three saliencies on both search spaces (batch 64, 32x32);
   * ``jaxnas zc --space nb201 --proxy synflow`` over 1,000 cells at NAS-Bench-201's size;
+  * the cosine of darts1's α gradient in bfloat16 with float32's, on small supernets;
   * the equality of the two kernel paths on the device: every op's output and
     gradients, and a small supernet's loss, gradients and darts2 mixed product, in
     float32 at the 'highest' matmul precision (a GPU's default, TF32, rounds to 1e-3),
@@ -159,6 +160,37 @@ def equal_rows(sizes: dict):
                  difference=d, ok=d <= TOLERANCE)
 
 
+def bf16_rows(sizes: dict):
+  """The α gradient of darts1's step in bfloat16 against float32's (cosine), one step
+  from the initial state on each of 4 batches, on small supernets (C=8, DARTS 3 cells,
+  NAS-Bench-201 1 cell per stage, batch 32, 16x16 images with a pattern per class)."""
+  from jaxnas import config as config_lib
+  from jaxnas.search import Search, SearchConfig
+  use_path(default_path())
+  rng = np.random.default_rng(0)
+  y = rng.integers(0, 10, 320)
+  x = (rng.random((10, 16, 16, 3))[y] * 0.5 + rng.random((320, 16, 16, 3)) * 0.5).astype(np.float32)
+  ds = data.from_arrays(x[:256], y[:256], x[256:], y[256:], num_classes=10)
+  for space in ('darts', 'nb201'):
+    grads = {}
+    for dtype in ('float32', 'bfloat16'):
+      run = Search(config_lib.make(
+          SearchConfig, space=space, channels=8, layers=3 if space == 'darts' else 1,
+          batch_size=32, epochs=1, compute_dtype=dtype, alpha_optimizer='sgd', alpha_lr=1.0,
+          alpha_weight_decay=0.0, workdir=os.devnull), ds)
+      grads[dtype] = []
+      for step in range(4):
+        state = run.init_state()
+        alpha0 = jax.device_get(state.alpha)
+        state, _ = run.step_fn(state, run.batch(0, step))
+        grads[dtype].append({k: (alpha0[k] - np.asarray(v)).ravel() for k, v in state.alpha.items()})
+    for k in grads['float32'][0]:
+      cos = [a[k] @ b[k] / np.linalg.norm(a[k]) / np.linalg.norm(b[k])
+             for a, b in zip(grads['float32'], grads['bfloat16'])]
+      yield dict(part='bf16', space=space, cells=k, cosines=[float(c) for c in cos],
+                 mean=float(np.mean(cos)))
+
+
 def default_path() -> str:
   os.environ.pop('JAXNAS_KERNELS', None)
   return kernels.kernel_path()
@@ -175,10 +207,14 @@ def describe(row: dict) -> str:
   if part == 'zc':
     return (f"zc      nb201 synflow {row['archs']} cells: {row['seconds']:7.1f} s (compile "
             f"included), {row['archs_per_second_compiled']:8.1f} cells/s compiled ({row['via']})")
+  if part == 'bf16':
+    return (f"bf16    {row['space']:6s} {row['cells']:6s} α-gradient cosine with float32: mean "
+            f"{row['mean']:.4f}, batches " + ' '.join(f'{c:.4f}' for c in row['cosines']))
   return f"equal   {row['what']:52s} {row['difference']:9.2e} {'ok' if row['ok'] else 'DIFFERS'}"
 
 
-PARTS = {'search': search_rows, 'free': free_rows, 'zc': zc_rows, 'equal': equal_rows}
+PARTS = {'search': search_rows, 'free': free_rows, 'zc': zc_rows, 'bf16': bf16_rows,
+         'equal': equal_rows}
 
 
 def main(argv=None) -> int:

@@ -167,9 +167,9 @@ def test_two_processes_search_as_one_process_with_eight_devices_and_resume_in_on
   assert meta_two == meta_one
   for x, y in zip(jax.tree_util.tree_leaves(state_two), jax.tree_util.tree_leaves(state_one)):
     np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
-  # the checkpoint of the 2 processes goes on in 1 (on 1 device), as the 1-process one does
+  # the checkpoint of the 2 processes goes on in 1, as the 1-process one does
   for d in (two, one):
-    run_here(capsys, *SEARCH, '--dataset', f'npz:{npz}', '--epochs', 2, '--devices', 1,
+    run_here(capsys, *SEARCH, '--dataset', f'npz:{npz}', '--epochs', 2, '--devices', 'all',
              '--workdir', d, '--resume', '--no-progress')
   assert_workdirs_equal(two, one)
 

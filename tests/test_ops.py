@@ -334,4 +334,4 @@ def test_the_device_check_runs_and_writes_its_rows(tmp_path):
   assert rows[1]['archs'] == 20 and rows[1]['archs_per_second_compiled'] > 0
   bad = subprocess.run(['bash', os.path.join(root, 'benchmarks', 'device_check.sh'), '--parts',
                         'gpu'], capture_output=True, text=True, timeout=300)
-  assert bad.returncode == 2 and 'unknown part(s) gpu: choose from search, free, zc, equal' in bad.stderr
+  assert bad.returncode == 2 and 'unknown part(s) gpu: choose from search, free, zc, bf16, equal' in bad.stderr

@@ -397,13 +397,12 @@ def test_pc_darts_freezes_alpha_during_its_warmup_while_the_weights_train(tmp_pa
 
 
 # The α gradient of a small supernet at its start is sensitive to any rounding: rounding
-# the images to bfloat16, all else float32, moves its cosine with the float32 one to
-# 0.987-0.991 (NAS-Bench-201) and 0.990-0.998 (DARTS) here. bfloat16 activations round
-# every layer's output: measured 0.967-0.991 (mean 0.979) and 0.987-0.998 (mean 0.991
-# normal, 0.997 reduce). The bounds: DARTS' mean above 0.99, NAS-Bench-201's above
-# 0.97, and each within a few times the effect of rounding the images once.
-@pytest.mark.parametrize('space', ['nb201', 'darts'])
-def test_bfloat16_step_keeps_float32_state_and_the_float32_alpha_gradient(tmp_path, space):
+# the images alone to bfloat16, all else float32, moves its cosine with the float32 one to
+# 0.987-0.991 here (NAS-Bench-201). bfloat16 activations round every layer's output:
+# 0.967-0.991, mean 0.979. The bounds: the mean above 0.97, and within 3 times the
+# effect of rounding the images once. (DARTS' supernet: `bash benchmarks/device_check.sh
+# --smoke --parts bf16`, mean 0.991 on its normal cells and 0.997 on its reduction cells.)
+def test_bfloat16_step_keeps_float32_state_and_the_float32_alpha_gradient(tmp_path):
   # α by SGD at lr 1 without decay: one step from the initial state moves α by minus its
   # gradient; 4 batches, since rounding moves each batch's cosine by ~0.01
   rng = np.random.default_rng(0)
@@ -416,27 +415,24 @@ def test_bfloat16_step_keeps_float32_state_and_the_float32_alpha_gradient(tmp_pa
                               ('rounded images', 'float32', rounded)):
     ds = data.from_arrays(images[:256], y[:256], images[256:], y[256:], name='digits',
                           num_classes=10)
-    run = Search(config(tmp_path, space=space, channels=8, layers=3 if space == 'darts' else 1,
-                        compute_dtype=dtype, alpha_optimizer='sgd', alpha_lr=1.0,
-                        alpha_weight_decay=0.0), ds)
+    run = Search(config(tmp_path, channels=8, compute_dtype=dtype, alpha_optimizer='sgd',
+                        alpha_lr=1.0, alpha_weight_decay=0.0), ds)
     if name == 'bfloat16':  # the convolutions and matrix products do run in bfloat16
       hlo = run.step_fn.lower(run.init_state(), run.batch(0, 0)).as_text()
       assert 'convolution' in hlo and 'bf16' in hlo
     grads[name] = []
     for step in range(4):
       state = run.init_state()
-      alpha0 = jax.device_get(state.alpha)
+      alpha0 = np.asarray(state.alpha['cell'])
       state, metrics = run.step_fn(state, run.batch(0, step))
       assert ({str(a.dtype) for a in jax.tree_util.tree_leaves(state)}
               <= {'float32', 'int32', 'uint32'})
       assert np.isfinite(float(metrics['val_loss']))
-      grads[name].append({k: (alpha0[k] - np.asarray(v)).ravel() for k, v in state.alpha.items()})
+      grads[name].append((alpha0 - np.asarray(state.alpha['cell'])).ravel())
 
-  def cosines(name, k):
-    return [a[k] @ b[k] / np.linalg.norm(a[k]) / np.linalg.norm(b[k])
+  def cosines(name):
+    return [a @ b / np.linalg.norm(a) / np.linalg.norm(b)
             for a, b in zip(grads['float32'], grads[name])]
-  for k in grads['float32'][0]:
-    bf16, rounding = cosines('bfloat16', k), cosines('rounded images', k)
-    assert max(bf16) < 1 - 1e-6, (k, bf16)
-    assert np.mean(bf16) > {'darts': 0.99, 'nb201': 0.97}[space], (k, bf16)
-    assert 1 - np.mean(bf16) < 3 * (1 - np.mean(rounding)), (k, bf16, rounding)
+  bf16, rounding = cosines('bfloat16'), cosines('rounded images')
+  assert max(bf16) < 1 - 1e-6, bf16
+  assert np.mean(bf16) > 0.97 and 1 - np.mean(bf16) < 3 * (1 - np.mean(rounding)), (bf16, rounding)

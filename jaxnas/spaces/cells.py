@@ -114,7 +114,7 @@ class MixedOp(nn.Module):
         b, h, w, r = rest.shape
         rest = rest.reshape(b, h // 2, 2, w // 2, 2, r).max(axis=(2, 4))
       out = channel_shuffle(jnp.concatenate([out, rest], axis=-1), self.partial)
-    return out if edge_weight is None else edge_weight.astype(out.dtype) * out
+    return out if edge_weight is None else jnp.asarray(edge_weight).astype(out.dtype) * out
 
   def _dw_chains(self, rows, x):
     """The ReLU -> depthwise -> 1x1 -> BN blocks of ops ``rows`` (most blocks first),
