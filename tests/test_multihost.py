@@ -225,3 +225,12 @@ def test_two_processes_train_as_one_process_with_eight_devices(tmp_path, capsys,
   (state_two, _), (state_one, _) = (checkpointed_state(job, d) for d in (two, one))
   for x, y in zip(jax.tree_util.tree_leaves(state_two), jax.tree_util.tree_leaves(state_one)):
     np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+
+
+def test_a_bad_heartbeat_timeout_is_refused_before_jax_starts_its_service(monkeypatch):
+  from jaxnas import sharding
+  for bad in ('0', '-5', 'ten', '2.5'):
+    monkeypatch.setenv('JAXNAS_HEARTBEAT_TIMEOUT', bad)
+    with pytest.raises(ValueError, match=f"JAXNAS_HEARTBEAT_TIMEOUT must be a whole number of "
+                                         f"seconds >= 1, got '{bad}'"):
+      sharding.initialize_distributed()
