@@ -186,6 +186,13 @@ def main(argv=None) -> int:
   except Exception as e:  # noqa: BLE001  (every error ends as a message; --debug re-raises)
     if debug:
       raise
+    if args.distributed and type(e).__name__ == 'JaxRuntimeError':
+      # a collective whose peer is gone (Gloo: "Connection reset by peer"; NCCL alike)
+      print(f'jaxnas {args.command}: error: a collective across the processes failed '
+            f'({str(e).splitlines()[0]}): another process has probably stopped, and its log '
+            f'says why. The checkpoints in the workdir are whole: start every process again '
+            f'with --resume.', file=sys.stderr)
+      return 2
     print(f'jaxnas {args.command}: error: {e}', file=sys.stderr)
     if not isinstance(e, USER_ERRORS):
       print(f'({type(e).__name__} inside jaxnas: run again with --debug for the traceback, and '
