@@ -55,10 +55,15 @@ FEATURES = 'intermediates'  # collection of the pre-pooling feature map (Zen-sco
 
 def param_dtype(dtype) -> jnp.dtype:
   """The dtype of the parameters of a layer whose input is ``dtype``: float32, but
-  float64 for float64 inputs (the x64 tests). Under mixed precision (bfloat16
-  activations) the layer casts its float32 parameters to bfloat16 where it uses them,
-  so that gradients and optimiser states stay float32."""
+  float64 for float64 inputs (the x64 tests)."""
   return jnp.float64 if dtype == jnp.float64 else jnp.float32
+
+
+def cast_param(module: nn.Module, name: str, init: Callable, shape: tuple, dtype) -> Array:
+  """``module``'s parameter ``name``, kept in :func:`param_dtype` and cast to ``dtype``
+  (the activations') where it is used: under mixed precision (bfloat16 activations)
+  gradients and optimiser states stay float32."""
+  return module.param(name, init, shape, param_dtype(dtype)).astype(dtype)
 
 
 def relu(module: nn.Module, x: Array, batch_axis: int = 0) -> Array:
@@ -156,19 +161,17 @@ class Conv(nn.Module):
   def __call__(self, x):
     c_in, k = x.shape[-1], self.kernel_size
     if k == 1:
-      w = self.param('pointwise', torch_uniform(c_in), (c_in, self.features),
-                     param_dtype(x.dtype)).astype(x.dtype)
+      w = cast_param(self, 'pointwise', torch_uniform(c_in), (c_in, self.features), x.dtype)
       if self.stride > 1:
         x = x[:, ::self.stride, ::self.stride, :]
       y = jnp.dot(x, w)
     else:
-      w = self.param('kernel', torch_uniform(c_in * k * k), (k, k, c_in, self.features),
-                     param_dtype(x.dtype)).astype(x.dtype)
+      w = cast_param(self, 'kernel', torch_uniform(c_in * k * k), (k, k, c_in, self.features),
+                     x.dtype)
       conv = conv2d if self.hand_vjp else conv_xla
       y = conv(x, w, self.stride, self.padding, self.dilation)
     if self.use_bias:
-      y = y + self.param('bias', torch_uniform(c_in * k * k), (self.features,),
-                         param_dtype(x.dtype)).astype(x.dtype)
+      y = y + cast_param(self, 'bias', torch_uniform(c_in * k * k), (self.features,), x.dtype)
     return y
 
 
@@ -181,8 +184,8 @@ class Weight(nn.Module):
 
   @nn.compact
   def __call__(self, dtype=jnp.float32):
-    return self.param(self.kind, torch_uniform(FAN_IN[self.kind](self.shape)), self.shape,
-                      param_dtype(dtype)).astype(dtype)
+    return cast_param(self, self.kind, torch_uniform(FAN_IN[self.kind](self.shape)), self.shape,
+                      dtype)
 
 
 class Linear(nn.Module):
@@ -192,9 +195,8 @@ class Linear(nn.Module):
   @nn.compact
   def __call__(self, x):
     init = torch_uniform(x.shape[-1])
-    dtype = param_dtype(x.dtype)
-    w = self.param('weight', init, (x.shape[-1], self.features), dtype).astype(x.dtype)
-    return jnp.dot(x, w) + self.param('bias', init, (self.features,), dtype).astype(x.dtype)
+    w = cast_param(self, 'weight', init, (x.shape[-1], self.features), x.dtype)
+    return jnp.dot(x, w) + cast_param(self, 'bias', init, (self.features,), x.dtype)
 
 
 class DepthwiseConv(nn.Module):
@@ -205,8 +207,7 @@ class DepthwiseConv(nn.Module):
   @nn.compact
   def __call__(self, x):
     k = self.kernel_size
-    w = self.param('depthwise', torch_uniform(k * k), (k, k, x.shape[-1]),
-                   param_dtype(x.dtype)).astype(x.dtype)
+    w = cast_param(self, 'depthwise', torch_uniform(k * k), (k, k, x.shape[-1]), x.dtype)
     return depthwise_conv(x, w, self.stride, self.dilation)
 
 
