@@ -32,3 +32,12 @@ def compilation_cache(tmp_path_factory):
   # tests/test_search.py tests the program cache in a directory of its own).
   xla.enable_compilation_cache(str(path), programs=False)
   return path
+
+
+@pytest.fixture
+def cli_caches(monkeypatch, compilation_cache):
+  """For tests that run the command line, which turns on the compilation and program
+  caches: in the tests' shared directory, and the program cache off again afterwards
+  for the other tests of this worker."""
+  monkeypatch.setenv('JAXNAS_CACHE_DIR', str(compilation_cache))
+  monkeypatch.setattr(xla, '_program_dir', xla._program_dir)

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from jaxnas import cli, config as config_lib, xla
+from jaxnas import cli, config as config_lib
 from jaxnas.spaces import get_space
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -21,12 +21,7 @@ NB201 = '|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|skip_connect~0|avg_po
 TINY = ['--space', 'nb201', '--channels', '4', '--layers', '1', '--batch-size', '32']
 
 
-@pytest.fixture(autouse=True)
-def cli_caches(monkeypatch, compilation_cache):
-  # the CLI turns on the compilation and program caches: in the tests' shared directory,
-  # and the program cache off again afterwards for the other tests of this worker
-  monkeypatch.setenv('JAXNAS_CACHE_DIR', str(compilation_cache))
-  monkeypatch.setattr(xla, '_program_dir', xla._program_dir)
+pytestmark = pytest.mark.usefixtures('cli_caches')  # conftest
 
 
 def run_cli(capsys, *argv):

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxnas import cli, config as config_lib, xla
+from jaxnas import cli, config as config_lib
 from jaxnas.checkpoint import Checkpointer
 from jaxnas.search import Search, SearchConfig
 from jaxnas.train import TrainConfig, Trainer
@@ -50,10 +50,7 @@ SEARCH = ['search', *DATA, '--alpha-optimizer', 'sgd', '--alpha-lr', '0.1']
 TIMEOUT_S = 240  # a run of a few steps takes ~20 s; a hang ends the test, not the suite
 
 
-@pytest.fixture(autouse=True)
-def cli_caches(monkeypatch, compilation_cache):
-  monkeypatch.setenv('JAXNAS_CACHE_DIR', str(compilation_cache))
-  monkeypatch.setattr(xla, '_program_dir', xla._program_dir)
+pytestmark = pytest.mark.usefixtures('cli_caches')  # conftest
 
 
 @pytest.fixture(scope='module')
