@@ -6,7 +6,8 @@ Two ways to score an architecture:
 * ``supernet``: the raw-α supernet (output of an edge ``Σ_o α_o op_o(x)``) with
   a one-hot α — one compile for all architectures, ``vmap``-ped over α in
   chunks, one set of weights for all. The logits are those of the discrete
-  network with the supernet's weights, and the weights of the unused ops get
+  network with the supernet's weights (its edges' convolution biases zeroed:
+  :func:`_without_edge_biases`), and the weights of the unused ops get
   exactly zero gradient, so the proxies built from the logits and their
   gradients (:data:`SUPERNET_PROXIES`) score exactly that network. Proxies
   that read the network's insides (ReLU codes, BatchNorm statistics) would
@@ -28,9 +29,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnas import benchmark_table
 from jaxnas import config as config_lib
 from jaxnas import data as data_lib
-from jaxnas import proxies, sharding, spaces, xla
+from jaxnas import outputs, proxies, sharding, spaces, xla
 from jaxnas.config import option
 from jaxnas.spaces import get_space
 from jaxnas.spaces.base import init_variables
@@ -61,12 +63,17 @@ class ZCConfig:
   devices: str | None = option(None, "'all' or N: the batch split over a mesh (None: "
                                      "$JAXNAS_DEVICES, else all)", check=sharding.check_devices)
   workdir: str = option('runs/zc', 'output directory')
+  benchmark_table: str | None = option(None, "a tabular benchmark's real accuracies (nb201: "
+                                             'benchmarks/nb201_test_acc_200ep.json): every '
+                                             'ranked cell looked up there')
 
   def __post_init__(self):
     config_lib.validate(self)
     resolve_via(get_space(self.space), self.proxy, self.via)
     if self.samples is not None and self.candidates is not None:
       raise ValueError('give --samples or --candidates, not both')
+    if self.benchmark_table is not None:
+      benchmark_table.check_space(self.space)
 
 
 @dataclasses.dataclass
@@ -77,6 +84,7 @@ class ZCResult:
   via: str
   seconds: float                     # all scoring, compile included
   archs_per_second: float            # compile excluded
+  benchmark: list[dict[str, float]] | None = None   # each ranked cell's row of --benchmark-table
 
 
 def resolve_via(space, proxy: str, via: str) -> str:
@@ -128,7 +136,8 @@ def score_batch(space, genotypes: list, proxy: str, batch, num_classes: int, cha
     chunk = min(chunk, len(alphas))
     alphas += alphas[-1:] * (-len(alphas) % chunk)
     stacked = {k: np.stack([a[k] for a in alphas]) for k in alphas[0]}
-    variables = init_variables(model, key, x0, {k: v[0] for k, v in stacked.items()})
+    variables = _without_edge_biases(
+        init_variables(model, key, x0, {k: v[0] for k, v in stacked.items()}))
 
     def one(variables, batch, alpha):
       return fn(proxies.supernet_apply(model, alpha), variables, batch, key, **options)
@@ -157,6 +166,19 @@ def score_batch(space, genotypes: list, proxy: str, batch, num_classes: int, cha
     bar.update(1)
   bar.close()
   return Scores(np.asarray(scores), via, time.perf_counter() - t0, len(genotypes) / run_seconds)
+
+
+def _without_edge_biases(variables):
+  """The supernet's variables with the biases of its edges' convolutions zeroed.
+  NAS-Bench-201's search cells give a convolution a bias where its BatchNorm is
+  affine-free (AutoDL-Projects ``xautodl/models/cell_operations.py`` ``ReLUConvBN``:
+  ``bias=not affine``); the discrete network's have none. Under a BatchNorm in
+  training mode a bias cancels, but SynFlow runs the BatchNorms as the identity, where
+  it would add: zeroed, the one-hot supernet is the discrete network for every proxy."""
+  def zero(path, leaf):
+    keys = [getattr(p, 'key', None) for p in path]
+    return jnp.zeros_like(leaf) if 'edges' in keys and keys[-1] == 'bias' else leaf
+  return dict(variables, params=jax.tree_util.tree_map_with_path(zero, variables['params']))
 
 
 def _progress(total: int, label: str, show: bool):
@@ -212,10 +234,14 @@ def zc(config: ZCConfig, dataset: data_lib.Dataset | None = None, progress: bool
   ``genotype.txt``) to the work directory."""
   cfg = config
   sp = get_space(cfg.space)
+  table = benchmark_table.load(cfg.benchmark_table) if cfg.benchmark_table else None
   if cfg.candidates:
     genotypes = load_candidates(cfg.candidates, sp)
   else:
     genotypes = sp.sample_distinct(cfg.samples or 100, cfg.seed)
+  if table:   # a cell the table lacks stops before the scoring
+    for g in genotypes:
+      table.lookup(g)
   ds = dataset or data_lib.load(cfg.dataset, cfg.data_dir)
   small = cfg.dataset == 'digits'
   channels = cfg.channels or (sp.small['channels'] if small else sp.defaults['eval_channels'])
@@ -227,14 +253,13 @@ def zc(config: ZCConfig, dataset: data_lib.Dataset | None = None, progress: bool
   ranked = np.argsort(-sign * np.nan_to_num(scores, nan=-sign * np.inf), kind='stable')
   ranking = [(str(genotypes[i]), float(scores[i])) for i in ranked]
   best = genotypes[int(ranked[0])]
-  result = ZCResult(best, float(scores[ranked[0]]), ranking, via, seconds, rate)
+  rows = [table.lookup(genotypes[i]) for i in ranked] if table else None
+  result = ZCResult(best, float(scores[ranked[0]]), ranking, via, seconds, rate, rows)
   os.makedirs(cfg.workdir, exist_ok=True)
   with open(os.path.join(cfg.workdir, 'ranking.json'), 'w') as f:
     json.dump({'config': dataclasses.asdict(cfg), 'options': options, 'via': via,
                'seconds': seconds, 'archs_per_second': rate,
-               'ranking': [{'genotype': g, 'score': s} for g, s in ranking]}, f, indent=1)
-  with open(os.path.join(cfg.workdir, 'genotype.json'), 'w') as f:
-    json.dump(best.to_json(), f, indent=1)
-  with open(os.path.join(cfg.workdir, 'genotype.txt'), 'w') as f:
-    f.write(str(best) + '\n')
+               'ranking': [{'genotype': g, 'score': s} | ({'benchmark': rows[i]} if rows else {})
+                           for i, (g, s) in enumerate(ranking)]}, f, indent=1)
+  outputs.write_genotype(cfg.workdir, best, rows[0] if rows else None)
   return result

@@ -102,9 +102,12 @@ class MixedOp(nn.Module):
     if outs:
       # Σ_o w_o y_o as scalar multiply-adds: a concatenation and one tensordot
       # made the cell's second-order pass 40% slower
-      # in α's float32 under bfloat16 activations: ∂/∂w_o = <g, y_o> sums over the whole
-      # batch, and the sum (not the ops) then sets the α gradient's precision
-      out = sum(weights[k] * y[g].astype(weights.dtype) for r, y in zip(rows, outs)
+      # in the wider of α's and the activations' dtypes: float32 under bfloat16
+      # activations (∂/∂w_o = <g, y_o> sums over the whole batch, and the sum then sets
+      # the α gradient's precision); float64 under SynFlow's float64 activations, whose
+      # values pass float32's range at NAS-Bench-201's size
+      dtype = jnp.promote_types(weights.dtype, xs.dtype)
+      out = sum(weights[k].astype(dtype) * y[g].astype(dtype) for r, y in zip(rows, outs)
                 for g, k in enumerate(r)).astype(xs.dtype)
     else:  # only 'none' in the space
       out = jnp.zeros_like(xs[:, ::self.stride, ::self.stride, :])
