@@ -13,6 +13,7 @@ import sys
 import textwrap
 from typing import Any, Callable, NamedTuple
 
+from jaxnas import benchmark_table
 from jaxnas import config as config_lib
 from jaxnas import free, pipeline, search, spaces, train, xla, zc
 from jaxnas.checkpoint import Interrupted
@@ -59,12 +60,17 @@ def _report_params(counts, args) -> str:
   return '\n'.join(lines + [str(main)])  # the count last, a plain integer
 
 
+def _benchmark_line(row) -> list[str]:
+  return [f'benchmark table: {benchmark_table.format_row(row)}'] if row else []
+
+
 def _report_search(result, args) -> str:
-  return f'genotype: {result.genotype}\nwritten to {result.workdir}: {_files(result.workdir)}'
+  return '\n'.join([f'genotype: {result.genotype}', *_benchmark_line(result.benchmark),
+                    f'written to {result.workdir}: {_files(result.workdir)}'])
 
 
 def _report_free(result, args) -> str:
-  lines = [f'genotype: {result.genotype}',
+  lines = [f'genotype: {result.genotype}', *_benchmark_line(result.benchmark),
            f'wall time: {result.seconds:.2f} s (compile included), '
            f'{result.seconds_compiled:.3f} s (the saliency alone, compiled)']
   if args.workdir:
@@ -84,10 +90,12 @@ def _report_run(report, args) -> str:
 def _report_zc(result, args) -> str:
   lines = [f'{args.proxy} on {len(result.ranking)} {args.space} architectures (through the '
            f'{result.via}); best first:']
-  lines += [f'{rank:4d}  {s:12.5g}  {g}' for rank, (g, s) in enumerate(result.ranking[:args.show], 1)]
+  lines += [f'{rank:4d}  {s:12.5g}  {g}' + (f'  ({benchmark_table.format_row(result.benchmark[rank - 1])})'
+                                             if result.benchmark else '')
+            for rank, (g, s) in enumerate(result.ranking[:args.show], 1)]
   lines += [f'{result.seconds:.1f} s in all (compile included), {result.archs_per_second:.1f} '
             f'architectures per second compiled; ranking.json and genotype.json in {args.workdir}',
-            f'best: {result.best}']
+            f'best: {result.best}', *_benchmark_line(result.benchmark and result.benchmark[0])]
   return '\n'.join(lines)
 
 

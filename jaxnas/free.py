@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import json
 import os
 import time
 from typing import Any
@@ -49,9 +48,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxnas import benchmark_table
 from jaxnas import config as config_lib
 from jaxnas import data as data_lib
-from jaxnas import optim, sharding, spaces, xla
+from jaxnas import optim, outputs, sharding, spaces, xla
 from jaxnas.config import option
 from jaxnas.hypergrad.base import grad_and_hvp
 from jaxnas.proxies import saliency
@@ -96,10 +96,15 @@ class FreeConfig:
   devices: str | None = option(None, "'all' or N: the batch split over a mesh (None: "
                                      "$JAXNAS_DEVICES, else all)", check=sharding.check_devices)
   workdir: str | None = option(None, 'if given: genotype.json, genotype.txt, saliency.npz there')
+  benchmark_table: str | None = option(None, "a tabular benchmark's real accuracies (nb201: "
+                                             'benchmarks/nb201_test_acc_200ep.json): the '
+                                             'derived cell looked up there')
 
   def __post_init__(self):
     config_lib.validate(self)
     convention(self.convention, self.space)
+    if self.benchmark_table is not None:
+      benchmark_table.check_space(self.space)
 
 
 @dataclasses.dataclass
@@ -108,6 +113,7 @@ class FreeResult:
   saliency: dict[str, np.ndarray]
   seconds: float            # wall time, compile included
   seconds_compiled: float   # the compiled programs' runs alone (compile excluded)
+  benchmark: dict[str, float] | None = None   # the genotype's row of --benchmark-table
 
 
 def _losses(model, variables, batch):
@@ -216,6 +222,8 @@ def free(config: FreeConfig, dataset: data_lib.Dataset | None = None) -> FreeRes
   """Builds the raw-α supernet at initialisation, scores every (edge, op), derives a genotype."""
   t0 = time.perf_counter()
   cfg = config
+  if cfg.benchmark_table:
+    benchmark_table.load(cfg.benchmark_table)   # a bad file stops before the work
   space = get_space(cfg.space)
   conv = convention(cfg.convention, cfg.space)
   ds = dataset or data_lib.load(cfg.dataset, cfg.data_dir)
@@ -260,12 +268,9 @@ def free(config: FreeConfig, dataset: data_lib.Dataset | None = None) -> FreeRes
   seconds_compiled = time.perf_counter() - t1
   scores = {k: np.asarray(v) for k, v in jax.device_get(scores).items()}
   genotype = space.derive(scores)
-  result = FreeResult(genotype, scores, time.perf_counter() - t0, seconds_compiled)
+  result = FreeResult(genotype, scores, time.perf_counter() - t0, seconds_compiled,
+                      benchmark_table.lookup(cfg.benchmark_table, cfg.space, genotype))
   if cfg.workdir:
-    os.makedirs(cfg.workdir, exist_ok=True)
-    with open(os.path.join(cfg.workdir, 'genotype.json'), 'w') as f:
-      json.dump(genotype.to_json(), f, indent=1)
-    with open(os.path.join(cfg.workdir, 'genotype.txt'), 'w') as f:
-      f.write(str(genotype) + '\n')
+    outputs.write_genotype(cfg.workdir, genotype, result.benchmark)
     np.savez(os.path.join(cfg.workdir, 'saliency.npz'), **result.saliency)
   return result

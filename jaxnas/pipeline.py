@@ -65,7 +65,8 @@ def run(config: RunConfig, resume: bool = False, progress: bool = True,
     has_ckpt = os.path.isdir(os.path.join(search_dir, 'checkpoints'))
     result = search(scfg, resume=resume and has_ckpt, progress=progress, dataset=dataset)
     info = {'genotype': result.genotype.to_json(), 'genotype_text': str(result.genotype),
-            'seconds': time.perf_counter() - t0, 'config': result.config.to_json()}
+            'seconds': time.perf_counter() - t0, 'config': result.config.to_json(),
+            'benchmark': result.benchmark}
     _mark_done(search_dir, info)
   tcfg = dataclasses.replace(config.train, space=scfg.space, genotype=info['genotype_text'],
                              dataset=scfg.data.dataset, data_dir=scfg.data.data_dir,
@@ -77,7 +78,8 @@ def run(config: RunConfig, resume: bool = False, progress: bool = True,
     done = {'report': result.report}
     _mark_done(train_dir, done)
   report = {**done['report'], 'method': scfg.method, 'relaxation': scfg.relaxation,
-            'search_seconds': info['seconds'], 'search_epochs': info['config']['size']['epochs']}
+            'search_seconds': info['seconds'], 'search_epochs': info['config']['size']['epochs'],
+            **({'benchmark': info['benchmark']} if info.get('benchmark') else {})}
   with open(os.path.join(workdir, 'report.json'), 'w') as f:
     json.dump(report, f, indent=1)
   text = format_report(report)

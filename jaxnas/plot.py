@@ -89,17 +89,30 @@ def draw_alpha_trajectory(weights: np.ndarray, primitives, edge_names, path: str
   fig.savefig(path, dpi=110)
 
 
-def draw_curves(history: list[dict], keys, path: str, title: str) -> None:
-  """Metric curves over epochs from a list of per-epoch records."""
-  fig = Figure(figsize=(5, 3.2))
-  ax = fig.subplots()
+def draw_curves(history: list[dict], keys, path: str, title: str,
+                benchmark_columns: tuple[str, ...] = ()) -> None:
+  """Metric curves over epochs from a list of per-epoch records; with
+  ``benchmark_columns``, a second panel below: the real accuracy (%) of the cell
+  derived at each epoch's end (``record['benchmark'][column]``), the picture of a
+  search that collapses (or does not)."""
+  fig = Figure(figsize=(5, 5.6 if benchmark_columns else 3.2))
+  axes = fig.subplots(2 if benchmark_columns else 1, 1, squeeze=False)[:, 0]
+  ax = axes[0]
   for k in keys:  # a key may be missing from some epochs (a label-free warm-up has no loss)
     points = [(h['epoch'], h[k]) for h in history if h.get(k) is not None]
     if points:
       ax.plot(*zip(*points), marker='o', ms=3, label=k)
-  ax.set_xlabel('epoch')
-  if ax.get_legend_handles_labels()[0]:
-    ax.legend(fontsize=8)
   ax.set_title(title, fontsize=10)
+  if benchmark_columns:
+    bx = axes[1]
+    for c in benchmark_columns:  # an epoch without a derivable cell has no row
+      points = [(h['epoch'], h['benchmark'][c]) for h in history if h.get('benchmark')]
+      if points:
+        bx.plot(*zip(*points), marker='o', ms=3, label=c)
+    bx.set_ylabel('derived cell: real accuracy (%)', fontsize=8)
+  for a in axes:
+    a.set_xlabel('epoch')
+    if a.get_legend_handles_labels()[0]:
+      a.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)

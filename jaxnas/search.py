@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 from typing import Any, NamedTuple
 
@@ -33,8 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxnas import benchmark_table
 from jaxnas import data as data_lib
-from jaxnas import hypergrad, loop, optim, plot, relax, sharding, warmup, xla
+from jaxnas import hypergrad, loop, optim, outputs, plot, relax, sharding, warmup, xla
 from jaxnas.search_config import SearchConfig
 from jaxnas.spaces import get_space
 from jaxnas.spaces.base import forward_over_reverse, init_variables
@@ -161,6 +161,7 @@ class SearchResult:
   history: list[dict]
   workdir: str
   config: SearchConfig
+  benchmark: dict[str, float] | None = None   # the genotype's row of --benchmark-table
 
 
 def _counting(counter: list, fn):
@@ -178,6 +179,8 @@ class Search:
   def __init__(self, config: SearchConfig, dataset: data_lib.Dataset | None = None):
     cfg = self.config = config.resolved()
     self.space = get_space(cfg.space)
+    if cfg.benchmark_table:
+      benchmark_table.load(cfg.benchmark_table)   # a bad file stops the run before it starts
     self.estimator = hypergrad.make(cfg.method, **cfg.method_options)
     self.relaxation = relax.make(cfg.relaxation, **cfg.relaxation_options)
     self.data = dataset or data_lib.load(cfg.data.dataset, cfg.data.data_dir, cfg.data.download)
@@ -261,15 +264,19 @@ class Search:
     return (*fn(state, batch), fn)
 
   def end_epoch(self, state, epoch: int) -> dict:
-    return {**{k: self.layout[k] for k in ('devices', 'global_batch', 'per_device_batch')},
-            'weights': {k: v.tolist() for k, v in self.mixing_weights(state.alpha).items()},
-            'genotype': self._genotype_text(state.alpha)}
-
-  def _genotype_text(self, alpha) -> str:
     try:
-      return str(self.genotype(alpha))
+      genotype = self.genotype(state.alpha)
+      text, row = str(genotype), self.benchmark(genotype)
     except ValueError as e:   # a threshold no op reaches yet (Fair DARTS early on)
-      return f'none yet: {e}'
+      text, row = f'none yet: {e}', None
+    record = {**{k: self.layout[k] for k in ('devices', 'global_batch', 'per_device_batch')},
+              'weights': {k: v.tolist() for k, v in self.mixing_weights(state.alpha).items()},
+              'genotype': text}
+    return record if self.config.benchmark_table is None else {**record, 'benchmark': row}
+
+  def benchmark(self, genotype) -> dict[str, float] | None:
+    """The genotype's real accuracies in ``--benchmark-table`` (None without one)."""
+    return benchmark_table.lookup(self.config.benchmark_table, self.config.space, genotype)
 
   def write_outputs(self, state, history: list[dict], final: bool) -> None:
     """alpha.npz, genotype.json/.txt, and (at the end, or at most once a minute) the
@@ -288,10 +295,7 @@ class Search:
         raise ValueError(f'{e} (α and its history are in {os.path.join(wd, "alpha.npz")}, the '
                          'checkpoint in the workdir)') from None
       return
-    with open(os.path.join(wd, 'genotype.json'), 'w') as f:
-      json.dump(genotype.to_json(), f, indent=1)
-    with open(os.path.join(wd, 'genotype.txt'), 'w') as f:
-      f.write(str(genotype) + '\n')
+    outputs.write_genotype(wd, genotype, self.benchmark(genotype))
     if not history or not self._redraw(final):
       return
     cfg = self.config
@@ -300,8 +304,10 @@ class Search:
       plot.draw_alpha_trajectory(traj[cell], self.space.ops(self.relaxation), self.space.edge_labels,
                                  os.path.join(wd, f'alpha_{cell}.png'),
                                  f'{cfg.space} {cell}: mixing weights per edge ({cfg.relaxation})')
+    columns = benchmark_table.load(cfg.benchmark_table).columns if cfg.benchmark_table else ()
     plot.draw_curves(history, ('train_loss', 'val_loss', 'train_acc', 'val_acc', 'zen_f'),
-                     os.path.join(wd, 'curves.png'), f'{cfg.method} search on {cfg.data.dataset}')
+                     os.path.join(wd, 'curves.png'), f'{cfg.method} search on {cfg.data.dataset}',
+                     benchmark_columns=columns)
 
   # -- derived views ------------------------------------------------------------
 
@@ -330,5 +336,7 @@ def search(config: SearchConfig, resume: bool = False, progress: bool = True,
                       f"{cfg.method} search, batch {lay['global_batch']} = {lay['devices']} "
                       f"{lay['platform']} x {lay['per_device_batch']}")
   state, history = loop.run(job, opts, resume, progress, stop_after_steps)
-  return SearchResult(job.genotype(state.alpha), {k: np.asarray(v) for k, v in state.alpha.items()},
-                      job.mixing_weights(state.alpha), history, cfg.workdir, cfg)
+  genotype = job.genotype(state.alpha)
+  return SearchResult(genotype, {k: np.asarray(v) for k, v in state.alpha.items()},
+                      job.mixing_weights(state.alpha), history, cfg.workdir, cfg,
+                      job.benchmark(genotype))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from jaxnas import benchmark_table
 from jaxnas import config as config_lib
 from jaxnas import data as data_lib
 from jaxnas import hypergrad, relax, sharding, spaces
@@ -141,14 +142,19 @@ class SearchConfig:
   workdir: str = option('runs/search', 'output directory')
   checkpoint_every: int = option(0, 'also checkpoint every this many steps (0: at epoch ends only)',
                                  min=0)
+  benchmark_table: str | None = option(None, "a tabular benchmark's real accuracies (nb201: "
+                                             'benchmarks/nb201_test_acc_200ep.json): the cell '
+                                             "derived at each epoch's end looked up there")
 
   # What may change when a run is resumed: the length of the run, where and how often
-  # it is saved, where the data lie, the devices.
+  # it is saved, where the data lie, the devices, the table its cells are looked up in.
   RESUMABLE_CHANGES = ('size.epochs', 'checkpoint_every', 'workdir', 'data.data_dir', 'data.download',
-                       'devices')
+                       'devices', 'benchmark_table')
 
   def __post_init__(self):
     config_lib.validate(self)
+    if self.benchmark_table is not None:
+      benchmark_table.check_space(self.space)
     if self.warmup.epochs and self.method != 'multistep':
       raise ValueError(f'the Zen(F) warm-up (--zen-warmup-epochs) belongs to method multistep, '
                        f'not {self.method}')

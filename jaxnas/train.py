@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxnas import benchmark_table
 from jaxnas import config as config_lib
 from jaxnas import data as data_lib
 from jaxnas import loop, optim, plot, sharding, spaces
@@ -299,4 +300,6 @@ def format_report(report: dict) -> str:
            + f" after {report['epochs']} epochs"]
   if report['seconds_per_epoch'] is not None:
     lines.append(f"seconds per epoch: {report['seconds_per_epoch']:.2f}")
+  if report.get('benchmark'):
+    lines.append(f"benchmark table: {benchmark_table.format_row(report['benchmark'])}")
   return '\n'.join(lines)

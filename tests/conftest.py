@@ -41,3 +41,31 @@ def cli_caches(monkeypatch, compilation_cache):
   for the other tests of this worker."""
   monkeypatch.setenv('JAXNAS_CACHE_DIR', str(compilation_cache))
   monkeypatch.setattr(xla, '_program_dir', xla._program_dir)
+
+
+NB201_OPS = ('none', 'skip_connect', 'nor_conv_1x1', 'nor_conv_3x3', 'avg_pool_3x3')
+
+
+def table_row(arch: str) -> list[float]:
+  """The made-up accuracies of a NAS-Bench-201 cell in :func:`nb201_table`: each edge's
+  op index (``NB201_OPS``) times the edge's position + 1, summed; and that sum plus 0.5."""
+  import re
+  ops = re.findall(r'(\w+)~\d', arch)
+  score = float(sum(NB201_OPS.index(op) * (e + 1) for e, op in enumerate(ops)))
+  return [score, score + 0.5]
+
+
+@pytest.fixture(scope='session')
+def nb201_table(tmp_path_factory):
+  """A benchmark table of every NAS-Bench-201 cell (jaxnas.benchmark_table's format)
+  with the accuracies of :func:`table_row`."""
+  import itertools
+  import json
+  archs = {}
+  for e in itertools.product(NB201_OPS, repeat=6):
+    arch = f'|{e[0]}~0|+|{e[1]}~0|{e[2]}~1|+|{e[3]}~0|{e[4]}~1|{e[5]}~2|'
+    archs[arch] = table_row(arch)
+  path = tmp_path_factory.mktemp('table') / 'nb201_table.json'
+  path.write_text(json.dumps({'source': 'made up by tests/conftest.py', 'columns': ['a', 'b'],
+                              'archs': archs}))
+  return path

@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import table_row
 from jaxnas import cli, config as config_lib
 from jaxnas.spaces import get_space
 
@@ -39,17 +40,24 @@ def test_params(capsys):
   assert status == 0 and out.splitlines()[-1] == '1288506'
 
 
-def test_search_writes_its_genotype_and_resumes_longer(tmp_path, capsys):
+def _benchmark_line(row):
+  return f'benchmark table: a {row[0]:.2f}, b {row[1]:.2f}'
+
+
+def test_search_writes_its_genotype_and_resumes_longer(tmp_path, capsys, nb201_table):
   wd = tmp_path / 'search'
-  status, out, err = run_cli(capsys, 'search', *TINY, '--epochs', 1, '--workdir', wd, '--no-progress')
+  status, out, err = run_cli(capsys, 'search', *TINY, '--epochs', 1, '--workdir', wd, '--no-progress',
+                             '--benchmark-table', nb201_table)
   assert status == 0, err
   lines = out.splitlines()
   genotype = get_space('nb201').load_genotype(lines[0].removeprefix('genotype: '))
   assert lines[0].startswith('genotype: |')
+  assert lines[1] == _benchmark_line(table_row(str(genotype)))
   for name in ('config.json', 'metrics.jsonl', 'genotype.json', 'genotype.txt', 'alpha.npz',
                'cell.png', 'alpha_cell.png', 'curves.png'):
-    assert (wd / name).stat().st_size > 0 and name in lines[1], name
+    assert (wd / name).stat().st_size > 0 and name in lines[2], name
   assert get_space('nb201').load_genotype(str(wd / 'genotype.json')) == genotype
+  assert json.load(open(wd / 'genotype.json'))['benchmark'] == dict(zip('ab', table_row(str(genotype))))
   # a used workdir is refused without --resume; --resume continues it for a longer run
   status, _, err = run_cli(capsys, 'search', *TINY, '--epochs', 1, '--workdir', wd, '--no-progress')
   assert status == 2 and 'pass --resume' in err and len(err.splitlines()) == 1
@@ -57,10 +65,13 @@ def test_search_writes_its_genotype_and_resumes_longer(tmp_path, capsys):
                            '--resume', '--no-progress')
   assert status == 2 and 'config differs in optim.lr: 0.025 -> 0.05' in err
   status, out, err = run_cli(capsys, 'search', *TINY, '--epochs', 2, '--workdir', wd, '--resume',
-                             '--no-progress')
+                             '--no-progress', '--benchmark-table', nb201_table)
   assert status == 0, err
   records = [json.loads(line) for line in open(wd / 'metrics.jsonl')]
   assert [r['epoch'] for r in records] == [0, 1]
+  # every epoch: the cell derived at its end, looked up
+  for r in records:
+    assert r['benchmark'] == dict(zip('ab', table_row(r['genotype']))), r
   assert json.load(open(wd / 'config.json'))['size']['epochs'] == 2
 
 
@@ -77,16 +88,19 @@ def test_a_corrupt_checkpoint_is_a_message(tmp_path, capsys):
   assert 'Traceback' not in err
 
 
-def test_free(tmp_path, capsys):
+def test_free(tmp_path, capsys, nb201_table):
   wd = tmp_path / 'free'
   status, out, err = run_cli(capsys, 'free', '--space', 'nb201', '--saliency', 'synflow',
-                             '--channels', 4, '--layers', 1, '--batch-size', 16, '--workdir', wd)
+                             '--channels', 4, '--layers', 1, '--batch-size', 16, '--workdir', wd,
+                             '--benchmark-table', nb201_table)
   assert status == 0, err
   lines = out.splitlines()
   genotype = get_space('nb201').load_genotype(lines[0].removeprefix('genotype: '))
+  assert lines[1] == _benchmark_line(table_row(str(genotype)))
   assert re.fullmatch(r'wall time: [\d.]+ s \(compile included\), [\d.]+ s \(the saliency alone, '
-                      r'compiled\)', lines[1])
+                      r'compiled\)', lines[2])
   assert get_space('nb201').load_genotype(str(wd / 'genotype.json')) == genotype
+  assert json.load(open(wd / 'genotype.json'))['benchmark'] == dict(zip('ab', table_row(str(genotype))))
   saliency = np.load(wd / 'saliency.npz')['cell']
   assert saliency.shape == (6, 5) and np.isfinite(saliency).all()
   # the authors' notebooks' GraSP (signed: α ⊙ H(α')g)
@@ -110,14 +124,17 @@ def test_train(tmp_path, capsys):
     assert (wd / name).exists(), name
 
 
-def test_run(tmp_path, capsys):
+def test_run(tmp_path, capsys, nb201_table):
   wd = tmp_path / 'run'
   argv = ['run', *TINY, '--epochs', 1, '--train-channels', 4, '--train-layers', 1,
-          '--train-batch-size', 32, '--train-epochs', 1, '--workdir', wd, '--no-progress']
+          '--train-batch-size', 32, '--train-epochs', 1, '--workdir', wd, '--no-progress',
+          '--benchmark-table', nb201_table]
   status, out, err = run_cli(capsys, *argv)
   assert status == 0, err
   report = json.load(open(wd / 'report.json'))
   assert report['genotype'] == (wd / 'search' / 'genotype.txt').read_text().strip()
+  assert report['benchmark'] == dict(zip('ab', table_row(report['genotype'])))
+  assert _benchmark_line(table_row(report['genotype'])) in out.splitlines()
   assert report['epochs'] == 1 and report['search_epochs'] == 1
   assert re.search(r'search [\d.]+ s; written to ', out)
   assert (wd / 'report.md').read_text().startswith('# jaxnas run: darts1 (softmax) on digits')
@@ -128,18 +145,21 @@ def test_run(tmp_path, capsys):
 
 
 @pytest.mark.parametrize('via', ['supernet', 'network'])
-def test_zc(tmp_path, capsys, via):
+def test_zc(tmp_path, capsys, via, nb201_table):
   wd = tmp_path / 'zc'
   status, out, err = run_cli(capsys, 'zc', '--space', 'nb201', '--proxy', 'synflow', '--samples', 3,
                              '--channels', 4, '--layers', 1, '--batch-size', 16, '--via', via,
-                             '--workdir', wd)
+                             '--workdir', wd, '--benchmark-table', nb201_table)
   assert status == 0, err
   lines = out.splitlines()
   assert lines[0] == f'synflow on 3 nb201 architectures (through the {via}); best first:'
   ranking = json.load(open(wd / 'ranking.json'))['ranking']
   scores = [r['score'] for r in ranking]
   assert len(ranking) == 3 and scores == sorted(scores, reverse=True)
-  assert lines[-1] == f"best: {ranking[0]['genotype']}"
+  for r in ranking:
+    assert r['benchmark'] == dict(zip('ab', table_row(r['genotype'])))
+  assert lines[-2] == f"best: {ranking[0]['genotype']}"
+  assert lines[-1] == _benchmark_line(table_row(ranking[0]['genotype']))
   assert (wd / 'genotype.txt').read_text().strip() == ranking[0]['genotype']
 
 
@@ -190,6 +210,10 @@ def test_user_errors_are_one_message_and_exit_2(tmp_path, capsys):
        "'nope' is not a known nb201 genotype name"),
       (['params', '--space', 'darts', '--genotype', '|nor_conv_3x3~0|'], 'malformed DARTS genotype'),
       (['search', '--dataset', 'npz:' + str(tmp_path / 'missing.npz')], 'no such .npz file'),
+      (['free', '--space', 'darts', '--benchmark-table', tmp_path / 'table.json'],
+       '--benchmark-table: the darts space has no benchmark table (spaces with one: nb201)'),
+      (['search', '--space', 'nb201', '--benchmark-table', tmp_path / 'table.json',
+        '--workdir', tmp_path / 's'], f"--benchmark-table {tmp_path / 'table.json'}: no such file"),
       (['search', '--dataset', 'cifar10', '--data-dir', tmp_path / 'tfds', '--workdir', tmp_path / 's'],
        "data set 'cifar10' (cifar10) is not prepared as ArrayRecord in"),
   ]
