@@ -2,6 +2,7 @@
 
     python benchmarks/proxies.py --part quality      # ~1 h on 2 cores (--archs 100)
     python benchmarks/proxies.py --part quality --datasets cifar10 --proxies synflow
+    python benchmarks/proxies.py --part quality --datasets cifar10 --images npz:cifar10_subset.npz
     python benchmarks/proxies.py --part full         # SynFlow over all 15,625 cells
     python benchmarks/proxies.py --part speed --spaces nb201
     python benchmarks/proxies.py --part free
@@ -89,12 +90,27 @@ def naslib_name(proxy: str) -> str | None:
   return name if name in NASLIB_SCORES else None
 
 
-def _scores_path(dataset: str) -> str:
-  return os.path.join(RESULTS, f'nb201_scores_{dataset}.json')
+def _scores_path(dataset: str, real: bool = False) -> str:
+  return os.path.join(RESULTS, f'nb201_scores_{dataset}{"_real" if real else ""}.json')
+
+
+def real_batch(images: str, batch: int, classes: int, image: int):
+  """(x, y, its description): ``batch`` training images of the data set ``images``
+  (seeded draw), normalised, with their labels."""
+  import hashlib
+  from jaxnas import data as data_lib
+  ds = data_lib.load(images)
+  if ds.image_shape != (image, image, 3) or ds.num_classes != classes:
+    raise ValueError(f'--images {images}: {ds.image_shape} images of {ds.num_classes} classes, '
+                     f'not {(image, image, 3)} of {classes}')
+  idx = np.random.default_rng(0).choice(len(ds.x_train), batch, replace=False)
+  digest = hashlib.sha256(np.ascontiguousarray(ds.x_train[idx]).tobytes()).hexdigest()[:16]
+  return (np.asarray(ds.normalize(ds.x_train[idx]), np.float32), np.asarray(ds.y_train[idx]),
+          f'{images} ({len(ds.x_train)} training images; batch sha256 {digest})')
 
 
 def score_dataset(dataset: str, table: dict, proxy_names, archs: int, batch: int,
-                  progress: bool = True, cached: bool = False) -> dict:
+                  progress: bool = True, cached: bool = False, images: str | None = None) -> dict:
   """``{proxy: {arch: score}}`` on ``dataset``, reusing the scores file where the setup
   matches; with ``cached``, only what the file holds."""
   import jax
@@ -104,9 +120,16 @@ def score_dataset(dataset: str, table: dict, proxy_names, archs: int, batch: int
   from jaxnas.spaces import get_space
   from jaxnas.zc import score_batch
   classes, image = DATASETS[dataset]
+  if images:
+    x, y, source = real_batch(images, batch, classes, image)
+  else:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, image, image, 3)).astype(np.float32)
+    y = rng.integers(0, classes, batch)
+    source = 'gaussian'
   setup = dict(channels=16, layers=5, image=image, classes=classes, batch=batch, ntk_batch=NTK_BATCH,
-               input='gaussian', seed=0)
-  path = _scores_path(dataset)
+               input=source, seed=0)
+  path = _scores_path(dataset, bool(images))
   doc = {'setup': setup, 'scores': {}, 'seconds': {}}
   if os.path.exists(path):
     with open(path) as f:
@@ -116,11 +139,8 @@ def score_dataset(dataset: str, table: dict, proxy_names, archs: int, batch: int
   sp = get_space('nb201')
   names = sorted(table)
   sample = [names[i] for i in np.random.default_rng(0).permutation(len(names))[:archs]]
-  rng = np.random.default_rng(0)
-  x = rng.standard_normal((batch, image, image, 3)).astype(np.float32)
-  y = rng.integers(0, classes, batch)
   for name in proxy_names:
-    wanted = names if name == 'synflow' else sample
+    wanted = names if name == 'synflow' and not images else sample
     have = doc['scores'].setdefault(name, {})
     todo = [] if cached else [a for a in wanted if a not in have]
     b = NTK_BATCH if name == 'ntk' else batch
@@ -141,13 +161,13 @@ def score_dataset(dataset: str, table: dict, proxy_names, archs: int, batch: int
 
 
 def quality(proxy_names, datasets, archs: int, batch: int, out: str, progress: bool = True,
-            cached: bool = False):
+            cached: bool = False, images: str | None = None):
   from jaxnas import proxies
   gt = load_ground_truth()
   rows = []
   for dataset in datasets:
     table = gt[dataset]
-    doc = score_dataset(dataset, table, proxy_names, archs, batch, progress, cached)
+    doc = score_dataset(dataset, table, proxy_names, archs, batch, progress, cached, images)
     present = [p for p in proxy_names if doc['scores'].get(p)]
     sample = set(doc['scores'].get(next((p for p in present if p != 'synflow'), ''), {}))
     baselines = [(b, None) for b in ('params', 'flops')] + [(b, sample) for b in ('params', 'flops')
@@ -165,7 +185,7 @@ def quality(proxy_names, datasets, archs: int, batch: int, out: str, progress: b
       row = dict(part='quality', space='nb201', dataset=dataset, proxy=name, n=len(arch),
                  among='all' if len(arch) == len(table) else 'sample', tau=tau,
                  rho=rho, params_tau=params_tau, nonfinite=int((~np.isfinite(signed)).sum()),
-                 seconds=doc['seconds'].get(name))
+                 seconds=doc['seconds'].get(name), **({'data': 'real'} if images else {}))
       ref = naslib_name(name)
       if ref and name in proxies.PROXIES:
         theirs = np.array([table[a][ref] for a in arch])
@@ -366,6 +386,9 @@ def main():
   p.add_argument('--archs', type=int, default=100,
                  help='quality: architectures the proxies that read data score')
   p.add_argument('--batch', type=int, default=64, help='quality: images in the batch')
+  p.add_argument('--images', default=None,
+                 help='quality: a batch of this data set (npz:PATH or a tfds name) instead of '
+                      'Gaussian noise (give one --datasets of its shape)')
   p.add_argument('--chunks', default='32', help='full: chunk sizes to compare on 512 cells first')
   p.add_argument('--full-archs', type=int, default=None, help='full: score this many cells, not all')
   p.add_argument('--spaces', default='nb201,darts')
@@ -378,7 +401,7 @@ def main():
   progress = not args.no_progress
   if 'quality' in parts:
     quality((args.proxies or QUALITY_PROXIES).split(','), args.datasets.split(','), args.archs,
-            args.batch, args.out, progress, args.cached)
+            args.batch, args.out, progress, args.cached, args.images)
   if 'full' in parts:
     full_space(args.out, [int(c) for c in args.chunks.split(',')], progress, args.full_archs)
   names = (args.proxies or 'synflow,snip,grasp,grad_norm,ntk,naswot,zen,bn').split(',')
