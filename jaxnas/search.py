@@ -74,8 +74,10 @@ class StepSpec(NamedTuple):
   def weight_opt(self) -> hypergrad.WeightOpt:
     o = self.optim
     lr = self.weight_schedule()
+    # the virtual step: learning rate 1 (ξ or η scales it), no clip
     return hypergrad.WeightOpt(optim.sgd(lr, o.momentum, o.weight_decay, o.grad_clip, o.nesterov), lr,
-                               optim.sgd(lr, o.momentum, o.weight_decay, nesterov=o.nesterov))  # virtual: no clip
+                               optim.sgd(lambda count: 1.0, o.momentum, o.weight_decay,
+                                         nesterov=o.nesterov))
 
   def alpha_opt(self) -> optax.GradientTransformation:
     o = self.optim

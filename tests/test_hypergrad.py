@@ -357,3 +357,28 @@ def test_sge_on_a_supernet_in_chunks_equals_all_at_once():
     run = jax.jit(lambda chunk: unrolled.sge(p, opt, weights, alpha, batches, key, q=4,
                                              chunk=chunk).alpha_grad, static_argnums=0)
     np.testing.assert_allclose(run(2), run(None), rtol=1e-9)
+
+
+def test_the_virtual_step_at_the_end_of_a_schedule_to_zero_is_finite():
+  # a cosine schedule to lr_min = 0 (PC-DARTS' recipe) has η = 0 in its last epoch: the
+  # virtual step with a given ξ is ξ times the update at learning rate 1, not ξ/η times
+  # the real one (0/0)
+  from jaxnas import optim
+  mu, wd, xi = 0.9, 3e-4, 0.05
+  lr = optim.cosine_per_epoch(0.1, 0.0, 2, 1)
+  opt = WeightOpt(optim.sgd(lr, mu, wd, 5.0), lr, optim.sgd(lambda count: 1.0, mu, wd))
+  with enable_x64():
+    data, _, weights, alpha, batches = ridge_setup()
+    weights = Weights(weights.w, (), opt.tx.init(weights.w), jnp.asarray(2))  # epoch 2: η = 0
+    assert float(lr(weights.step)) == 0.0
+    p = ridge.problem()
+
+    def by_hand(a):   # PyTorch's SGD from an empty momentum buffer: w − ξ (g + λw)
+      g = jax.grad(lambda w: p.train_loss(w, a, darts.first(batches.train), ())[0])(weights.w)
+      return p.val_loss(weights.w - xi * (g + wd * weights.w), a, batches.val, ())[0]
+    est = darts.darts2(p, opt, weights, alpha, batches, None, xi=xi)
+    np.testing.assert_allclose(est.alpha_grad, jax.grad(by_hand)(alpha), rtol=1e-10)
+    # ξ None is η = 0 there: first order
+    np.testing.assert_allclose(darts.darts2(p, opt, weights, alpha, batches, None).alpha_grad,
+                               darts.darts1(p, opt, weights, alpha, batches, None).alpha_grad,
+                               rtol=1e-12)

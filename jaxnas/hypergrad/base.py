@@ -41,9 +41,12 @@ class Problem(NamedTuple):
 class WeightOpt(NamedTuple):
   """The weight optimiser: the optax transformation of a real weight step, its
   learning-rate schedule (of the weight-step count), and the transformation of
-  DARTS' virtual step: the same optimiser without its gradient clipping (None:
-  ``tx`` itself). Both must share one state structure (``optax.identity`` in the
-  clip's place does), so that the virtual step reads the real step's momentum."""
+  DARTS' virtual step: the same optimiser at learning rate 1 and without its
+  gradient clipping, so that its update times η is the real step's and times ξ the
+  virtual one's, whatever η is (0 at the end of a schedule to ``lr_min=0``). None:
+  ``tx`` itself, its update divided by η. Both must share one state structure
+  (``optax.identity`` in the clip's place does), so that the virtual step reads
+  the real step's momentum."""
   tx: optax.GradientTransformation
   lr: Callable[[Array], Array]
   virtual_tx: optax.GradientTransformation | None = None

@@ -35,19 +35,24 @@ def darts1(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: B
 
 
 def virtual_step(opt: WeightOpt, weights: Weights, g, xi):
-  """DARTS' unrolled weights ``w' = w + (ξ / η) · u(g)``, ``u`` the update the weight
-  optimiser (without its clipping, ``opt.virtual_tx``) makes of ``g = ∇w L_train(w, α)``
-  from its current state, η its current learning rate. For PyTorch's SGD this is
+  """DARTS' unrolled weights ``w' = w + ξ · d(g)``, ``d`` the update the weight
+  optimiser makes of ``g = ∇w L_train(w, α)`` from its current state at learning rate
+  1 and without its clipping (``opt.virtual_tx``; without one, ``opt.tx``'s update
+  divided by its current learning rate η), ξ None: η. For PyTorch's SGD this is
   quark0/darts' ``w − ξ (μ m + g + λ w)`` (architect.py ``_compute_unrolled_model``);
   for any other optax optimiser (Nesterov, per-group decay, Adam) it is the step that
-  optimiser would take, so the virtual step never drifts from the real one. ξ None: η.
+  optimiser would take, so the virtual step never drifts from the real one.
 
-  Returns ``w'`` and the transpose of ``g ↦ w'``: it maps ``∇w' L_val`` to the
-  vector v with ``∂L_val(w')/∂α = ∇α L_val + ∇²_{α,w} L_train v`` (for SGD,
-  ``v = −ξ ∇w' L_val``)."""
-  tx = opt.virtual_tx or opt.tx
+  Returns ``w'`` and the transpose ``D`` of ``g ↦ w'`` (a linear map for SGD with
+  momentum and decay: ``w' = w − ξ (μ m + λ w) − ξ g``): the hypergradient through the
+  virtual step is ``∇α L_val(w', α) + ∇²_{α,w} L_train(w, α) Dᵀ ∇w' L_val(w', α)``, and
+  for plain or heavy-ball SGD ``Dᵀ ∇w' L_val = −ξ ∇w' L_val``."""
+  lr = opt.lr(weights.step)
+  if opt.virtual_tx is not None:   # the update at learning rate 1
+    tx, scale = opt.virtual_tx, lr if xi is None else xi
+  else:                            # the update at η: ξ/η of it (η > 0)
+    tx, scale = opt.tx, 1.0 if xi is None else xi / lr
   updates, transpose = jax.vjp(lambda g: tx.update(g, weights.opt_state, weights.w)[0], g)
-  scale = 1.0 if xi is None else xi / opt.lr(weights.step)
   w_virtual = jax.tree_util.tree_map(lambda w, u: w + scale * u, weights.w, updates)
 
   def direction(gw):
@@ -100,8 +105,9 @@ def _second_order(problem, opt, weights, alpha, batches, fd_r=None, xi=None):
 
 
 def fd_mixed_product(loss, w, alpha, v, r: float = 1e-2):
-  """DARTS' central difference ``(∇α L(w + εv) − ∇α L(w − εv)) / 2ε``, ε = r/‖v‖
-  (for v = −ξ ∇w' L_val the same points as quark0/darts' ε = r/‖∇w' L_val‖)."""
+  """DARTS' central difference ``(∇α L(w + εv) − ∇α L(w − εv)) / 2ε``, ε = r/‖v‖: the
+  points ``w ± r v/‖v‖`` at distance r (for v = −ξ ∇w' L_val the same points as
+  quark0/darts' ε = r/‖∇w' L_val‖ along ∇w' L_val)."""
   eps = r / (tree_norm(v) + 1e-12)
   grad_alpha = jax.grad(loss, argnums=1)
   plus = grad_alpha(jax.tree_util.tree_map(lambda a, b: a + eps * b, w, v), alpha)
@@ -112,9 +118,11 @@ def fd_mixed_product(loss, w, alpha, v, r: float = 1e-2):
 def darts2(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batches, key, *,
            xi: XI = None) -> Estimate:
   """Second order, exact:
-  ``g_α = ∇α L_val(w', α) − ξ ∇²_{α,w} L_train(w, α) ∇w' L_val(w', α)``
-  with ``w'`` the virtual step (:func:`virtual_step`); the mixed second
-  derivative times a vector exactly (forward over reverse where the problem
+  ``g_α = ∇α L_val(w', α) + ∇²_{α,w} L_train(w, α) v``, ``v = Dᵀ ∇w' L_val(w', α)``,
+  with ``w'`` the virtual step and ``Dᵀ`` the transpose of the weight optimiser's
+  own update (:func:`virtual_step`), so exact for Nesterov, per-group decay and Adam
+  too; for plain or heavy-ball SGD ``v = −ξ ∇w' L_val`` (DARTS' Eq. 7). The mixed
+  second derivative times v exactly (forward over reverse where the problem
   admits it, else reverse over reverse; see :func:`_second_order`), no finite
   difference."""
   return _second_order(problem, opt, weights, alpha, batches, xi=xi)
@@ -122,10 +130,11 @@ def darts2(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: B
 
 def darts2_fd(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batches, key, *,
               xi: XI = None,
-              r: Annotated[float, Limits('ε = r / ‖∇w\' L_val‖ (quark0/darts architect.py: 1e-2)',
+              r: Annotated[float, Limits('ε = r / ‖v‖ (quark0/darts architect.py: 1e-2)',
                                          gt=0)] = 1e-2) -> Estimate:
   """Second order as quark0/darts computes it: the mixed product of :func:`darts2`
-  by a central finite difference with ε = r/‖∇w' L_val‖."""
+  by a central finite difference along its v (:func:`fd_mixed_product`, ε = r/‖v‖,
+  for SGD quark0/darts' r/‖∇w' L_val‖)."""
   return _second_order(problem, opt, weights, alpha, batches, fd_r=r, xi=xi)
 
 
