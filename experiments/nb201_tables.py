@@ -23,6 +23,7 @@ cell in the table, and the optimum).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -163,6 +164,37 @@ def markdown(results: dict, cfg: dict, table: benchmark_table.BenchmarkTable) ->
   return '\n'.join(lines) + '\n'
 
 
+def _read(path_json: str) -> dict:
+  if os.path.exists(path_json):
+    with open(path_json) as f:
+      return json.load(f)
+  return {'runs': []}
+
+
+def add_run(results_path: str, run: dict, data: dict, order: dict, cfg: dict,
+            table: benchmark_table.BenchmarkTable) -> dict:
+  """Adds ``run`` to the results file and rebuilds the Markdown table, under a lock:
+  several runners (one for the searches, one for the training-free rows) share one file."""
+  path_json = results_path + '.json'
+  os.makedirs(os.path.dirname(os.path.abspath(path_json)), exist_ok=True)
+  with open(path_json + '.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    results = _read(path_json)
+    results['data'] = data
+    results['runs'] = [r for r in results['runs'] if (r['row'], r['seed']) != (run['row'], run['seed'])]
+    results['runs'].append(run)
+    results['runs'].sort(key=lambda r: (order.get(r['row'], 999), r['seed']))
+    dates = sorted(r['date'] for r in results['runs'])
+    results.update(machine=_machine(), date=time.strftime('%Y-%m-%d %H:%M'), first=dates[0],
+                   last=dates[-1])
+    with open(path_json + '.tmp', 'w') as f:
+      json.dump(results, f, indent=1)
+    os.replace(path_json + '.tmp', path_json)
+    with open(results_path + '.md', 'w') as f:
+      f.write(markdown(results, cfg, table))
+  return results
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--dataset', required=True,
@@ -193,14 +225,10 @@ def main(argv=None) -> int:
   ds = data_lib.load(args.dataset, args.data_dir)
   data = data_record(args.dataset, ds)
   path_json = args.results + '.json'
-  results = {'runs': []}
-  if os.path.exists(path_json):
-    with open(path_json) as f:
-      results = json.load(f)
-    if results.get('data', data)['sha256'] != data['sha256']:
-      parser.error(f'{path_json} holds runs on other data ({results["data"]}); give another '
-                   '--results')
-  results['data'] = data
+  results = _read(path_json)
+  if results.get('data', data)['sha256'] != data['sha256']:
+    parser.error(f'{path_json} holds runs on other data ({results["data"]}); give another '
+                 '--results')
   done = {(r['row'], r['seed']) for r in results['runs']}
   seeds = [int(s) for s in args.seeds.split(',')] if args.seeds else None
   todo = [(row, s) for row in cfg['rows'] if row['name'] in chosen and row['kind'] != 'population'
@@ -218,19 +246,11 @@ def main(argv=None) -> int:
       continue
     run = {'row': row['name'], 'seed': seed, 'cell': cell, 'benchmark': table.lookup(cell),
            'search_seconds': seconds, 'curve': curve, 'date': time.strftime('%Y-%m-%d %H:%M')}
-    results['runs'].append(run)
-    results['runs'].sort(key=lambda r: (order.get(r['row'], 999), r['seed']))
-    dates = sorted(r['date'] for r in results['runs'])
-    results.update(machine=_machine(), date=time.strftime('%Y-%m-%d %H:%M'), first=dates[0],
-                   last=dates[-1])
-    os.makedirs(os.path.dirname(path_json), exist_ok=True)
-    with open(path_json, 'w') as f:
-      json.dump(results, f, indent=1)
-    with open(args.results + '.md', 'w') as f:
-      f.write(markdown(results, cfg, table))
+    results = add_run(args.results, run, data, order, cfg, table)
     print(f"[{i + 1}/{len(todo)}] {row['name']} seed {seed}: {cell} "
           f"({benchmark_table.format_row(run['benchmark'])}); search {seconds:.1f} s, "
           f'{time.perf_counter() - t0:.0f} s in all', flush=True)
+  results = _read(path_json)
   if results['runs']:
     with open(args.results + '.md', 'w') as f:
       f.write(markdown(results, cfg, table))
