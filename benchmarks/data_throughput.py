@@ -59,9 +59,9 @@ def main():
     steps = data.steps_per_epoch(len(split.x), batch)
 
     def one_epoch():
-      it = data.batches(split, batch, seed=0)
-      for _ in range(steps):
-        next(it)
+      for s in range(steps):
+        idx = data.batch_indices(0, 0, s, len(split.x), batch)
+        split.x[idx], split.y[idx]
     rate, t = _rate(one_epoch, steps * batch)
     rows.append((f'{name}: shuffled batches of {batch} from memory', steps * batch, t))
 

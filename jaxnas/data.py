@@ -250,28 +250,6 @@ def batch_indices(seed: int, epoch: int, step: int, n: int, batch_size: int) -> 
   return perm[step * batch_size:(step + 1) * batch_size]
 
 
-class Position(NamedTuple):
-  epoch: int
-  step: int
-
-
-def batches(split: Split, batch_size: int, seed: int, start: Position = Position(0, 0)
-            ) -> Iterator[tuple[Position, np.ndarray, np.ndarray]]:
-  """Endless training batches from ``start`` on: ``(position, x, y)`` with x in [0, 1].
-
-  The position is all the state there is: restarting at the position of the
-  next batch reproduces the rest of the sequence exactly.
-  """
-  n = len(split.x)
-  per_epoch = steps_per_epoch(n, batch_size)
-  epoch, step = start
-  while True:
-    perm = np.random.default_rng([seed, epoch]).permutation(n)
-    for s in range(step, per_epoch):
-      idx = perm[s * batch_size:(s + 1) * batch_size]
-      yield Position(epoch, s), split.x[idx], split.y[idx]
-    epoch, step = epoch + 1, 0
-
 
 def eval_batches(split: Split, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
   """The whole split in order, ``(x, y, n_valid)``; the last batch is padded to

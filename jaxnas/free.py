@@ -205,19 +205,6 @@ def saliency_stages(model, name: str, forward_over_reverse: bool = False,
   return [{'snip': snip, 'grasp': grasp, 'synflow': synflow}[name]]
 
 
-def saliency_fn(model, name: str, forward_over_reverse: bool = False,
-                conv: SaliencyConvention = SaliencyConvention()):
-  """``(variables, alpha, batch) -> {cell: (edges, ops) saliency}``: the stages in one function."""
-  stages = saliency_stages(model, name, forward_over_reverse, conv)
-
-  def fn(variables, alpha, batch):
-    out = None
-    for stage in stages:
-      out = stage(variables, alpha, batch, out)
-    return out
-  return fn
-
-
 def free(config: FreeConfig, dataset: data_lib.Dataset | None = None) -> FreeResult:
   """Builds the raw-α supernet at initialisation, scores every (edge, op), derives a genotype."""
   t0 = time.perf_counter()

@@ -29,7 +29,7 @@ Array = jax.Array
 
 # Parameter name -> fan-in from its shape (leading axes may stack edges or
 # cells). Every parameter jaxnas creates is one of these, a bias beside one of
-# them, or a BatchNorm scale/bias; `init_params_numpy` relies on it.
+# them, or a BatchNorm scale/bias; `spaces.base.init_variables` relies on it.
 FAN_IN = {
     'kernel': lambda s: int(np.prod(s[-4:-1])),   # dense k x k conv (k, k, c_in, c_out)
     'pointwise': lambda s: int(s[-2]),            # 1x1 conv (c_in, c_out)

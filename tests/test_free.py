@@ -8,7 +8,20 @@ import pytest
 
 from jaxnas import data, free
 from jaxnas.spaces import get_space, nb201
+from jaxnas.proxies.saliency import SaliencyConvention
 from jaxnas.spaces.base import init_variables
+
+
+def saliency_fn(model, name, forward_over_reverse=False, conv=SaliencyConvention()):
+  """``(variables, alpha, batch) -> saliencies``: free.saliency_stages chained in one function."""
+  stages = free.saliency_stages(model, name, forward_over_reverse, conv)
+
+  def fn(variables, alpha, batch):
+    out = None
+    for stage in stages:
+      out = stage(variables, alpha, batch, out)
+    return out
+  return fn
 
 
 @pytest.fixture(scope='module')
@@ -35,7 +48,7 @@ def test_a_genotype_planted_in_alpha_dominates_the_saliency_and_is_recovered(tin
     alpha[row, nb201.PRIMITIVES.index(op)] = 1.0
   space, model, v, batch = _setup(tiny, {'cell': alpha})
   for name in ('snip', 'synflow'):
-    scores = jax.jit(free.saliency_fn(model, name))(v, {'cell': jnp.asarray(alpha)}, batch)
+    scores = jax.jit(saliency_fn(model, name))(v, {'cell': jnp.asarray(alpha)}, batch)
     assert space.derive(scores) == planted, name
 
 
@@ -63,7 +76,7 @@ def test_snip_and_grasp_are_their_definitions(tiny, space_name):
       return optax.softmax_cross_entropy_with_integer_labels(logits, batch[1]).mean()
     grad = jax.jit(jax.grad(loss))
     g = grad(alpha)
-    snip = jax.jit(free.saliency_fn(model, 'snip', space.forward_over_reverse))(v, alpha, batch)
+    snip = jax.jit(saliency_fn(model, 'snip', space.forward_over_reverse))(v, alpha, batch)
     for k in alpha:
       np.testing.assert_allclose(snip[k], np.abs(alpha[k] * g[k]), rtol=1e-9, atol=1e-15)
     # GraSP: −α ⊙ H g, the Hessian-gradient product by a central difference of the gradient
@@ -72,7 +85,7 @@ def test_snip_and_grasp_are_their_definitions(tiny, space_name):
     eps = 1e-7 / norm
     plus = grad({k: alpha[k] + eps * g[k] for k in alpha})
     minus = grad({k: alpha[k] - eps * g[k] for k in alpha})
-    grasp = jax.jit(free.saliency_fn(model, 'grasp', space.forward_over_reverse))(v, alpha, batch)
+    grasp = jax.jit(saliency_fn(model, 'grasp', space.forward_over_reverse))(v, alpha, batch)
     for k in alpha:
       hg = (plus[k] - minus[k]) / (2 * eps)
       assert np.linalg.norm(grasp[k] + alpha[k] * hg) <= 1e-5 * np.linalg.norm(grasp[k]), k
@@ -83,7 +96,7 @@ def test_snip_does_not_depend_on_the_order_of_the_batch(tiny):
   # rows moved SNIP by ~2% of its largest entry (tests/test_ops.py says why)
   alpha = {'cell': 1e-3 * jax.random.normal(jax.random.key(3), (6, 5))}
   space, model, v, (x, y) = _setup(tiny, alpha)
-  fn = jax.jit(free.saliency_fn(model, 'snip'))
+  fn = jax.jit(saliency_fn(model, 'snip'))
   perm = np.random.default_rng(1).permutation(len(y))
   a = np.asarray(fn(v, alpha, (x, y))['cell'])
   b = np.asarray(fn(v, alpha, (x[perm], y[perm]))['cell'])
@@ -171,7 +184,7 @@ def test_the_code_convention_is_what_the_authors_notebooks_compute(tiny, space_n
         return optax.softmax_cross_entropy_with_integer_labels(logits, batch[1]).mean()
       return jax.grad(loss)
     grad = ce(v_abs if darts else v)
-    sal = {name: jax.jit(free.saliency_fn(model, name, space.forward_over_reverse, conv))(v, alpha, batch)
+    sal = {name: jax.jit(saliency_fn(model, name, space.forward_over_reverse, conv))(v, alpha, batch)
            for name in free.SALIENCIES}
     # SNIP: |α ⊙ ∂L/∂α| (at |θ| on DARTS; on NAS-Bench-201 the paper's)
     g = grad(alpha)
@@ -194,7 +207,7 @@ def test_the_code_convention_is_what_the_authors_notebooks_compute(tiny, space_n
     for k in alpha:
       np.testing.assert_allclose(sal['synflow'][k], np.abs(a_in[k] * r[k]), rtol=1e-5, atol=1e-12)
     # and the code's convention is not the paper's
-    paper = jax.jit(free.saliency_fn(model, 'grasp', space.forward_over_reverse))(v, alpha, batch)
+    paper = jax.jit(saliency_fn(model, 'grasp', space.forward_over_reverse))(v, alpha, batch)
     flat = lambda t: np.concatenate([np.ravel(t[k]) for k in sorted(t)])
     assert not np.allclose(flat(paper), flat(sal['grasp']), rtol=1e-2, atol=0)
 

@@ -156,7 +156,7 @@ def test_make_binds_checked_options_and_refuses_unknown_ones():
     hypergrad.make('unroll', p=0.0)
   est = hypergrad.make('sge', q=3)
   assert est.options == {'n': 1, 'q': 3, 'mu': 1e-2, 'p': 0.01, 'chunk': None}  # the signature's defaults
-  assert est.train_batches == 1 and est.spec.needs_key
+  assert est.train_batches == 1
   assert est.spec.recipe['optim.alpha_optimizer'].value == 'sgd'
   assert hypergrad.make('multistep').train_batches == 2
   assert repr(est) == "Estimator(sge, {'chunk': None, 'mu': 0.01, 'n': 1, 'p': 0.01, 'q': 3})"

@@ -12,7 +12,7 @@ from DARTS') and its test.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 from jaxnas import config as config_lib
 from jaxnas.hypergrad import darts, implicit, ridge, unrolled
@@ -27,7 +27,6 @@ class EstimatorSpec(NamedTuple):
   takes one weight step at the new α after the α step (quark0/darts
   ``train_search.py`` ``train``: ``architect.step`` before ``optimizer.step``)."""
   fn: EstimatorFn
-  needs_key: bool = False   # reads its PRNG key (random directions)
   weights_after_alpha: bool = False
   recipe: config_lib.Recipe = {}   # the settings its paper ran with, where not DARTS'
 
@@ -42,8 +41,8 @@ ESTIMATORS: dict[str, EstimatorSpec] = {
     'darts2-fd': EstimatorSpec(darts.darts2_fd, weights_after_alpha=True),
     'multistep': EstimatorSpec(darts.multistep),
     'unroll': EstimatorSpec(unrolled.unroll),
-    'sge': EstimatorSpec(unrolled.sge, needs_key=True, recipe=unrolled.SGE_RECIPE),
-    'esj': EstimatorSpec(unrolled.esj, needs_key=True, recipe=unrolled.ESJ_RECIPE),
+    'sge': EstimatorSpec(unrolled.sge, recipe=unrolled.SGE_RECIPE),
+    'esj': EstimatorSpec(unrolled.esj, recipe=unrolled.ESJ_RECIPE),
     'implicit': EstimatorSpec(implicit.implicit, weights_after_alpha=True),
 }
 
@@ -62,10 +61,6 @@ class Estimator(NamedTuple):
   def train_batches(self) -> int:
     """Training batches one step reads (stacked on a leading axis): option ``n``, else 1."""
     return int(self.options.get('n', 1))
-
-  @property
-  def fn(self) -> Callable:
-    return self.spec.fn
 
   def __repr__(self) -> str:  # stable across processes: a program-cache key
     return f'Estimator({self.name}, {dict(sorted(self.options.items()))})'

@@ -130,6 +130,7 @@ class SearchSpace:
     (PC-DARTS), threshold (Fair DARTS) and ops."""
     from jaxnas import relax
     r = relax.make(relaxation)
+    self.check_alpha(alpha, r)
     return self.derive(r.derive_weights(alpha), r.edge_strength(alpha, self.cell_inputs),
                        r.threshold, self.ops(r))
 
