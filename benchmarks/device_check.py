@@ -15,7 +15,9 @@ Prints, part by part:
   * the equality of the two kernel paths on the device: every op's output and
     gradients, and a small supernet's loss, gradients and darts2 mixed product, in
     float32 at the 'highest' matmul precision (a GPU's default, TF32, rounds to 1e-3),
-    as the largest difference relative to the largest entry (ok below 1e-5).
+    as the largest difference relative to the largest entry, and each path's distance to
+    the same computation in float64 on the host (ok where neither path is over 10 times
+    further from it than the other, or within 1e-5: rounding depends on the machine).
 Rows go to benchmarks/results/device_check.json as each finishes (a run cut short keeps
 what it measured). Needs only ``pip install -e .`` (and the accelerator's jax wheel).
 """
@@ -45,7 +47,7 @@ FULL = dict(search=dict(space='darts', channels=16, layers=8, batch=64, image=32
 SMOKE = dict(search=dict(space='darts', channels=4, layers=3, batch=8, image=8), steps=2,
              sge_q=2, free=dict(batch=8, image=8, channels=4, layers=3),
              zc=dict(archs=20, channels=4, layers=1, image=8), equal=dict(channels=4, image=8))
-TOLERANCE = 1e-5  # the largest difference relative to the largest entry, float32
+TOLERANCE = 1e-5  # a float32 path's distance to float64 that passes whatever the other's
 
 
 def use_path(path: str) -> None:
@@ -100,23 +102,40 @@ def zc_rows(sizes: dict):
              seconds=time.perf_counter() - t0, archs_per_second_compiled=r.archs_per_second)
 
 
-def _difference(results: dict) -> float:
-  """The largest difference of the two paths' leaves, relative to each leaf's largest entry
-  (or a thousandth of the largest entry of all, for a leaf that is zero up to rounding:
-  the gradient of a bias that a BatchNorm cancels)."""
-  a, b = (jax.tree_util.tree_leaves(results[p]) for p in kernels.KERNEL_PATHS)
+def _difference(a, b) -> float:
+  """The largest difference of two results' leaves, relative to each leaf's largest entry
+  in ``a`` (or a thousandth of the largest entry of all, for a leaf that is zero up to
+  rounding: the gradient of a bias that a BatchNorm cancels)."""
+  a, b = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
   a, b = [np.asarray(u, np.float64) for u in a], [np.asarray(v, np.float64) for v in b]
   top = max(float(np.max(np.abs(u))) for u in a)
   return max(float(np.max(np.abs(u - v))) / max(float(np.max(np.abs(u))), 1e-3 * top, 1e-30)
              for u, v in zip(a, b))
 
 
-def _on_each_path(fn) -> dict:
+def _float64(tree):
+  return jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), jax.device_get(tree))
+
+
+def compare_paths(fn, inputs) -> dict:
+  """``fn(inputs)`` on each kernel path in float32 on the device, against the same
+  computation in float64 on the host CPU (the ``cpu`` path, equal to the ``xla`` path
+  to 1e-10 in float64: tests/test_ops.py). Float32 sums in another order differ by an
+  amount that depends on the machine, so the bound is not a constant: each path's
+  distance to the float64 result is its rounding error, and the paths agree when
+  neither is over 10 times the other's (or 1e-5): a wrong kernel is off by orders of
+  magnitude more than rounding."""
   out = {}
   for path in kernels.KERNEL_PATHS:
     use_path(path)
-    out[path] = jax.device_get(fn())
-  return out
+    out[path] = jax.device_get(fn(inputs))
+  use_path('cpu')
+  with jax.enable_x64(), jax.default_device(jax.devices('cpu')[0]):
+    reference = jax.device_get(fn(_float64(inputs)))
+  errors = {p: _difference(reference, out[p]) for p in kernels.KERNEL_PATHS}
+  worst, best = max(errors.values()), min(errors.values())
+  return dict(difference=_difference(*(out[p] for p in kernels.KERNEL_PATHS)),
+              **{f'error_{p}': e for p, e in errors.items()}, ok=worst <= max(10 * best, TOLERANCE))
 
 
 def equal_rows(sizes: dict):
@@ -134,12 +153,12 @@ def equal_rows(sizes: dict):
         v = op.init(jax.random.key(0), x, False)
         r = jax.random.normal(jax.random.key(2), (2, size // stride, size // stride, c))
 
-        def op_loss(params, x, op=op, v=v, r=r):
-          y, _ = op.apply(dict(v, params=params), x, True, mutable=['batch_stats'])
+        def op_loss(params, x, r, stats, op=op):
+          y, _ = op.apply({'params': params, 'batch_stats': stats}, x, True, mutable=['batch_stats'])
           return jnp.sum(y * r)
-        d = _difference(_on_each_path(lambda: jax.value_and_grad(op_loss, (0, 1))(
-            v.get('params', {}), x)))
-        yield dict(part='equal', what=f'{name} stride {stride}', difference=d, ok=d <= TOLERANCE)
+        row = compare_paths(lambda i: jax.value_and_grad(op_loss, (0, 1))(*i),
+                            (v.get('params', {}), x, r, v.get('batch_stats', {})))
+        yield dict(part='equal', what=f'{name} stride {stride}', **row)
     for space in ('darts', 'nb201'):
       sp = get_space(space)
       model = sp.supernet(c, 3 if space == 'darts' else 1, 10)
@@ -147,17 +166,20 @@ def equal_rows(sizes: dict):
       x = jax.random.normal(jax.random.key(2), (4, size, size, 3))
       y = jnp.arange(4) % 10
       v = init_variables(model, jax.random.key(0), x[:1], alpha)
-
-      def loss(params, alpha, model=model, v=v, x=x):
-        logits, _ = model.apply(dict(v, params=params), x, alpha, train=True, mutable=['batch_stats'])
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
       u = jax.tree_util.tree_map(lambda p: jnp.cos(jnp.arange(p.size, dtype=p.dtype)).reshape(p.shape),
                                  v['params'])
-      d = _difference(_on_each_path(lambda: (
-          jax.value_and_grad(loss, (0, 1))(v['params'], alpha),
-          hypergrad.base.exact_mixed_product(loss, v['params'], alpha, u))))
-      yield dict(part='equal', what=f'{space} supernet: loss, gradients, mixed product',
-                 difference=d, ok=d <= TOLERANCE)
+
+      def supernet(inputs, model=model, y=y):
+        params, stats, alpha, x, u = inputs
+
+        def loss(params, alpha):
+          logits, _ = model.apply({'params': params, 'batch_stats': stats}, x, alpha, train=True,
+                                  mutable=['batch_stats'])
+          return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        return (jax.value_and_grad(loss, (0, 1))(params, alpha),
+                hypergrad.base.exact_mixed_product(loss, params, alpha, u))
+      row = compare_paths(supernet, (v['params'], v.get('batch_stats', {}), alpha, x, u))
+      yield dict(part='equal', what=f'{space} supernet: loss, gradients, mixed product', **row)
 
 
 def bf16_rows(sizes: dict):
@@ -210,7 +232,8 @@ def describe(row: dict) -> str:
   if part == 'bf16':
     return (f"bf16    {row['space']:6s} {row['cells']:6s} α-gradient cosine with float32: mean "
             f"{row['mean']:.4f}, batches " + ' '.join(f'{c:.4f}' for c in row['cosines']))
-  return f"equal   {row['what']:52s} {row['difference']:9.2e} {'ok' if row['ok'] else 'DIFFERS'}"
+  return (f"equal   {row['what']:52s} {row['difference']:9.2e} (to float64: cpu "
+          f"{row['error_cpu']:8.2e}, xla {row['error_xla']:8.2e}) {'ok' if row['ok'] else 'DIFFERS'}")
 
 
 PARTS = {'search': search_rows, 'free': free_rows, 'zc': zc_rows, 'bf16': bf16_rows,
