@@ -137,6 +137,19 @@ def test_naswot_against_the_hand_built_code_kernel():
                              np.linalg.slogdet(k)[1], rtol=1e-4)
 
 
+
+def test_jacov_against_the_input_jacobian_written_out():
+  # ∂(Σ_{n,c} z_nc)/∂x_n = (1[h_n > 0] ⊙ W2 1) W1ᵀ, by hand; then NumPy's correlation and
+  # eigenvalues (NASLib: np.corrcoef, np.linalg.eig), k = 1e-5
+  p, x, _, v, batch = _mlp()
+  h = x @ p['l1']['weight'] + p['l1']['bias']
+  jac = ((h > 0) * p['l2']['weight'].sum(1)) @ p['l1']['weight'].T
+  lam = np.real(np.linalg.eig(np.corrcoef(jac))[0])
+  expected = -np.sum(np.log(lam + 1e-5) + 1 / (lam + 1e-5))
+  np.testing.assert_allclose(proxies.score('jacov', APPLY, v, batch, KEY), expected, rtol=1e-4)
+  # 8 rows of 6 inputs, each centred: rank ≤ 5, so three eigenvalues are 0 and 1/k dominates
+  assert -3.1e5 < expected < -2.9e5
+
 class TinyConv(nn.Module):
   """conv 3x3 -> BN -> ReLU -> (features) -> global pool -> linear."""
 

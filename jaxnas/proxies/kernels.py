@@ -1,4 +1,5 @@
-"""The empirical neural tangent kernel (TE-NAS, Chen et al. 2021) and NASWOT (Mellor et al. 2021)."""
+"""The empirical neural tangent kernel (TE-NAS, Chen et al. 2021), NASWOT (Mellor et al. 2021)
+and its first version's Jacobian covariance."""
 from __future__ import annotations
 
 import jax
@@ -109,3 +110,18 @@ def naswot(apply_fn, variables, batch, key):
   c = relu_codes(apply_fn, variables, batch[0]).astype(jnp.float32)
   k = c @ c.T + (1 - c) @ (1 - c).T
   return jnp.linalg.slogdet(k)[1]
+
+
+def jacov(apply_fn, variables, batch, key, k: float = 1e-5):
+  """Jacobian covariance (Mellor et al., arXiv 2006.04647v1; NASLib's and
+  ``zero-cost-nas``' ``jacob_cov``): ``−Σ_i [log(λ_i + k) + 1/(λ_i + k)]``, λ the
+  eigenvalues of the correlation matrix of the rows of ``J = ∂(Σ_{n,c} f(x)_{n,c})/∂x``
+  (one flattened row per image) on a real batch, BatchNorm in training mode, k = 1e-5.
+  The correlation and its eigenvalues in float64, as NumPy computes them there
+  (``np.corrcoef``, ``np.linalg.eig``); a Jacobian row that is constant (no path from
+  the input) makes the correlation undefined: NaN, as the reference's."""
+  x = batch[0]
+  j = jax.grad(lambda x: jnp.sum(logits_train(apply_fn, variables, x)[0]))(x)
+  with jax.enable_x64():
+    lam = jnp.linalg.eigvalsh(jnp.corrcoef(j.reshape(x.shape[0], -1).astype(jnp.float64)))
+    return (-jnp.sum(jnp.log(lam + k) + 1 / (lam + k))).astype(jnp.float32)
