@@ -98,9 +98,12 @@ def standardize(x: Array, epsilon: float, groups: bool = False):
 class BatchNorm(nn.Module):
   """BatchNorm over the last axis, PyTorch's conventions: momentum 0.1 (a running
   statistic moves as ``0.9 old + 0.1 batch``), eps 1e-5, the batch variance in
-  two passes (:func:`standardize`), the biased batch variance in the running
-  one, as Flax's ``nn.BatchNorm`` (same variables: ``params`` scale and bias
-  where ``affine``, ``batch_stats`` mean and var).
+  two passes (:func:`standardize`), and in the running variance the unbiased
+  batch variance ``σ² n/(n − 1)``, n the values per channel, as
+  ``torch.nn.BatchNorm2d`` (Flax's ``nn.BatchNorm`` keeps the biased one; the same
+  variables: ``params`` scale and bias where ``affine``, ``batch_stats`` mean and
+  var). The reference code reads the running variance: evaluation at test time,
+  and Zen-NAS' BatchNorm term.
 
   Two passes, as PyTorch: Flax's default E[x²] − E[x]² cancels where a channel's
   mean dwarfs its spread (NAS-Bench-201's biases before BN, α at 1e-3), and its
@@ -126,9 +129,10 @@ class BatchNorm(nn.Module):
     if self.train:
       y, mean, var = standardize(x, self.epsilon, self.groups)
       if not self.is_initializing():
-        m = self.momentum
+        m, n = self.momentum, x.size // int(np.prod(shape))
+        unbiased = var * (n / max(n - 1, 1))
         ra_mean.value = (m * ra_mean.value + (1 - m) * mean).astype(ra_mean.value.dtype)
-        ra_var.value = (m * ra_var.value + (1 - m) * var).astype(ra_var.value.dtype)
+        ra_var.value = (m * ra_var.value + (1 - m) * unbiased).astype(ra_var.value.dtype)
     else:
       y = (x - bcast(ra_mean.value)) * lax.rsqrt(bcast(ra_var.value) + self.epsilon)
     if self.affine:

@@ -39,9 +39,10 @@ def test_batch_norm_is_exact_for_channels_far_from_zero():
 
 @pytest.mark.parametrize('train', [True, False])
 @pytest.mark.parametrize('affine', [True, False])
-def test_batch_norm_is_flax_batch_norm(train, affine):
-  # the same variables, outputs and running statistics as Flax's nn.BatchNorm with
-  # PyTorch's momentum and eps and the two-pass variance, after two updates
+def test_batch_norm_is_flax_batch_norm_with_pytorchs_running_variance(train, affine):
+  # the same variables and outputs as Flax's nn.BatchNorm with PyTorch's momentum and eps
+  # and the two-pass variance, after two updates; the running mean as Flax's, the running
+  # variance as torch.nn.BatchNorm2d's: updated with the unbiased batch variance
   rng = np.random.default_rng(0)
   x1, x2 = (jnp.asarray(3 + rng.standard_normal((8, 4, 4, 5)), jnp.float32) for _ in range(2))
   ours = ops.batch_norm(train, affine)
@@ -58,9 +59,15 @@ def test_batch_norm_is_flax_batch_norm(train, affine):
     (y, s), (y_ref, s_ref) = (m.apply(state[k], x, mutable=['batch_stats'])
                               for k, m in (('ours', ours), ('flax', flax)))
     np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
-    for a, b in zip(jax.tree_util.tree_leaves(s), jax.tree_util.tree_leaves(s_ref)):
-      np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
-    state = {'ours': dict(state['ours'], **s), 'flax': dict(state['flax'], **s_ref)}
+    old = state['ours']['batch_stats']
+    if train:   # PyTorch: var ← 0.9 var + 0.1 · Σ(x − x̄)²/(n − 1), n = 8·4·4 values a channel
+      x64 = np.asarray(x, np.float64)
+      want_var = 0.9 * np.asarray(old['var']) + 0.1 * x64.var((0, 1, 2), ddof=1)
+    else:
+      want_var = np.asarray(old['var'])
+    np.testing.assert_allclose(s['batch_stats']['mean'], s_ref['batch_stats']['mean'], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(s['batch_stats']['var'], want_var, rtol=1e-6, atol=1e-6)
+    state = {'ours': dict(state['ours'], **s), 'flax': dict(state['flax'], **s)}
 
 
 @pytest.mark.parametrize('train', [True, False])

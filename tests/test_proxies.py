@@ -189,7 +189,10 @@ def test_zen_against_numpy_on_a_tiny_conv_net():
   f, var = _np_tiny_conv(w, x)
   f_mixed, var_mixed = _np_tiny_conv(w, x + 1e-2 * eps)
   log_delta = np.log(np.abs(f - f_mixed).sum(axis=(1, 2, 3)).mean())
-  # Zen-NAS' code: running_var after the clean and the mixed pass (momentum 0.1, from 1)
+  # Zen-NAS' code: running_var after the clean and the mixed pass (momentum 0.1, from 1),
+  # PyTorch's running update with the unbiased batch variance (n = 6·5·5 values a channel)
+  n = 6 * 5 * 5
+  var, var_mixed = var * n / (n - 1), var_mixed * n / (n - 1)
   running = 0.9 * (0.9 * 1 + 0.1 * var) + 0.1 * var_mixed
   bn_term = {'running': np.log(np.sqrt(running.mean())), 'batch': np.log(np.sqrt(var.mean() + 1e-5))}
   for variance, term in bn_term.items():
@@ -218,7 +221,8 @@ def test_zen_f_combines_log_ntk_trace_and_bn():
   conv = np.asarray(v['params']['Conv_0']['kernel'], np.float64)  # the given weights, not re-drawn
   _, var = _np_tiny_conv(conv, np.asarray(x, np.float64))
   got = proxies.score('zen_f', apply, v, batch, KEY, beta1=0.7, beta2=2.0)
-  bn_term = np.log(np.sqrt(var.mean() + 1e-5))
+  n = 6 * 5 * 5   # the unbiased batch variance, as the running statistics record it
+  bn_term = np.log(np.sqrt(var.mean() * n / (n - 1) + 1e-5))
   np.testing.assert_allclose(got, 0.7 * np.log(trace) + 2.0 * bn_term, rtol=1e-4)
   # the warm-up's form: the trace estimated (tested unbiased above), the BN term of the clean pass
   estimate, _ = ntk_lib.ntk_trace_estimate(apply, v, x, jax.random.split(KEY)[1])
