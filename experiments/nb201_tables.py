@@ -13,7 +13,8 @@ written as soon as it ends (``experiments/results/nb201_tables.json``, with the 
 it read: name, image counts, a checksum), a search stopped midway resumes from its
 checkpoint, and running the command again continues the table; the Markdown table
 (``experiments/results/nb201_tables.md``) is rebuilt from the results every time,
-beside the papers' figures. Nothing in it is typed by hand.
+beside the papers' figures, with a picture of each search's derived cell's accuracy
+per epoch (``nb201_tables_curves.png``). Nothing in it is typed by hand.
 
 Kinds of row: ``free`` (FreeDARTS), ``zc`` (zero-cost NAS over ``samples`` random
 cells, or all of them), ``search`` (a gradient-based search, ``jaxnas search``
@@ -57,29 +58,31 @@ def data_record(name: str, ds: data_lib.Dataset) -> dict:
   h = hashlib.sha256()
   for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test):
     h.update(np.ascontiguousarray(a).tobytes())
+  if name.startswith('npz:'):   # the file, not where it lies on this machine
+    name = 'npz:' + os.path.basename(name[4:])
   return {'dataset': name, 'train_images': int(len(ds.x_train)),
           'test_images': int(len(ds.x_test)), 'sha256': h.hexdigest()[:16]}
 
 
 def find_cell(row: dict, protocol: dict, seed: int, workdir: str, dataset: str, ds,
               table: benchmark_table.BenchmarkTable) -> tuple[str, float, list]:
-  """Runs one (row, seed); returns (cell, search seconds on this machine, per-epoch
+  """Runs one (row, seed); returns (cell, search seconds on this machine (compile
+  excluded: the compiled programs' runs, the searches' steps), per-epoch
   accuracies (the table's first column: CIFAR-10) of the derived cell for a search,
   else [])."""
   kind = row['kind']
   options = {k: v for k, v in row.items() if k not in ('name', 'kind', 'protocol', 'paper', 'seeds')}
-  t0 = time.perf_counter()
   if kind == 'free':
     r = free(FreeConfig(space='nb201', dataset=dataset, channels=protocol['channels'],
                         layers=protocol['layers'], seed=seed, workdir=workdir, **options), dataset=ds)
-    return str(r.genotype), time.perf_counter() - t0, []
+    return str(r.genotype), r.seconds_compiled, []
   if kind == 'zc':
     samples = options.pop('samples')
     r = zc_lib.zc(zc_lib.ZCConfig(space='nb201', dataset=dataset, channels=protocol['channels'],
                                   layers=protocol['layers'], samples=samples, seed=seed,
                                   workdir=workdir, **options),
                   dataset=ds, progress=True)
-    return str(r.best), time.perf_counter() - t0, []
+    return str(r.best), samples / r.archs_per_second, []
   if kind == 'search':
     cfg = config_lib.make(SearchConfig, space='nb201', dataset=dataset, seed=seed, workdir=workdir,
                           benchmark_table=table.path, **protocol, **options)
@@ -140,9 +143,12 @@ def markdown(results: dict, cfg: dict, table: benchmark_table.BenchmarkTable) ->
       '| method | protocol | seeds | search s | ' + ' | '.join(table.columns)
       + f' | paper ({table.columns[0]}) |',
       '|---|---|---:|---:|' + '---:|' * len(table.columns) + '---|']
+  sources = []
   for row in cfg['rows']:
     paper = row.get('paper')
-    paper_text = f"{paper['cifar10']} ({paper['source']})" if paper else '—'
+    if paper and paper['source'] not in sources:
+      sources.append(paper['source'])
+    paper_text = f"{paper['cifar10']} [{sources.index(paper['source']) + 1}]" if paper else '—'
     if row['kind'] == 'population':
       lines += population_rows(table, paper_text)
       continue
@@ -151,17 +157,41 @@ def markdown(results: dict, cfg: dict, table: benchmark_table.BenchmarkTable) ->
     lines.append(f"| {row['name']} | {row['protocol']} | {len(mine)} | "
                  f"{_mean_std([r['search_seconds'] for r in mine])} | "
                  + ' | '.join(_mean_std(a) for a in accs) + f' | {paper_text} |')
+  lines += [''] + [f'[{i}] {s}' + ('  ' if i < len(sources) else '')
+                   for i, s in enumerate(sources, 1)]
   lines += ['', 'Cells found:', '']
   for r in runs:
     lines.append(f"- {r['row']}, seed {r['seed']}: `{r['cell']}` "
                  f"({benchmark_table.format_row(r['benchmark'])})")
   curves = [r for r in runs if r.get('curve')]
   if curves:
-    lines += ['', f"{table.columns[0]} of the cell derived at each epoch's end:", '']
+    lines += ['', f"{table.columns[0]} of the cell derived at each epoch's end (the picture: "
+              '`nb201_tables_curves.png`):', '']
     for r in curves:
       lines.append(f"- {r['row']}, seed {r['seed']}: "
                    + ' '.join('—' if a is None else f'{a:.1f}' for a in r['curve']))
   return '\n'.join(lines) + '\n'
+
+
+def draw_curves(results: dict, table: benchmark_table.BenchmarkTable, path: str) -> None:
+  """The accuracy (the table's first column) of the cell each search derived at the end
+  of every epoch, one line per search run: DARTS' collapse onto skip connections, or
+  its absence."""
+  from matplotlib.figure import Figure
+  runs = [r for r in results['runs'] if r.get('curve')]
+  if not runs:
+    return
+  fig = Figure(figsize=(6.4, 4))
+  ax = fig.subplots()
+  for r in runs:
+    points = [(e, a) for e, a in enumerate(r['curve']) if a is not None]
+    ax.plot(*zip(*points), marker='o', ms=2, label=f"{r['row']}, seed {r['seed']}")
+  ax.set_xlabel('search epoch')
+  ax.set_ylabel(f'derived cell: {table.columns[0]} (%)')
+  ax.set_title('NAS-Bench-201: the cell derived at each epoch, looked up', fontsize=10)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
 
 
 def _read(path_json: str) -> dict:
@@ -192,6 +222,7 @@ def add_run(results_path: str, run: dict, data: dict, order: dict, cfg: dict,
     os.replace(path_json + '.tmp', path_json)
     with open(results_path + '.md', 'w') as f:
       f.write(markdown(results, cfg, table))
+    draw_curves(results, table, results_path + '_curves.png')
   return results
 
 

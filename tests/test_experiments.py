@@ -43,9 +43,10 @@ def test_nb201_tables_looks_up_every_run_and_continues(tmp_path, nb201_table, ca
   assert len(darts['curve']) == 2 and darts['curve'][-1] == table_row(darts['cell'])[0]
   assert results['data']['train_images'] == len(ds.x_train)
   md = (tmp_path / 'results.md').read_text()
+  assert (tmp_path / 'results_curves.png').stat().st_size > 0
   free = [table_row(r['cell'])[0] for r in results['runs'][:2]]
   assert f'| FreeDARTS SynFlow | tiny | 2 |' in md
-  assert f'{np.mean(free):.2f} ± {np.std(free, ddof=1):.2f}' in md and '93.52 ± 0.11 (FreeDARTS)' in md
+  assert f'{np.mean(free):.2f} ± {np.std(free, ddof=1):.2f}' in md and '93.52 ± 0.11 [1] |' in md and '[1] FreeDARTS' in md
   everything = np.array([table_row(a) for a in json.loads(nb201_table.read_text())['archs']])
   assert f'| optimum | — | — | — | {everything[:, 0].max():.2f} | {everything[:, 1].max():.2f} | — |' in md
   assert (f'| random cell (all 15,625: mean ± std) | — | — | — | {everything[:, 0].mean():.2f} ± '
