@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -162,8 +163,7 @@ def test_two_processes_search_as_one_process_with_eight_devices_and_resume_in_on
                                epochs=1, devices='all', workdir=str(one)))
   (state_two, meta_two), (state_one, meta_one) = (checkpointed_state(job, d) for d in (two, one))
   assert meta_two == meta_one
-  for x, y in zip(jax.tree_util.tree_leaves(state_two), jax.tree_util.tree_leaves(state_one)):
-    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+  chex.assert_trees_all_close(state_two, state_one, rtol=1e-4, atol=1e-6)
   # the checkpoint of the 2 processes goes on in 1, as the 1-process one does
   for d in (two, one):
     run_here(capsys, *SEARCH, '--dataset', f'npz:{npz}', '--epochs', 2, '--devices', 'all',
@@ -225,8 +225,7 @@ def test_two_processes_train_as_one_process_with_eight_devices(tmp_path, capsys,
                                 layers=1, batch_size=16, dataset=f'npz:{npz}', epochs=1,
                                 devices='all', workdir=str(one)))
   (state_two, _), (state_one, _) = (checkpointed_state(job, d) for d in (two, one))
-  for x, y in zip(jax.tree_util.tree_leaves(state_two), jax.tree_util.tree_leaves(state_one)):
-    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+  chex.assert_trees_all_close(state_two, state_one, rtol=1e-4, atol=1e-6)
 
 
 def test_a_bad_heartbeat_timeout_is_refused_before_jax_starts_its_service(monkeypatch):

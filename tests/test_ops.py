@@ -4,6 +4,7 @@ import os
 import subprocess
 
 import flax.linen as nn
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -86,8 +87,7 @@ def test_grouped_batch_norm_is_one_batch_norm_per_group(train):
     y_g, new_g = ops.batch_norm(train, True).apply(
         {'params': pick(params), 'batch_stats': pick(stats)}, x[g], mutable=['batch_stats'])
     np.testing.assert_allclose(y[g], y_g, rtol=1e-5, atol=1e-5)
-    for a, b in zip(jax.tree_util.tree_leaves(pick(new)), jax.tree_util.tree_leaves(new_g)):
-      np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    chex.assert_trees_all_close(pick(new), new_g, rtol=1e-6, atol=1e-6)
 
 
 # 7 x 8 maps go through the matrix product, 9 x 10 through the shifted slices

@@ -3,6 +3,7 @@ import dataclasses
 import json
 import os
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -294,8 +295,7 @@ def test_zen_warmup_reads_no_labels(tmp_path, tiny):
   like = run.init_state()
   states = [Checkpointer(str(tmp_path / name / 'run')).restore(like, step=S)[0]
             for name in ('clean', 'corrupted')]
-  for a, b in zip(jax.tree_util.tree_leaves(states[0]), jax.tree_util.tree_leaves(states[1])):
-    np.testing.assert_array_equal(a, b)
+  chex.assert_trees_all_equal(states[0], states[1])
   # one labelled step later they differ
   after = Checkpointer(str(tmp_path / 'corrupted' / 'run')).restore(like)[0]
   assert not np.array_equal(after.params['classifier']['weight'],

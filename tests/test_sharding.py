@@ -1,5 +1,6 @@
 """Data parallelism on 8 fake CPU devices (conftest): a sharded step computes the
 one-device step on the same global batch; checkpoints move between meshes."""
+import chex
 import jax
 import numpy as np
 import pytest
@@ -34,11 +35,6 @@ def search_config(tmp_path, **kw):
              alpha_optimizer='sgd', alpha_lr=0.1, workdir=str(tmp_path / 'run')), **kw})
 
 
-def assert_trees_close(a, b, rtol, atol):
-  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
-
-
 def test_mesh_and_layout_errors():
   assert len(jax.devices()) == 8
   mesh = sharding.make_mesh(4)
@@ -71,8 +67,8 @@ def test_sharded_search_step_equals_one_device(tmp_path, tiny, method):
     states[devices], metrics[devices] = jax.device_get((state, m))
     assert np.isfinite(metrics[devices]['train_loss']) and np.isfinite(metrics[devices]['val_loss'])
     assert all(np.isfinite(a).all() for a in jax.tree_util.tree_leaves(states[devices].alpha))
-  assert_trees_close(metrics['8'], metrics['1'], rtol=1e-4, atol=1e-6)
-  assert_trees_close(states['8'], states['1'], rtol=1e-4, atol=1e-6)
+  chex.assert_trees_all_close(metrics['8'], metrics['1'], rtol=1e-4, atol=1e-6)
+  chex.assert_trees_all_close(states['8'], states['1'], rtol=1e-4, atol=1e-6)
 
 
 def test_sharded_train_step_equals_one_device(tmp_path, tiny):
@@ -84,7 +80,7 @@ def test_sharded_train_step_equals_one_device(tmp_path, tiny):
     state = run.init_state()
     state, m = run.train_step(state, *sharding.put(run.batch(0, 0), run.batch_sharding))
     out[devices] = jax.device_get((state, m, run.evaluate(state)))
-  assert_trees_close(out['8'], out['1'], rtol=1e-4, atol=1e-6)
+  chex.assert_trees_all_close(out['8'], out['1'], rtol=1e-4, atol=1e-6)
 
 
 def test_sharded_freedarts_saliency_equals_one_device(tiny):
@@ -113,7 +109,7 @@ def test_checkpoint_written_on_8_devices_restores_on_1_and_4(tmp_path, tiny):
     assert meta == {'epoch': 0, 'step': 1}
     for leaf in jax.tree_util.tree_leaves(restored):
       assert leaf.sharding == other.replicated
-    jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(restored), saved)
+    chex.assert_trees_all_equal(jax.device_get(restored), saved)
   # and the restored state steps on its new mesh
   state, metrics = other.step_fn(restored, sharding.put(other.batch(0, 1), other.batch_shardings))
   assert np.isfinite(float(metrics['val_loss']))

@@ -4,6 +4,7 @@ import json
 
 import flax
 import flax.linen as nn
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -268,8 +269,7 @@ def test_mixed_op_equals_the_sum_of_its_ops(hw, stride):
     want_eval = want_eval + w[k] * module.apply(mv, x, False)
     if name != 'skip_connect':  # the running statistics moved as the op's own BatchNorms
       ref = _per_op_variables({'params': v['params'], **new}, name, bn[name])['batch_stats']
-      jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-                             ref, flax.core.unfreeze(upd['batch_stats']))
+      chex.assert_trees_all_close(ref, flax.core.unfreeze(upd['batch_stats']), rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
   np.testing.assert_allclose(got_eval, want_eval, rtol=2e-5, atol=2e-5)
 
