@@ -65,7 +65,7 @@ GROUND_TRUTH = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'nb201_g
 DATASETS = {'cifar10': (10, 32), 'cifar100': (100, 32), 'ImageNet16-120': (120, 16)}
 NASLIB_NAME = {'naswot': 'nwot'}  # NASLib's name where it differs; proxies NASLib lacks: none
 NASLIB_SCORES = ('synflow', 'snip', 'grasp', 'grad_norm', 'nwot', 'jacov', 'fisher')
-QUALITY_PROXIES = 'synflow,snip,grad_norm,naswot,jacov,zen,bn,grasp,ntk'  # the slowest last
+QUALITY_PROXIES = 'synflow,snip,grad_norm,naswot,jacov,fisher,zen,bn,grasp,ntk'  # the slowest last
 # SynFlow through the one-hot supernet (exact, one compile: ~8 cells/s); the others through
 # each network: at batch 64 of 32x32 the vmapped supernet scores SNIP at 0.3 cells/s, a
 # network compiles and scores it in 2.2 s

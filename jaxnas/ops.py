@@ -51,6 +51,7 @@ def torch_uniform(fan_in: int) -> Callable:
 
 RELU_CODES = 'relu_codes'   # collection of ReLU sign patterns (NASWOT), recorded when mutable
 FEATURES = 'intermediates'  # collection of the pre-pooling feature map (Zen-score), as 'features'
+PROBES = 'perturbations'    # Flax's collection of zero perturbations (Module.perturb): the Fisher proxy's
 
 
 def param_dtype(dtype) -> jnp.dtype:

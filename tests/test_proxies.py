@@ -150,6 +150,36 @@ def test_jacov_against_the_input_jacobian_written_out():
   # 8 rows of 6 inputs, each centred: rank ≤ 5, so three eigenvalues are 0 and 1/k dominates
   assert -3.1e5 < expected < -2.9e5
 
+
+def test_fisher_against_activations_and_their_gradients_written_out():
+  # zero-cost-nas' fisher: per layer and channel ½ mean_n (a ⊙ ∂L/∂a)², a each linear
+  # layer's output: h = x W1 + b1 and z, their gradients by backpropagation written out
+  p, x, y, v, batch = _mlp()
+  h = x @ p['l1']['weight'] + p['l1']['bias']
+  z = np.maximum(h, 0) @ p['l2']['weight'] + p['l2']['bias']
+  e = np.exp(z - z.max(1, keepdims=True))
+  dz = (e / e.sum(1, keepdims=True) - np.eye(C)[y]) / len(x)
+  dh = (dz @ p['l2']['weight'].T) * (h > 0)
+  expected = sum(np.sum(0.5 * np.mean((a * g) ** 2, axis=0)) for a, g in ((h, dh), (z, dz)))
+  np.testing.assert_allclose(proxies.score('fisher', APPLY, v, batch, KEY), expected, rtol=1e-4)
+
+
+def test_fisher_reaches_the_layers_of_scanned_cells():
+  # NAS-Bench-201's network scans the cells of a stage: its convolutions are probed in every
+  # cell; with them probed in no cell the score would be the stem's, reductions' and
+  # classifier's alone
+  from jaxnas.proxies.saliency import _channel_probes
+  net, v, batch = _nb201(CELL, cells=2)
+  apply = proxies.network_apply(net)
+  with nn.intercept_methods(_channel_probes):
+    _, state = apply(v, batch[0], True, mutable=['batch_stats', ops.PROBES])
+  probes = state[ops.PROBES]
+  # CELL has three convolutions a cell: two cells per stage, stacked
+  for s in range(3):
+    stacked = [leaf.shape for leaf in jax.tree_util.tree_leaves(probes[f'stage{s}'])]
+    assert len(stacked) == 3 and all(shape[0] == 2 for shape in stacked), stacked
+  assert np.isfinite(proxies.score('fisher', apply, v, batch, KEY))
+
 class TinyConv(nn.Module):
   """conv 3x3 -> BN -> ReLU -> (features) -> global pool -> linear."""
 

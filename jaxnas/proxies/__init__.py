@@ -18,6 +18,7 @@ grasp    Σ −θ ⊙ H ∂L/∂θ                                   better
 grad_norm Σ_l ‖∂L/∂θ_l‖                                   better
 naswot   log |det K_H| of the ReLU codes                  better
 jacov    −Σ log(λ+k) + 1/(λ+k), λ of corr(∂Σf/∂x)         better
+fisher   Σ_l Σ_c ½ mean_n (Σ_hw a ⊙ ∂L/∂a)²               better
 ======== ================================================ ==============
 """
 from __future__ import annotations
@@ -29,12 +30,13 @@ import jax
 
 from jaxnas.proxies.base import network_apply, supernet_apply
 from jaxnas.proxies.kernels import jacov, naswot, ntk
-from jaxnas.proxies.saliency import grad_norm, grasp, snip, synflow
+from jaxnas.proxies.saliency import fisher, grad_norm, grasp, snip, synflow
 from jaxnas.proxies.expressivity import bn, zen, zen_f
 
 PROXIES: dict[str, Callable] = {
     'ntk': ntk, 'zen': zen, 'bn': bn, 'zen_f': zen_f, 'synflow': synflow, 'snip': snip,
     'grasp': grasp, 'grad_norm': grad_norm, 'naswot': naswot, 'jacov': jacov,
+    'fisher': fisher,
 }
 
 # +1 where a larger score predicts a better network, −1 where a smaller one does

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 
 from jaxnas import ops
 from jaxnas.hypergrad.base import grad_and_hvp
-from jaxnas.proxies.base import cross_entropy, merge, split_weights, tree_sum
+from jaxnas.proxies.base import cross_entropy, logits_train, merge, split_weights, tree_sum
 
 
 class SaliencyConvention(NamedTuple):
@@ -128,3 +130,33 @@ def synflow(apply_fn, variables, batch, key):
   """
   with jax.enable_x64():
     return jnp.log(tree_sum(synflow_per_weight(apply_fn, variables, batch))).astype(jnp.float32)
+
+
+def _channel_probes(next_fun, args, kwargs, context):
+  """Flax interceptor: the output a of every conv and linear layer times ``1 + δ``,
+  δ = 0 of shape (batch, channels) in the :data:`jaxnas.ops.PROBES` collection."""
+  out = next_fun(*args, **kwargs)
+  if isinstance(context.module, (ops.Conv, ops.Linear)) and context.method_name == '__call__':
+    scale = context.module.perturb('channel_scale', jnp.ones((out.shape[0], out.shape[-1]), out.dtype),
+                                   collection=ops.PROBES)
+    out = out * scale.reshape((out.shape[0],) + (1,) * (out.ndim - 2) + (out.shape[-1],))
+  return out
+
+
+def fisher(apply_fn, variables, batch, key):
+  """Fisher (Theis et al. 2018; Turner et al. 2020), as ``zero-cost-nas`` and NASLib
+  compute it: ``Σ_l Σ_c ½ mean_n (Σ_hw a ⊙ ∂L/∂a)²_{n,c}``, a the output of every conv
+  and linear layer l (before its BatchNorm), L the mean cross-entropy of the batch,
+  BatchNorm in training mode. The inner sum is ``∂L/∂δ_{n,c}`` for the output scaled
+  by ``1 + δ`` at δ = 0 (:func:`_channel_probes`), so one backward pass gives every
+  layer's. A layer that scanned cells stack gives one term per cell."""
+  x, y = batch
+  with nn.intercept_methods(_channel_probes):
+    _, state = apply_fn(variables, x, True, mutable=['batch_stats', ops.PROBES])
+
+    def loss(probes):
+      logits, _ = logits_train(apply_fn, dict(variables, **{ops.PROBES: probes}), x)
+      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    g = jax.grad(loss)(state[ops.PROBES])
+  # each leaf (..., batch, channels): stacked layers first
+  return sum(jnp.sum(0.5 * jnp.mean(v * v, axis=-2)) for v in jax.tree_util.tree_leaves(g))

@@ -132,7 +132,7 @@ def _head(module, x, num_classes, train):
   return ops.Linear(num_classes, name='classifier')(x)
 
 
-_STACKED = dict(variable_axes={'params': 0, 'batch_stats': 0, ops.RELU_CODES: 0},
+_STACKED = dict(variable_axes={'params': 0, 'batch_stats': 0, ops.RELU_CODES: 0, ops.PROBES: 0},
                 split_rngs={'params': True})
 
 
