@@ -51,7 +51,7 @@ import optax
 from jaxnas import benchmark_table
 from jaxnas import config as config_lib
 from jaxnas import data as data_lib
-from jaxnas import optim, outputs, sharding, spaces, xla
+from jaxnas import optim, outputs, proxies, sharding, spaces, xla
 from jaxnas.config import option
 from jaxnas.hypergrad.base import grad_and_hvp
 from jaxnas.proxies import saliency
@@ -59,7 +59,7 @@ from jaxnas.proxies.saliency import SaliencyConvention
 from jaxnas.spaces import get_space
 from jaxnas.spaces.base import forward_over_reverse, init_variables
 
-SALIENCIES = ('synflow', 'snip', 'grasp')
+SALIENCIES = proxies.names(of_alpha=True)   # synflow, snip, grasp
 CONVENTIONS = ('paper', 'code')
 
 

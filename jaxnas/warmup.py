@@ -33,7 +33,7 @@ def warmup_step(spec, state):
     return proxies.expressivity.zen_f(
         proxies.supernet_apply(spec.model, alpha),
         {'params': params, 'batch_stats': state.batch_stats}, (shape, None), k,
-        settings.beta1, settings.beta2, estimate=True)
+        beta1=settings.beta1, beta2=settings.beta2, estimate=True)
   params, w_opt, wstep, alpha, a_opt = (state.params, state.w_opt, state.wstep, state.alpha,
                                         state.a_opt)
   values = []

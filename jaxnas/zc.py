@@ -9,7 +9,7 @@ Two ways to score an architecture:
   network with the supernet's weights (its edges' convolution biases zeroed:
   :func:`_without_edge_biases`), and the weights of the unused ops get
   exactly zero gradient, so the proxies built from the logits and their
-  gradients (:data:`SUPERNET_PROXIES`) score exactly that network. Proxies
+  gradients (``proxies.PROXIES[name].supernet_exact``) score exactly that network. Proxies
   that read the network's insides (ReLU codes, BatchNorm statistics) would
   also see the unused ops: they always go through ``network``.
 
@@ -33,11 +33,11 @@ from jaxnas import benchmark_table
 from jaxnas import config as config_lib
 from jaxnas import data as data_lib
 from jaxnas import outputs, proxies, sharding, spaces, xla
-from jaxnas.config import option
+from jaxnas.config import option, registry_options
 from jaxnas.spaces import get_space
 from jaxnas.spaces.base import init_variables
 
-SUPERNET_PROXIES = ('synflow', 'snip', 'grasp', 'grad_norm', 'ntk')
+SUPERNET_PROXIES = proxies.names(supernet_exact=True)
 VIAS = ('auto', 'supernet', 'network')
 
 
@@ -45,6 +45,7 @@ VIAS = ('auto', 'supernet', 'network')
 class ZCConfig:
   space: str = option('nb201', 'search space', choices=lambda: spaces.SPACES)
   proxy: str = option('synflow', 'zero-cost proxy', choices=lambda: proxies.PROXIES)
+  proxy_options: dict = registry_options('proxy', lambda: proxies.PROXIES)
   samples: int | None = option(None, 'architectures to sample and score (None: 100, or the '
                                       'candidates)', min=1)
   candidates: str | None = option(None, 'a file of architectures to rank instead of sampling: '
@@ -69,6 +70,7 @@ class ZCConfig:
 
   def __post_init__(self):
     config_lib.validate(self)
+    object.__setattr__(self, 'proxy_options', proxies.bind_options(self.proxy, self.proxy_options))
     resolve_via(get_space(self.space), self.proxy, self.via)
     if self.samples is not None and self.candidates is not None:
       raise ValueError('give --samples or --candidates, not both')
@@ -227,12 +229,14 @@ def load_candidates(path: str, space) -> list:
   return out
 
 
-def zc(config: ZCConfig, dataset: data_lib.Dataset | None = None, progress: bool = False,
-       **options) -> ZCResult:
+def zc(config: ZCConfig, dataset: data_lib.Dataset | None = None, progress: bool = False
+       ) -> ZCResult:
   """Samples ``config.samples`` architectures (or reads ``config.candidates``), scores
-  them, writes ``ranking.json`` and the best genotype (``genotype.json``,
-  ``genotype.txt``) to the work directory."""
+  them with the proxy and its options (``config.proxy_options``), writes
+  ``ranking.json`` and the best genotype (``genotype.json``, ``genotype.txt``) to the
+  work directory."""
   cfg = config
+  options = cfg.proxy_options
   sp = get_space(cfg.space)
   table = benchmark_table.load(cfg.benchmark_table) if cfg.benchmark_table else None
   if cfg.candidates:
@@ -257,7 +261,7 @@ def zc(config: ZCConfig, dataset: data_lib.Dataset | None = None, progress: bool
   result = ZCResult(best, float(scores[ranked[0]]), ranking, via, seconds, rate, rows)
   os.makedirs(cfg.workdir, exist_ok=True)
   with open(os.path.join(cfg.workdir, 'ranking.json'), 'w') as f:
-    json.dump({'config': dataclasses.asdict(cfg), 'options': options, 'via': via,
+    json.dump({'config': dataclasses.asdict(cfg), 'via': via,
                'seconds': seconds, 'archs_per_second': rate,
                'ranking': [{'genotype': g, 'score': s} | ({'benchmark': rows[i]} if rows else {})
                            for i, (g, s) in enumerate(ranking)]}, f, indent=1)

@@ -256,7 +256,7 @@ def test_zen_f_combines_log_ntk_trace_and_bn():
   np.testing.assert_allclose(got, 0.7 * np.log(trace) + 2.0 * bn_term, rtol=1e-4)
   # the warm-up's form: the trace estimated (tested unbiased above), the BN term of the clean pass
   estimate, _ = ntk_lib.ntk_trace_estimate(apply, v, x, jax.random.split(KEY)[1])
-  got = zen.zen_f(apply, v, batch, KEY, 0.7, 2.0, estimate=True)
+  got = zen.zen_f(apply, v, batch, KEY, beta1=0.7, beta2=2.0, estimate=True)
   np.testing.assert_allclose(got, 0.7 * np.log(estimate) + 2.0 * bn_term, rtol=1e-4)
 
 
@@ -266,6 +266,15 @@ def test_unknown_proxy_and_statistic():
   _, _, _, v, batch = _mlp()
   with pytest.raises(ValueError, match='known: cond'):
     proxies.score('ntk', APPLY, v, batch, KEY, statistic='max')
+  # one entry a proxy: its options with their limits, its sign, where it is exact
+  with pytest.raises(ValueError, match="must be one of cond, trace, logdet, got 'max'"):
+    proxies.bind_options('ntk', {'statistic': 'max'})
+  with pytest.raises(ValueError, match='ntk has no option gamma; its options: statistic, mode'):
+    proxies.bind_options('ntk', {'gamma': 0.1})
+  assert proxies.bind_options('zen', {'gamma': 0.1}) == {'gamma': 0.1, 'variance': 'running'}
+  assert [proxies.sign('ntk'), proxies.sign('ntk', {'statistic': 'trace'}), proxies.sign('zen')] == [-1, 1, 1]
+  assert proxies.names(of_alpha=True) == ('synflow', 'snip', 'grasp')
+  assert set(proxies.names(supernet_exact=True)) == {'ntk', 'synflow', 'snip', 'grasp', 'grad_norm'}
 
 
 # A NAS-Bench-201 cell with three convolutions (edges 1<-0, 2<-0, 3<-1) and one node

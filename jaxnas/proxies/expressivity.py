@@ -4,11 +4,14 @@ All three are label-free: the input is Gaussian noise of the batch's shape.
 """
 from __future__ import annotations
 
+from typing import Annotated
+
 import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
 from jaxnas import ops
+from jaxnas.config import Limits
 from jaxnas.proxies.base import is_weight, normal_like
 from jaxnas.proxies.kernels import ntk_matrix, ntk_trace_estimate
 
@@ -32,6 +35,9 @@ def gaussian_init(variables, key):
 
 
 BN_VARIANCES = ('running', 'batch')
+GAMMA = Annotated[float, Limits("the mixup perturbation's size γ (Zen-NAS: 0.01)", gt=0)]
+VARIANCE = Annotated[str, Limits("the BatchNorm term's variance: running (Zen-NAS' code) or batch "
+                                 "(the paper's)", choices=BN_VARIANCES)]
 
 
 def forward_stats(apply_fn, variables, x):
@@ -84,7 +90,7 @@ def _zen_passes(apply_fn, variables, batch, key, gamma, variance):
   return f, f_mixed, log_bn
 
 
-def zen(apply_fn, variables, batch, key, gamma: float = 1e-2, variance: str = 'running'):
+def zen(apply_fn, variables, batch, key, *, gamma: GAMMA = 1e-2, variance: VARIANCE = 'running'):
   """Zen-score: ``log E_x ‖f(x) − f(x + γε)‖₁ + Σ_BN log σ̄_BN``.
 
   Zen-NAS' ``compute_zen_score``: weights re-drawn N(0, 1)
@@ -108,15 +114,18 @@ def zen(apply_fn, variables, batch, key, gamma: float = 1e-2, variance: str = 'r
   return jnp.log(delta) + log_bn
 
 
-def bn(apply_fn, variables, batch, key, gamma: float = 1e-2, variance: str = 'running'):
+def bn(apply_fn, variables, batch, key, *, gamma: GAMMA = 1e-2, variance: VARIANCE = 'running'):
   """The BatchNorm term of :func:`zen` alone, ``Σ_BN log σ̄_BN``, in Zen's setting
   (N(0, 1) weights and inputs, the same two passes, ``variance`` as there: by
   default Zen-NAS' running variance, else the clean pass's batch variance)."""
   return _zen_passes(apply_fn, variables, batch, key, gamma, variance)[2]
 
 
-def zen_f(apply_fn, variables, batch, key, beta1: float = 1.0, beta2: float = 1.0,
-          estimate: bool = False, eps: float = 1e-3):
+def zen_f(apply_fn, variables, batch, key, *,
+          beta1: Annotated[float, Limits('the weight of log tr NTK')] = 1.0,
+          beta2: Annotated[float, Limits('the weight of the BN term')] = 1.0,
+          estimate: Annotated[bool, Limits('tr NTK by its two-pass estimate')] = False,
+          eps: Annotated[float, Limits("the estimate's step ε", gt=0)] = 1e-3):
   """Zen(F) = ``β1 · log tr Θ + β2 · Σ_BN log sqrt(mean_c σ²_c + ε)`` on Gaussian inputs
   (:func:`log_bn_batch`: the batch variance, which the warm-up differentiates), at the
   given weights (no re-initialisation: the warm-up trains them).

@@ -2,11 +2,14 @@
 and its first version's Jacobian covariance."""
 from __future__ import annotations
 
+from typing import Annotated
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxnas import ops
+from jaxnas.config import Limits
 from jaxnas.proxies.base import logits_train, merge, normal_like, split_weights
 
 NTK_STATISTICS = ('cond', 'trace', 'logdet')
@@ -57,7 +60,11 @@ def ntk_statistic(theta: jax.Array, statistic: str) -> jax.Array:
   raise ValueError(f'unknown NTK statistic {statistic!r}; known: {", ".join(NTK_STATISTICS)}')
 
 
-def ntk(apply_fn, variables, batch, key, statistic: str = 'cond', mode: str = 'auto'):
+def ntk(apply_fn, variables, batch, key, *,
+        statistic: Annotated[str, Limits('cond (TE-NAS), trace or logdet',
+                                         choices=NTK_STATISTICS)] = 'cond',
+        mode: Annotated[str, Limits('the Jacobian by reverse or forward products',
+                                    choices=('auto', 'rev', 'fwd'))] = 'auto'):
   """A statistic of the empirical NTK ``Θ = J Jᵀ`` on a real batch (TE-NAS).
 
   ``cond`` (TE-NAS' score, ``λ_max / λ_min``; lower means more trainable),
@@ -112,7 +119,8 @@ def naswot(apply_fn, variables, batch, key):
   return jnp.linalg.slogdet(k)[1]
 
 
-def jacov(apply_fn, variables, batch, key, k: float = 1e-5):
+def jacov(apply_fn, variables, batch, key, *,
+          k: Annotated[float, Limits('added to each eigenvalue (NASLib: 1e-5)', gt=0)] = 1e-5):
   """Jacobian covariance (Mellor et al., arXiv 2006.04647v1; NASLib's and
   ``zero-cost-nas``' ``jacob_cov``): ``−Σ_i [log(λ_i + k) + 1/(λ_i + k)]``, λ the
   eigenvalues of the correlation matrix of the rows of ``J = ∂(Σ_{n,c} f(x)_{n,c})/∂x``
