@@ -7,7 +7,7 @@ momentum 0.9, weight decay 3e-4, clipping 5, C=16, 8 cells, train portion 0.5,
 random crop (pad 4) and flip on both halves and no cutout; α by Adam 3e-4,
 betas (0.5, 0.999), weight decay 1e-3, initialised 1e-3·N(0, 1)). Where a
 method, a relaxation or a space ran with other settings, its *recipe* (a dict
-of :class:`jaxnas.config.Setting`, written beside its code with its source)
+of :class:`jaxnas.options.Setting`, written beside its code with its source)
 sets them: a leaf declared with :func:`jaxnas.config.recipe_option` is None
 until :meth:`SearchConfig.resolved` fills it from the method's recipe, else the
 relaxation's, else the space's, else DARTS' value; a value given on the

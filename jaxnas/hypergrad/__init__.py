@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, NamedTuple
 
-from jaxnas import config as config_lib
+from jaxnas import options as options_lib
 from jaxnas.hypergrad import darts, implicit, ridge, unrolled
 from jaxnas.hypergrad.base import (Batches, Estimate, EstimatorFn, Problem, WeightOpt, Weights,
                                    weight_step, weight_steps)
@@ -22,17 +22,17 @@ from jaxnas.hypergrad.base import (Batches, Estimate, EstimatorFn, Problem, Weig
 
 class EstimatorSpec(NamedTuple):
   """A registered estimator: its function, what the search needs to know of it, and
-  its recipe (:class:`jaxnas.config.Setting`).
+  its recipe (:class:`jaxnas.options.Setting`).
   ``weights_after_alpha``: the estimator leaves the weights alone and the search
   takes one weight step at the new α after the α step (quark0/darts
   ``train_search.py`` ``train``: ``architect.step`` before ``optimizer.step``)."""
   fn: EstimatorFn
   weights_after_alpha: bool = False
-  recipe: config_lib.Recipe = {}   # the settings its paper ran with, where not DARTS'
+  recipe: options_lib.Recipe = {}   # the settings its paper ran with, where not DARTS'
 
   @property
-  def options(self) -> dict[str, config_lib.Param]:
-    return config_lib.signature_options(self.fn)
+  def options(self) -> dict[str, options_lib.Param]:
+    return options_lib.signature_options(self.fn)
 
 
 ESTIMATORS: dict[str, EstimatorSpec] = {
@@ -70,7 +70,7 @@ def make(name: str, **options) -> Estimator:
   """The estimator ``name`` with ``options`` checked against its signature and bound;
   an unknown name or option (or a value out of its limits) is a ValueError naming the
   known ones."""
-  return Estimator(name, config_lib.bind_options(ESTIMATORS, name, options, 'method'),
+  return Estimator(name, options_lib.bind_options(ESTIMATORS, name, options, 'method'),
                    ESTIMATORS[name])
 
 

@@ -19,7 +19,7 @@ from typing import Annotated
 import jax
 import jax.numpy as jnp
 
-from jaxnas.config import Limits
+from jaxnas.options import Limits
 
 from jaxnas.hypergrad.base import (Batches, Estimate, Problem, WeightOpt, Weights,
                                    check_batches, first, mixed_product_fwd, prefixed, train_grad,

@@ -23,7 +23,7 @@ import jax
 import jax.scipy.sparse.linalg
 import optax
 
-from jaxnas.config import Limits
+from jaxnas.options import Limits
 from jaxnas.hypergrad.base import (Batches, Estimate, Problem, WeightOpt, Weights,
                                    exact_mixed_product, first, hessian_product, val_grads)
 

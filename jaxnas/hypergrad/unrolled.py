@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxnas.config import Limits, Setting
+from jaxnas.options import Limits, Setting
 from jaxnas.hypergrad.base import (Batches, Estimate, Problem, WeightOpt, Weights, check_batches,
                                    prefixed, val_grads, weight_steps)
 

@@ -30,7 +30,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 
-from jaxnas import config as config_lib
+from jaxnas import options as options_lib
 from jaxnas.proxies.base import network_apply, supernet_apply
 from jaxnas.proxies.kernels import jacov, naswot, ntk
 from jaxnas.proxies.saliency import fisher, grad_norm, grasp, snip, synflow
@@ -53,8 +53,8 @@ class ProxySpec(NamedTuple):
   of_alpha: bool = False
 
   @property
-  def options(self) -> dict[str, config_lib.Param]:
-    return config_lib.signature_options(self.fn)
+  def options(self) -> dict[str, options_lib.Param]:
+    return options_lib.signature_options(self.fn)
 
 
 PROXIES: dict[str, ProxySpec] = {
@@ -94,7 +94,7 @@ def names(**flags) -> tuple[str, ...]:
 def bind_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
   """Every option of proxy ``name``: the given ones checked against their limits, the
   defaults of the rest (an unknown option is an error naming the known ones)."""
-  return config_lib.bind_options(PROXIES, name, options, 'proxy')
+  return options_lib.bind_options(PROXIES, name, options, 'proxy')
 
 
 def sign(name: str, options: dict | None = None) -> int:

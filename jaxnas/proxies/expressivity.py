@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from flax import traverse_util
 
 from jaxnas import ops
-from jaxnas.config import Limits
+from jaxnas.options import Limits
 from jaxnas.proxies.base import is_weight, normal_like
 from jaxnas.proxies.kernels import ntk_matrix, ntk_trace_estimate
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnas import ops
-from jaxnas.config import Limits
+from jaxnas.options import Limits
 from jaxnas.proxies.base import logits_train, merge, normal_like, split_weights
 
 NTK_STATISTICS = ('cond', 'trace', 'logdet')

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
 
-from jaxnas import config as config_lib
+from jaxnas import options as options_lib
 from jaxnas.relax import drnas, gdas, standard
 from jaxnas.relax.base import (EDGES_SUFFIX, Relaxation, cell_keys, edge_groups, edge_weights,
                                linear_ramp)
@@ -17,13 +17,13 @@ from jaxnas.relax.base import (EDGES_SUFFIX, Relaxation, cell_keys, edge_groups,
 
 class RelaxationSpec(NamedTuple):
   """A registered relaxation: its factory and its recipe (the settings its paper ran
-  with, where not DARTS', :class:`jaxnas.config.Setting`)."""
+  with, where not DARTS', :class:`jaxnas.options.Setting`)."""
   factory: Callable[..., Relaxation]
-  recipe: config_lib.Recipe = {}
+  recipe: options_lib.Recipe = {}
 
   @property
-  def options(self) -> dict[str, config_lib.Param]:
-    return config_lib.signature_options(self.factory)
+  def options(self) -> dict[str, options_lib.Param]:
+    return options_lib.signature_options(self.factory)
 
 
 RELAXATIONS: dict[str, RelaxationSpec] = {
@@ -42,7 +42,7 @@ def make(name: str | Relaxation, **options: Any) -> Relaxation:
   (a Relaxation passes through unchanged)."""
   if isinstance(name, Relaxation):
     return name
-  bound = config_lib.bind_options(RELAXATIONS, name, options, 'relaxation')
+  bound = options_lib.bind_options(RELAXATIONS, name, options, 'relaxation')
   return RELAXATIONS[name].factory(**bound)
 
 

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import digamma, gammaln
 
-from jaxnas.config import Limits
+from jaxnas.options import Limits
 from jaxnas.relax.base import Relaxation, linear_ramp
 
 

@@ -25,7 +25,7 @@ from typing import Annotated
 import jax
 import jax.numpy as jnp
 
-from jaxnas.config import Limits
+from jaxnas.options import Limits
 from jaxnas.relax.base import Relaxation
 
 

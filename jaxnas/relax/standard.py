@@ -10,7 +10,7 @@ from typing import Annotated, Sequence
 import jax
 import jax.numpy as jnp
 
-from jaxnas.config import Limits, Setting
+from jaxnas.options import Limits, Setting
 from jaxnas.relax.base import Array, Relaxation, linear_ramp
 
 

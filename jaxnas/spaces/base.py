@@ -65,7 +65,7 @@ class SearchSpace:
       network's logits (the zero-cost proxies may score through it).
     network_options: keyword options the discrete network takes (``auxiliary``).
     recipe: the search settings the space's reference ran with, where they differ
-      from DARTS' (:class:`jaxnas.config.Setting`).
+      from DARTS' (:class:`jaxnas.options.Setting`).
     saliency_code: how FreeDARTS' notebooks compute the saliencies on this space
       (:class:`jaxnas.proxies.saliency.SaliencyConvention`; None: no notebook).
   """

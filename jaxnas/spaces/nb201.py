@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnas import ops
-from jaxnas.config import Setting
+from jaxnas.options import Setting
 from jaxnas.proxies.saliency import SaliencyConvention
 from jaxnas.relax import Relaxation, standard
 from jaxnas.spaces.base import CellDrawing, SearchSpace, check_op
