@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from jaxnas import ops, proxies
-from jaxnas.proxies import kernels as ntk_lib
+from jaxnas.proxies import gram as ntk_lib
 from jaxnas.proxies import expressivity as zen
 from jaxnas.proxies import saliency
 

@@ -32,7 +32,7 @@ import jax
 
 from jaxnas import options as options_lib
 from jaxnas.proxies.base import network_apply, supernet_apply
-from jaxnas.proxies.kernels import jacov, naswot, ntk
+from jaxnas.proxies.gram import jacov, naswot, ntk
 from jaxnas.proxies.saliency import fisher, grad_norm, grasp, snip, synflow
 from jaxnas.proxies.expressivity import bn, zen, zen_f
 

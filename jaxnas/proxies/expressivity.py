@@ -13,7 +13,7 @@ from flax import traverse_util
 from jaxnas import ops
 from jaxnas.options import Limits
 from jaxnas.proxies.base import is_weight, normal_like
-from jaxnas.proxies.kernels import ntk_matrix, ntk_trace_estimate
+from jaxnas.proxies.gram import ntk_matrix, ntk_trace_estimate
 
 BN_MOMENTUM = 0.9  # ops.batch_norm's (PyTorch's 0.1)
 
@@ -130,7 +130,7 @@ def zen_f(apply_fn, variables, batch, key, *,
   (:func:`log_bn_batch`: the batch variance, which the warm-up differentiates), at the
   given weights (no re-initialisation: the warm-up trains them).
 
-  The NTK statistic is the trace, ``tr Θ = Σ_i ‖∂s_i/∂θ‖²`` (:mod:`kernels`): it
+  The NTK statistic is the trace, ``tr Θ = Σ_i ‖∂s_i/∂θ‖²`` (:mod:`jaxnas.proxies.gram`): it
   grows with trainability as the BN term grows with expressivity, so both
   terms are "larger is better" and their sum can be maximised; it is smooth
   (the condition number needs an eigendecomposition and jumps when

@@ -1,5 +1,7 @@
-"""The empirical neural tangent kernel (TE-NAS, Chen et al. 2021), NASWOT (Mellor et al. 2021)
-and its first version's Jacobian covariance."""
+"""Gram matrices of a network at initialisation: the empirical neural tangent kernel
+(TE-NAS, Chen et al. 2021), NASWOT's kernel of ReLU codes (Mellor et al. 2021) and its
+first version's correlation of input Jacobians (``jacov``). (:mod:`jaxnas.kernels` is
+another thing: the XLA kernels the networks run on.)"""
 from __future__ import annotations
 
 from typing import Annotated
