@@ -126,6 +126,33 @@ def population_rows(table: benchmark_table.BenchmarkTable, paper: str) -> list[s
           '| optimum | — | — | — | ' + ' | '.join(f'{b:.2f}' for b in best) + ' | — |']
 
 
+def table_lines(results: dict, cfg: dict, table: benchmark_table.BenchmarkTable,
+                run_only: bool = False) -> list[str]:
+  """The table, a row per row of the config (``run_only``: those with a run so far),
+  and the papers' sources as numbered notes."""
+  lines = ['| method | protocol | seeds | search s | ' + ' | '.join(table.columns)
+           + f' | paper ({table.columns[0]}) |',
+           '|---|---|---:|---:|' + '---:|' * len(table.columns) + '---|']
+  sources = []
+  for row in cfg['rows']:
+    mine = [r for r in results['runs'] if r['row'] == row['name']]
+    if run_only and row['kind'] != 'population' and not mine:
+      continue
+    paper = row.get('paper')
+    if paper and paper['source'] not in sources:
+      sources.append(paper['source'])
+    paper_text = f"{paper['cifar10']} [{sources.index(paper['source']) + 1}]" if paper else '—'
+    if row['kind'] == 'population':
+      lines += population_rows(table, paper_text)
+      continue
+    accs = [[r['benchmark'][c] for r in mine] for c in table.columns]
+    lines.append(f"| {row['name']} | {row['protocol']} | {len(mine)} | "
+                 f"{_mean_std([r['search_seconds'] for r in mine])} | "
+                 + ' | '.join(_mean_std(a) for a in accs) + f' | {paper_text} |')
+  return lines + [''] + [f'[{i}] {s}' + ('  ' if i < len(sources) else '')
+                         for i, s in enumerate(sources, 1)]
+
+
 def markdown(results: dict, cfg: dict, table: benchmark_table.BenchmarkTable) -> str:
   runs = results['runs']
   d = results['data']
@@ -140,25 +167,7 @@ def markdown(results: dict, cfg: dict, table: benchmark_table.BenchmarkTable) ->
       '(`benchmarks/nb201_test_acc_200ep.json`); nothing is trained here. Mean ± sample std over '
       'the seeds; search seconds on this machine (compile excluded). Protocols: '
       + '; '.join(f"**{n}**: {p['about']}" for n, p in cfg['protocols'].items()) + '.', '',
-      '| method | protocol | seeds | search s | ' + ' | '.join(table.columns)
-      + f' | paper ({table.columns[0]}) |',
-      '|---|---|---:|---:|' + '---:|' * len(table.columns) + '---|']
-  sources = []
-  for row in cfg['rows']:
-    paper = row.get('paper')
-    if paper and paper['source'] not in sources:
-      sources.append(paper['source'])
-    paper_text = f"{paper['cifar10']} [{sources.index(paper['source']) + 1}]" if paper else '—'
-    if row['kind'] == 'population':
-      lines += population_rows(table, paper_text)
-      continue
-    mine = [r for r in runs if r['row'] == row['name']]
-    accs = [[r['benchmark'][c] for r in mine] for c in table.columns]
-    lines.append(f"| {row['name']} | {row['protocol']} | {len(mine)} | "
-                 f"{_mean_std([r['search_seconds'] for r in mine])} | "
-                 + ' | '.join(_mean_std(a) for a in accs) + f' | {paper_text} |')
-  lines += [''] + [f'[{i}] {s}' + ('  ' if i < len(sources) else '')
-                   for i, s in enumerate(sources, 1)]
+      *table_lines(results, cfg, table)]
   lines += ['', 'Cells found:', '']
   for r in runs:
     lines.append(f"- {r['row']}, seed {r['seed']}: `{r['cell']}` "
@@ -194,6 +203,17 @@ def draw_curves(results: dict, table: benchmark_table.BenchmarkTable, path: str)
   fig.savefig(path, dpi=110)
 
 
+def write_tables(results_path: str, results: dict, cfg: dict,
+                 table: benchmark_table.BenchmarkTable) -> None:
+  """``.md`` (every row), ``_summary.md`` (the rows run so far: the README's) and
+  ``_curves.png``."""
+  with open(results_path + '.md', 'w') as f:
+    f.write(markdown(results, cfg, table))
+  with open(results_path + '_summary.md', 'w') as f:
+    f.write('\n'.join(table_lines(results, cfg, table, run_only=True)) + '\n')
+  draw_curves(results, table, results_path + '_curves.png')
+
+
 def _read(path_json: str) -> dict:
   if os.path.exists(path_json):
     with open(path_json) as f:
@@ -220,9 +240,7 @@ def add_run(results_path: str, run: dict, data: dict, order: dict, cfg: dict,
     with open(path_json + '.tmp', 'w') as f:
       json.dump(results, f, indent=1)
     os.replace(path_json + '.tmp', path_json)
-    with open(results_path + '.md', 'w') as f:
-      f.write(markdown(results, cfg, table))
-    draw_curves(results, table, results_path + '_curves.png')
+    write_tables(results_path, results, cfg, table)
   return results
 
 
@@ -283,8 +301,7 @@ def main(argv=None) -> int:
           f'{time.perf_counter() - t0:.0f} s in all', flush=True)
   results = _read(path_json)
   if results['runs']:
-    with open(args.results + '.md', 'w') as f:
-      f.write(markdown(results, cfg, table))
+    write_tables(args.results, results, cfg, table)
     print(open(args.results + '.md').read())
   return 0
 

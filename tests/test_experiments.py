@@ -44,6 +44,8 @@ def test_nb201_tables_looks_up_every_run_and_continues(tmp_path, nb201_table, ca
   assert results['data']['train_images'] == len(ds.x_train)
   md = (tmp_path / 'results.md').read_text()
   assert (tmp_path / 'results_curves.png').stat().st_size > 0
+  summary = (tmp_path / 'results_summary.md').read_text()
+  assert '| FreeDARTS SynFlow | tiny | 2 |' in summary and '| random cell' in summary
   free = [table_row(r['cell'])[0] for r in results['runs'][:2]]
   assert f'| FreeDARTS SynFlow | tiny | 2 |' in md
   assert f'{np.mean(free):.2f} ± {np.std(free, ddof=1):.2f}' in md and '93.52 ± 0.11 [1] |' in md and '[1] FreeDARTS' in md
