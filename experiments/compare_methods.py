@@ -22,15 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
 import sys
 import time
 
 import jaxnas.xla
 
 jaxnas.xla.configure()  # jaxnas' CPU flags, before JAX starts its backend
-import jax
 
 from jaxnas import data as data_lib
 from jaxnas import zc as zc_lib
@@ -40,6 +37,9 @@ from jaxnas.search import SearchConfig, search
 from jaxnas.spaces import get_space
 from jaxnas.train import TrainConfig, train
 from jaxnas.xla import enable_compilation_cache
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from report import machine, mean_std, slug  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KINDS = ('search', 'free', 'zc', 'random')
@@ -77,7 +77,7 @@ def find_genotype(entry: dict, cfg: dict, seed: int, workdir: str, ds) -> tuple[
 
 def run_one(entry: dict, cfg: dict, seed: int, root: str, ds) -> dict:
   name = entry['name']
-  folder = os.path.join(root, _slug(name), f'seed{seed}')
+  folder = os.path.join(root, slug(name), f'seed{seed}')
   genotype, compiled, wall = find_genotype(entry, cfg, seed, os.path.join(folder, 'search'), ds)
   tdir = os.path.join(folder, 'train')
   has_ckpt = os.path.isdir(os.path.join(tdir, 'checkpoints'))
@@ -87,27 +87,6 @@ def run_one(entry: dict, cfg: dict, seed: int, root: str, ds) -> dict:
   return {'method': name, 'seed': seed, 'genotype': genotype, 'search_seconds': compiled,
           'search_wall_seconds': wall, 'params': report['params'],
           'test_acc': report['test_acc'], 'train_seconds_per_epoch': report['seconds_per_epoch']}
-
-
-def _slug(name: str) -> str:
-  return ''.join(c if c.isalnum() else '_' for c in name).strip('_').lower()
-
-
-def _mean_std(values: list[float], fmt: str) -> str:
-  if len(values) == 1:
-    return format(values[0], fmt)
-  return f'{format(statistics.mean(values), fmt)} ± {format(statistics.stdev(values), fmt)}'
-
-
-def _machine() -> str:
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open('/proc/cpuinfo') as f:
-      cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-  except (OSError, StopIteration):
-    pass
-  return (f'{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, '
-          f'Python {platform.python_version()}, jax {jax.__version__} on {jax.devices()[0].platform}')
 
 
 def markdown(results: dict, cfg: dict) -> str:
@@ -129,10 +108,10 @@ def markdown(results: dict, cfg: dict) -> str:
       continue
     seed0 = [r['search_wall_seconds'] for r in mine if r['seed'] == cfg['seeds'][0]]
     lines.append(
-        f"| {entry['name']} | {len(mine)} | {_mean_std([r['search_seconds'] for r in mine], '.2f')} | "
+        f"| {entry['name']} | {len(mine)} | {mean_std([r['search_seconds'] for r in mine], '.2f')} | "
         f"{f'{seed0[0]:.1f}' if seed0 else '-'} | "
-        f"{_mean_std([r['params'] for r in mine], ',.0f')} | "
-        f"{_mean_std([100 * r['test_acc'] for r in mine], '.2f')} | "
+        f"{mean_std([r['params'] for r in mine], ',.0f')} | "
+        f"{mean_std([100 * r['test_acc'] for r in mine], '.2f')} | "
         f"{len({r['genotype'] for r in mine})} |")
   lines += ['', 'Genotypes found:', '']
   for r in rows:
@@ -184,7 +163,7 @@ def main(argv=None) -> int:
     order = {e['name']: j for j, e in enumerate(cfg['methods'])}
     results['rows'].sort(key=lambda r: (order.get(r['method'], 99), r['seed']))
     dates = sorted(r['date'] for r in results['rows'])
-    results.update(machine=_machine(), date=time.strftime('%Y-%m-%d %H:%M'), first=dates[0],
+    results.update(machine=machine(), date=time.strftime('%Y-%m-%d %H:%M'), first=dates[0],
                    last=dates[-1], config=cfg)
     os.makedirs(os.path.dirname(path_json), exist_ok=True)
     with open(path_json, 'w') as f:

@@ -28,15 +28,12 @@ import fcntl
 import hashlib
 import json
 import os
-import platform
-import statistics
 import sys
 import time
 
 import jaxnas.xla
 
 jaxnas.xla.configure()  # jaxnas' CPU flags, before JAX starts its backend
-import jax
 import numpy as np
 
 from jaxnas import benchmark_table
@@ -46,6 +43,9 @@ from jaxnas import zc as zc_lib
 from jaxnas.free import FreeConfig, free
 from jaxnas.search import SearchConfig, search
 from jaxnas.xla import enable_compilation_cache
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from report import machine, mean_std, slug  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -95,29 +95,6 @@ def find_cell(row: dict, protocol: dict, seed: int, workdir: str, dataset: str, 
   raise ValueError(f'unknown row kind {kind!r}; known: {", ".join(KINDS)}')
 
 
-def _slug(name: str) -> str:
-  return ''.join(c if c.isalnum() else '_' for c in name).strip('_').lower()
-
-
-def _mean_std(values: list[float]) -> str:
-  if not values:
-    return '—'
-  if len(values) == 1:
-    return f'{values[0]:.2f}'
-  return f'{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}'
-
-
-def _machine() -> str:
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open('/proc/cpuinfo') as f:
-      cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-  except (OSError, StopIteration):
-    pass
-  return (f'{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, '
-          f'jax {jax.__version__} on {jax.devices()[0].platform}')
-
-
 def population_rows(table: benchmark_table.BenchmarkTable, paper: str) -> list[str]:
   values = np.array(list(table.rows.values()))
   mean, std, best = values.mean(0), values.std(0), values.max(0)
@@ -147,8 +124,8 @@ def table_lines(results: dict, cfg: dict, table: benchmark_table.BenchmarkTable,
       continue
     accs = [[r['benchmark'][c] for r in mine] for c in table.columns]
     lines.append(f"| {row['name']} | {row['protocol']} | {len(mine)} | "
-                 f"{_mean_std([r['search_seconds'] for r in mine])} | "
-                 + ' | '.join(_mean_std(a) for a in accs) + f' | {paper_text} |')
+                 f"{mean_std([r['search_seconds'] for r in mine])} | "
+                 + ' | '.join(mean_std(a) for a in accs) + f' | {paper_text} |')
   return lines + [''] + [f'[{i}] {s}' + ('  ' if i < len(sources) else '')
                          for i, s in enumerate(sources, 1)]
 
@@ -235,7 +212,7 @@ def add_run(results_path: str, run: dict, data: dict, order: dict, cfg: dict,
     results['runs'].append(run)
     results['runs'].sort(key=lambda r: (order.get(r['row'], 999), r['seed']))
     dates = sorted(r['date'] for r in results['runs'])
-    results.update(machine=_machine(), date=time.strftime('%Y-%m-%d %H:%M'), first=dates[0],
+    results.update(machine=machine(), date=time.strftime('%Y-%m-%d %H:%M'), first=dates[0],
                    last=dates[-1])
     with open(path_json + '.tmp', 'w') as f:
       json.dump(results, f, indent=1)
@@ -287,7 +264,7 @@ def main(argv=None) -> int:
   for i, (row, seed) in enumerate(todo):
     t0 = time.perf_counter()
     protocol = {k: v for k, v in cfg['protocols'][row['protocol']].items() if k != 'about'}
-    folder = os.path.join(args.workdir, _slug(row['name']), f'seed{seed}')
+    folder = os.path.join(args.workdir, slug(row['name']), f'seed{seed}')
     try:
       cell, seconds, curve = find_cell(row, protocol, seed, folder, args.dataset, ds, table)
     except ValueError as e:   # e.g. Fair DARTS with no op past its threshold: said, not recorded
