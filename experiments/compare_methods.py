@@ -39,7 +39,7 @@ from jaxnas.train import TrainConfig, train
 from jaxnas.xla import enable_compilation_cache
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from report import machine, mean_std, slug  # noqa: E402
+from report import choose, machine, mean_std, slug  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KINDS = ('search', 'free', 'zc', 'random')
@@ -134,12 +134,10 @@ def main(argv=None) -> int:
   if args.seeds:
     cfg['seeds'] = [int(s) for s in args.seeds.split(',')]
   names = [e['name'] for e in cfg['methods']]
-  # comma-separated, except that a name of the config is taken whole (names may hold commas)
-  chosen = ([args.methods] if args.methods in names else args.methods.split(',')) if args.methods \
-      else names
-  unknown = [n for n in chosen if n not in names]
-  if unknown:
-    parser.error(f'unknown methods {unknown}; the config has: {", ".join(names)}')
+  try:
+    chosen = choose(names, args.methods, 'methods')
+  except ValueError as e:
+    parser.error(str(e))
   for entry in cfg['methods']:
     if entry.get('kind') not in KINDS:
       parser.error(f'method {entry["name"]!r}: kind must be one of {", ".join(KINDS)}')

@@ -45,7 +45,7 @@ from jaxnas.search import SearchConfig, search
 from jaxnas.xla import enable_compilation_cache
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from report import machine, mean_std, slug  # noqa: E402
+from report import choose, machine, mean_std, slug  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -237,10 +237,10 @@ def main(argv=None) -> int:
   with open(args.config) as f:
     cfg = json.load(f)
   names = [r['name'] for r in cfg['rows']]
-  chosen = ([args.rows] if args.rows in names else args.rows.split(',')) if args.rows else names
-  unknown = [n for n in chosen if n not in names]
-  if unknown:
-    parser.error(f'unknown rows {unknown}; the config has: {", ".join(names)}')
+  try:
+    chosen = choose(names, args.rows, 'rows')
+  except ValueError as e:
+    parser.error(str(e))
   for row in cfg['rows']:
     if row.get('kind') not in KINDS:
       parser.error(f'row {row["name"]!r}: kind must be one of {", ".join(KINDS)}')

@@ -19,6 +19,16 @@ def machine() -> str:
           f'jax {jax.__version__} on {jax.devices()[0].platform}')
 
 
+def choose(names: list[str], given: str | None, what: str) -> list[str]:
+  """The names a comma-separated ``given`` picks (all when None); a name of the config is
+  taken whole (names may hold commas). An unknown name is a ValueError listing the known."""
+  chosen = ([given] if given in names else given.split(',')) if given else names
+  unknown = [n for n in chosen if n not in names]
+  if unknown:
+    raise ValueError(f'unknown {what} {unknown}; the config has: {", ".join(names)}')
+  return chosen
+
+
 def slug(name: str) -> str:
   """A folder name for a row's name."""
   return ''.join(c if c.isalnum() else '_' for c in name).strip('_').lower()
