@@ -182,7 +182,7 @@ def test_the_code_convention_is_what_the_authors_notebooks_compute(tiny, space_n
       def loss(a):
         logits, _ = model.apply(variables, batch[0], a, train=True, mutable=['batch_stats'])
         return optax.softmax_cross_entropy_with_integer_labels(logits, batch[1]).mean()
-      return jax.grad(loss)
+      return jax.jit(jax.grad(loss))  # jitted, here and below: op by op is several times slower
     grad = ce(v_abs if darts else v)
     sal = {name: jax.jit(saliency_fn(model, name, space.forward_over_reverse, conv))(v, alpha, batch)
            for name in free.SALIENCIES}
@@ -193,17 +193,17 @@ def test_the_code_convention_is_what_the_authors_notebooks_compute(tiny, space_n
     # GraSP: one Adam step, then the backward of Σ g(α')·v
     moved = _adam_first_step(alpha, g, 3e-4 if darts else 3e-2)
     if darts:   # v is α' itself: ∂(g(α')·α')/∂α'
-      back = jax.grad(lambda a: sum(jnp.vdot(gi, a[k]) for k, gi in grad(a).items()))(moved)
+      back = jax.jit(jax.grad(lambda a: sum(jnp.vdot(gi, a[k]) for k, gi in grad(a).items())))(moved)
       want = {k: np.abs(alpha[k] * back[k]) for k in alpha}
     else:       # v is the gradient at α: H(α') g(α)
-      back = jax.grad(lambda a: sum(jnp.vdot(gi, g[k]) for k, gi in grad(a).items()))(moved)
+      back = jax.jit(jax.grad(lambda a: sum(jnp.vdot(gi, g[k]) for k, gi in grad(a).items())))(moved)
       want = {k: alpha[k] * back[k] for k in alpha}
     for k in alpha:
       np.testing.assert_allclose(sal['grasp'][k], want[k], rtol=1e-7, atol=1e-14)
     # SynFlow: Σ logits of one all-ones image, BatchNorm in training mode, at |θ|; α signed on DARTS
     a_in = alpha if darts else jax.tree_util.tree_map(jnp.abs, alpha)
-    r = jax.grad(lambda a: jnp.sum(model.apply(v_abs, jnp.ones((1, 8, 8, 1)), a, train=True,
-                                               mutable=['batch_stats'])[0]))(a_in)
+    r = jax.jit(jax.grad(lambda a: jnp.sum(model.apply(v_abs, jnp.ones((1, 8, 8, 1)), a, train=True,
+                                                       mutable=['batch_stats'])[0])))(a_in)
     for k in alpha:
       np.testing.assert_allclose(sal['synflow'][k], np.abs(a_in[k] * r[k]), rtol=1e-5, atol=1e-12)
     # and the code's convention is not the paper's

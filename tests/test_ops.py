@@ -249,7 +249,8 @@ def test_every_op_and_its_gradients_are_the_same_on_both_kernel_paths(monkeypatc
       def loss(params, x):
         y, _ = op.apply(dict(v, params=params), x, True, mutable=['batch_stats'])
         return jnp.sum(y * r)
-      _assert_same(_on_each_path(monkeypatch, lambda: jax.value_and_grad(loss, (0, 1))(
+      # jitted: op by op, each path (its caches cleared) would compile every primitive again
+      _assert_same(_on_each_path(monkeypatch, lambda: jax.jit(jax.value_and_grad(loss, (0, 1)))(
           v.get('params', {}), x)), 1e-10, 1e-10)
 
 
@@ -280,11 +281,14 @@ def test_a_supernet_and_its_second_derivatives_are_the_same_on_both_kernel_paths
                              v['params'])
 
   def run():
-    value, grads = jax.value_and_grad(loss, (0, 1))(v['params'], alpha)
-    # darts2's mixed product: forward over reverse wherever the kernels admit it
     fwd = forward_over_reverse(sp)
-    mixed = (hypergrad.base.mixed_product_fwd if fwd else hypergrad.base.exact_mixed_product)(
-        loss, v['params'], alpha, u)
+    # darts2's mixed product: forward over reverse wherever the kernels admit it
+    product = hypergrad.base.mixed_product_fwd if fwd else hypergrad.base.exact_mixed_product
+
+    @jax.jit  # one program: op-by-op dispatch compiles hundreds of small ones
+    def passes(params, alpha):
+      return jax.value_and_grad(loss, (0, 1))(params, alpha), product(loss, params, alpha, u)
+    (value, grads), mixed = passes(v['params'], alpha)
     return value, grads, mixed, fwd
   out = _on_each_path(monkeypatch, run)
   # on XLA's kernels no custom VJP blocks a tangent: forward over reverse on both spaces
@@ -292,8 +296,9 @@ def test_a_supernet_and_its_second_derivatives_are_the_same_on_both_kernel_paths
   _assert_same({p: o[:3] for p, o in out.items()}, 1e-4, 1e-6)
   monkeypatch.setenv('JAXNAS_KERNELS', 'xla')  # and it is the exact product
   jax.clear_caches()
-  np.testing.assert_allclose(*(jax.tree_util.tree_leaves(f(loss, v['params'], alpha, u))[0] for f in (
-      hypergrad.base.mixed_product_fwd, hypergrad.base.exact_mixed_product)), rtol=1e-4, atol=1e-7)
+  exact = jax.jit(lambda p, a: hypergrad.base.exact_mixed_product(loss, p, a, u))(v['params'], alpha)
+  np.testing.assert_allclose(jax.tree_util.tree_leaves(out['xla'][2])[0],
+                             jax.tree_util.tree_leaves(exact)[0], rtol=1e-4, atol=1e-7)
 
 
 def test_kernel_path_by_backend_and_override(monkeypatch):
