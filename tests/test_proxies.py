@@ -297,7 +297,7 @@ def _weight_grads(apply, v, batch):
   def loss(params):
     logits, _ = apply(dict(v, params=params), batch[0], True, mutable=['batch_stats'])
     return optax.softmax_cross_entropy_with_integer_labels(logits, batch[1]).mean()
-  return jax.grad(loss)(v['params'])
+  return jax.jit(jax.grad(loss))(v['params'])  # op by op it compiles every primitive
 
 
 def test_grad_norm_takes_one_norm_per_layer_of_a_scanned_network():

@@ -359,10 +359,13 @@ def test_darts_moves_alpha_first_then_the_weights_at_the_new_alpha(tmp_path, tin
   normalise = lambda x: spec.augment(jax.random.key(0), x, spec.mean, spec.std)  # digits: no crop
   train = (normalise(batch['train_x'][0]), batch['train_y'][0])
   val = (normalise(batch['val_x']), batch['val_y'])
-  ga = jax.grad(lambda a: problem.val_loss(state.params, a, val, state.batch_stats)[0])(state.alpha)
+  # jitted, here and below: op by op the supernet's gradients compile every primitive
+  ga = jax.jit(jax.grad(lambda a: problem.val_loss(state.params, a, val, state.batch_stats)[0]))(
+      state.alpha)
   updates, _ = spec.alpha_opt().update(ga, state.a_opt, state.alpha)
   alpha = optax.apply_updates(state.alpha, updates)
 
+  @jax.jit
   def weights_after_a_step_at(a):
     gw = jax.grad(lambda w: problem.train_loss(w, a, train, state.batch_stats)[0])(state.params)
     updates, _ = spec.weight_opt().tx.update(gw, state.w_opt, state.params)
