@@ -43,19 +43,6 @@ def cli_caches(monkeypatch, compilation_cache):
   monkeypatch.setattr(xla, '_program_dir', xla._program_dir)
 
 
-# The modules whose tests take longest (each 20-60 s: processes of their own, searches of
-# both spaces), run first: pytest-xdist's workers then end on short tests, not one
-# waiting a minute for the other's last search.
-HEAVY_FIRST = ('test_multihost.py', 'test_search.py', 'test_sharding.py')
-
-
-def pytest_collection_modifyitems(items):
-  def rank(item):
-    name = item.path.name
-    return HEAVY_FIRST.index(name) if name in HEAVY_FIRST else len(HEAVY_FIRST)
-  items.sort(key=rank)  # stable: the order within a module stays
-
-
 NB201_OPS = ('none', 'skip_connect', 'nor_conv_1x1', 'nor_conv_3x3', 'avg_pool_3x3')
 
 
