@@ -42,12 +42,10 @@ SIZES = {'nb201': dict(space='nb201', channels=16, layers=5, batch=64, image=32)
 
 def jaxnas_step(space: str, steps: int) -> dict:
   """In this process (a child of :func:`main`): jaxnas' darts1 step at ``SIZES[space]``."""
-  import resource
-
   from common import time_search_step
   r = time_search_step(SIZES[space], steps, method='darts1')
   return dict(side='jaxnas', step_s=r['step_s'], compile_s=r['compile_s'],
-              peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)
+              peak_rss_gib=r['peak_rss_gib'])
 
 
 def run_child(argv: list[str], timeout: float) -> dict:

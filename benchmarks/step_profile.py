@@ -18,25 +18,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import RESULTS, write_results  # noqa: E402
+from common import RESULTS, compile_and_time, write_results  # noqa: E402
 
 
 def timed(fn, *args, repeat: int) -> dict:
   import jax
-  import numpy as np
-  t0 = time.perf_counter()
-  compiled = jax.jit(fn).lower(*args).compile()
-  compile_s = time.perf_counter() - t0
-  jax.block_until_ready(compiled(*args))
-  times = []
-  for _ in range(repeat):
-    t0 = time.perf_counter()
-    jax.block_until_ready(compiled(*args))
-    times.append(time.perf_counter() - t0)
-  return dict(compile_s=round(compile_s, 2), ms=round(1e3 * float(np.median(times)), 2))
+  r = compile_and_time(jax.jit(fn).lower(*args), lambda compiled, _: compiled(*args), repeat)
+  return dict(compile_s=round(r['compile_s'], 2), ms=round(1e3 * r['step_s'], 2))
 
 
 def passes(channels: int, layers: int, batch: int, repeat: int):

@@ -11,10 +11,9 @@ first-order DARTS pt.darts has no switch for). Random CIFAR-shaped images. Print
 JSON line.
 """
 import argparse
-import json
-import resource
 import sys
-import time
+
+from timing import time_steps  # benchmarks/peers/timing.py, beside this file
 
 
 def main():
@@ -39,37 +38,22 @@ def main():
   w_opt = torch.optim.SGD(model.weights(), 0.025, momentum=0.9, weight_decay=3e-4)
   a_opt = torch.optim.Adam(model.alphas(), 3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
   architect = Architect(model, 0.9, 3e-4)
-  gen = torch.Generator().manual_seed(0)
-
-  def batch():
-    return (torch.randn(a.batch, 3, 32, 32, generator=gen),
-            torch.randint(0, 10, (a.batch,), generator=gen))
-
   model.train()
-  times = []
-  for i in range(a.warmup + a.steps):
-    (xt, yt), (xv, yv) = batch(), batch()
-    t0 = time.perf_counter()
+
+  def step(train, val):  # search.py train(): α, then the weights
     a_opt.zero_grad()
     if a.order == 2:
-      architect.unrolled_backward(xt, yt, xv, yv, 0.025, w_opt)
+      architect.unrolled_backward(*train, *val, 0.025, w_opt)
     else:
-      grads = torch.autograd.grad(model.loss(xv, yv), list(model.alphas()))
+      grads = torch.autograd.grad(model.loss(*val), list(model.alphas()))
       for p, g in zip(model.alphas(), grads):
         p.grad = g
     a_opt.step()
     w_opt.zero_grad()
-    model.loss(xt, yt).backward()
+    model.loss(*train).backward()
     nn.utils.clip_grad_norm_(model.weights(), 5.0)
     w_opt.step()
-    seconds = time.perf_counter() - t0
-    print(f'step {i}: {seconds:.3f} s', file=sys.stderr, flush=True)
-    if i >= a.warmup:
-      times.append(seconds)
-  times.sort()
-  print(json.dumps({'side': f'khanrc/pt.darts order {a.order} (PyTorch)', 'torch': torch.__version__,
-                    'threads': torch.get_num_threads(), 'step_s': times[len(times) // 2],
-                    'peak_rss_gib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}))
+  time_steps(step, f'khanrc/pt.darts order {a.order} (PyTorch)', a.batch, a.steps, a.warmup)
 
 
 if __name__ == '__main__':

@@ -12,10 +12,8 @@ Not part of jaxnas: run it with an interpreter that has ``torch`` and ``xautodl`
 (benchmarks/peers.py says how).
 """
 import argparse
-import json
-import resource
-import sys
-import time
+
+from timing import time_steps  # benchmarks/peers/timing.py, beside this file
 
 
 def main():
@@ -36,32 +34,17 @@ def main():
   w_opt = torch.optim.SGD(net.get_weights(), 0.025, momentum=0.9, weight_decay=5e-4, nesterov=True)
   a_opt = torch.optim.Adam(net.get_alphas(), 3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
   loss_fn = nn.CrossEntropyLoss()
-  gen = torch.Generator().manual_seed(0)
-
-  def batch():
-    return (torch.randn(a.batch, 3, 32, 32, generator=gen),
-            torch.randint(0, 10, (a.batch,), generator=gen))
-
   net.train()
-  times = []
-  for i in range(a.warmup + a.steps):
-    (xt, yt), (xv, yv) = batch(), batch()
-    t0 = time.perf_counter()
+
+  def step(train, val):  # DARTS-V1.py search_func: the weights, then α
     net.zero_grad()
-    loss_fn(net(xt)[1], yt).backward()
+    loss_fn(net(train[0])[1], train[1]).backward()
     nn.utils.clip_grad_norm_(net.get_weights(), 5)
     w_opt.step()
     net.zero_grad()
-    loss_fn(net(xv)[1], yv).backward()
+    loss_fn(net(val[0])[1], val[1]).backward()
     a_opt.step()
-    seconds = time.perf_counter() - t0
-    print(f'step {i}: {seconds:.3f} s', file=sys.stderr, flush=True)
-    if i >= a.warmup:
-      times.append(seconds)
-  times.sort()
-  print(json.dumps({'side': 'AutoDL-Projects TinyNetworkDarts (PyTorch)', 'torch': torch.__version__,
-                    'threads': torch.get_num_threads(), 'step_s': times[len(times) // 2],
-                    'peak_rss_gib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}))
+  time_steps(step, 'AutoDL-Projects TinyNetworkDarts (PyTorch)', a.batch, a.steps, a.warmup)
 
 
 if __name__ == '__main__':
