@@ -74,7 +74,7 @@ def time_search_step(size: dict, steps: int, warmup: bool = False, **config) -> 
   from jaxnas import sharding
 
   def batch(i):  # the warm-up reads no data
-    return () if warmup else (sharding.put(run.batch(0, i), run.batch_shardings),)
+    return (run.epochs,) if warmup else (sharding.put(run.batch(0, i), run.batch_shardings),)
   lowered = (run.warmup_fn if warmup else run.step_fn).lower(state, *batch(0))
   box = [state]
 

@@ -58,7 +58,6 @@ class StepSpec(NamedTuple):
   relaxation: relax.Relaxation
   forward_over_reverse: bool
   optim: Any                     # the resolved OptimConfig
-  epochs: int
   weight_steps_per_epoch: int
   augment: data_lib.Augment
   mean: tuple[float, ...]
@@ -67,13 +66,15 @@ class StepSpec(NamedTuple):
   image_shape: tuple[int, ...]
   compute_dtype: str             # the activations' (SizeConfig.compute_dtype)
 
-  def weight_schedule(self):
+  def weight_schedule(self, epochs):
     o = self.optim
-    return optim.cosine_per_epoch(o.lr, o.lr_min, self.epochs, self.weight_steps_per_epoch)
+    return optim.cosine_per_epoch(o.lr, o.lr_min, epochs, self.weight_steps_per_epoch)
 
-  def weight_opt(self) -> hypergrad.WeightOpt:
+  def weight_opt(self, epochs) -> hypergrad.WeightOpt:
+    """The weight optimiser of a run of ``epochs`` epochs (an array in the step: the
+    program does not depend on the run's length)."""
     o = self.optim
-    lr = self.weight_schedule()
+    lr = self.weight_schedule(epochs)
     # the virtual step: learning rate 1 (ξ or η scales it), no clip
     return hypergrad.WeightOpt(optim.sgd(lr, o.momentum, o.weight_decay, o.grad_clip, o.nesterov), lr,
                                optim.sgd(lambda count: 1.0, o.momentum, o.weight_decay,
@@ -113,7 +114,7 @@ def _prepare(spec: StepSpec, state: SearchState, batch: dict):
       jax.random.split(k_train, n), batch['train_x'])
   val_x = spec.augment(k_val, batch['val_x'], spec.mean, spec.std)
   epoch = state.wstep // spec.weight_steps_per_epoch
-  problem = make_problem(spec, k_relax, epoch / max(spec.epochs - 1, 1))
+  problem = make_problem(spec, k_relax, epoch / jnp.maximum(batch['epochs'] - 1, 1))
   weights = hypergrad.Weights(state.params, state.batch_stats, state.w_opt, state.wstep)
   batches = hypergrad.Batches((train_x, batch['train_y']), (val_x, batch['val_y']))
   return key, k_est, epoch, problem, weights, batches
@@ -127,10 +128,10 @@ def _with_weights(state: SearchState, weights: hypergrad.Weights, **changes) -> 
 def search_step(spec: StepSpec, state: SearchState, batch: dict):
   """One search step (module docstring); returns the new state and the step's metrics."""
   key, k_est, epoch, problem, weights, batches = _prepare(spec, state, batch)
-  wopt = spec.weight_opt()
+  wopt = spec.weight_opt(batch['epochs'])
   est = spec.estimator(problem, wopt, weights, state.alpha, batches, k_est)
   # the relaxation's regulariser λ_e R(α), e the epoch of the weight-step count
-  reg_weight = jnp.asarray(spec.relaxation.weight(epoch, spec.epochs), jnp.float32)
+  reg_weight = jnp.asarray(spec.relaxation.weight(epoch, batch['epochs']), jnp.float32)
   reg, reg_grad = jax.value_and_grad(spec.relaxation.regularize)(state.alpha)
   alpha_grad = jax.tree_util.tree_map(lambda g, r: g + reg_weight * r, est.alpha_grad, reg_grad)
   updates, a_opt = spec.alpha_opt().update(alpha_grad, state.a_opt, state.alpha)
@@ -149,7 +150,7 @@ def weights_step(spec: StepSpec, state: SearchState, batch: dict):
   trained on the step's training batches (PC-DARTS ``train_search.py``: the
   architect's step only from epoch 15)."""
   key, _, _, problem, weights, batches = _prepare(spec, state, batch)
-  wopt = spec.weight_opt()
+  wopt = spec.weight_opt(batch['epochs'])
   weights, metrics = hypergrad.weight_steps(problem, wopt, weights, state.alpha, batches.train)
   return (_with_weights(state, weights, key=jax.random.key_data(key)),
           dict(metrics, lr=wopt.lr(state.wstep)))
@@ -199,7 +200,7 @@ class Search:
     augment = (data_lib.search_augment(cfg.data.dataset) if cfg.data.augment
                else data_lib.NO_AUGMENT)
     self.spec = StepSpec(model, self.estimator, self.relaxation, forward_over_reverse(self.space),
-                         cfg.optim, cfg.size.epochs, self.steps_per_epoch * self.n_train, augment,
+                         cfg.optim, self.steps_per_epoch * self.n_train, augment,
                          tuple(self.data.mean), tuple(self.data.std), cfg.warmup,
                          self.data.image_shape, cfg.size.compute_dtype)
     # data parallel: the batch split over the mesh, everything else replicated
@@ -208,7 +209,10 @@ class Search:
     self.replicated = sharding.replicated(self.mesh)
     train_sh, val_sh = sharding.batch_sharding(self.mesh, 1), sharding.batch_sharding(self.mesh, 0)
     self.batch_shardings = {'train_x': train_sh, 'train_y': train_sh, 'val_x': val_sh,
-                            'val_y': val_sh}
+                            'val_y': val_sh, 'epochs': self.replicated}
+    # the run's length is an input of the steps, not a constant of their programs: a run
+    # resumed for more epochs (and a test of another length) runs the same programs
+    self.epochs = sharding.put(np.int32(cfg.size.epochs), self.replicated)
     self._traces = [0]
     key = repr(self.spec)
     self.step_fn = xla.persistent_jit(
@@ -221,7 +225,7 @@ class Search:
         out_shardings=self.replicated)
     self.warmup_fn = xla.persistent_jit(
         _counting(self._traces, functools.partial(warmup.warmup_step, self.spec)),
-        ['warmup_step', key], donate_argnums=0, in_shardings=(self.replicated,),
+        ['warmup_step', key], donate_argnums=0, in_shardings=(self.replicated, self.replicated),
         out_shardings=self.replicated)
     self._redraw = plot.Redraw()
 
@@ -238,13 +242,15 @@ class Search:
     alpha = self.space.init_alpha(k_alpha, cfg.optim.alpha_init_scale, self.relaxation)
     x = jnp.zeros((1,) + self.data.image_shape, jnp.float32)
     v = init_variables(self.spec.model, k_w, x, alpha)
-    state = SearchState(v['params'], v.get('batch_stats', {}), self.spec.weight_opt().tx.init(v['params']),
+    state = SearchState(v['params'], v.get('batch_stats', {}),
+                        self.spec.weight_opt(cfg.size.epochs).tx.init(v['params']),
                         alpha, self.spec.alpha_opt().init(alpha), jnp.zeros((), jnp.int32),
                         jax.random.key_data(k_run))
     return sharding.put(state, self.replicated)
 
   def batch(self, epoch: int, step: int) -> dict[str, np.ndarray]:
-    """This process' rows of step ``step``'s batches (on one host: all of them)."""
+    """This process' rows of step ``step``'s batches (on one host: all of them), and the
+    run's length in epochs."""
     cfg, n, bs = self.config, self.n_train, self.config.size.batch_size
     if not 0 <= step < self.steps_per_epoch:
       raise IndexError(f'step {step} of epoch {epoch}: an epoch has {self.steps_per_epoch} steps')
@@ -255,11 +261,11 @@ class Search:
     rows = sharding.process_rows(bs)
     tr, va = np.stack(tr)[:, rows], va[rows]
     return {'train_x': self.train.x[tr], 'train_y': self.train.y[tr],
-            'val_x': self.val.x[va], 'val_y': self.val.y[va]}
+            'val_x': self.val.x[va], 'val_y': self.val.y[va], 'epochs': np.int32(cfg.size.epochs)}
 
   def step(self, state, epoch: int, step: int):
     if epoch < self.config.warmup.epochs:  # label-free: reads no batch
-      return (*self.warmup_fn(state), self.warmup_fn)
+      return (*self.warmup_fn(state, self.epochs), self.warmup_fn)
     batch = sharding.put(self.batch(epoch, step), self.batch_shardings)
     alpha_frozen = epoch < self.config.warmup.epochs + self.config.optim.alpha_warmup_epochs
     fn = self.weights_fn if alpha_frozen else self.step_fn

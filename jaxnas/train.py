@@ -115,17 +115,20 @@ class TrainSpec(NamedTuple):
   mean: tuple[float, ...]
   std: tuple[float, ...]
 
-  def schedule(self):
-    c = self.config
-    return optim.cosine_per_epoch(c.lr, c.lr_min, c.epochs, self.steps_per_epoch)
+  # ``epochs``, the run's length, is an array in the step: the program does not depend
+  # on it, so a run resumed for more epochs runs the same program
 
-  def tx(self) -> optax.GradientTransformation:
+  def schedule(self, epochs):
     c = self.config
-    return optim.sgd(self.schedule(), c.momentum, c.weight_decay, c.grad_clip, c.nesterov)
+    return optim.cosine_per_epoch(c.lr, c.lr_min, epochs, self.steps_per_epoch)
 
-  def drop_prob(self, step):
+  def tx(self, epochs) -> optax.GradientTransformation:
+    c = self.config
+    return optim.sgd(self.schedule(epochs), c.momentum, c.weight_decay, c.grad_clip, c.nesterov)
+
+  def drop_prob(self, step, epochs):
     """Drop-path probability, rising linearly per epoch: ``p · epoch / epochs``."""
-    return self.config.drop_path * (step // self.steps_per_epoch) / self.config.epochs
+    return self.config.drop_path * (step // self.steps_per_epoch) / epochs
 
 
 def loss_fn(logits, aux_logits, labels, aux_weight: float):
@@ -136,12 +139,13 @@ def loss_fn(logits, aux_logits, labels, aux_weight: float):
   return loss
 
 
-def train_step(spec: TrainSpec, state: TrainState, x, y):
-  """One SGD step on a training batch (augmented on the device); returns the new state and metrics."""
+def train_step(spec: TrainSpec, state: TrainState, x, y, epochs):
+  """One SGD step on a training batch (augmented on the device) of a run of ``epochs``
+  epochs; returns the new state and metrics."""
   key = jax.random.wrap_key_data(state.key)
   key, k_aug, k_drop = jax.random.split(key, 3)
   x = spec.augment(k_aug, x, spec.mean, spec.std)
-  drop = spec.drop_prob(state.step) if spec.config.drop_path else None
+  drop = spec.drop_prob(state.step, epochs) if spec.config.drop_path else None
 
   def loss(params):
     (logits, aux), new = spec.model.apply(
@@ -149,9 +153,9 @@ def train_step(spec: TrainSpec, state: TrainState, x, y):
         mutable=['batch_stats'], rngs={'dropout': k_drop})
     return loss_fn(logits, aux, y, spec.config.auxiliary_weight), (new['batch_stats'], logits)
   (value, (stats, logits)), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
-  updates, opt = spec.tx().update(grads, state.opt, state.params)
+  updates, opt = spec.tx(epochs).update(grads, state.opt, state.params)
   metrics = {'train_loss': value, 'train_acc': jnp.mean(jnp.argmax(logits, -1) == y),
-             'lr': spec.schedule()(state.step)}
+             'lr': spec.schedule(epochs)(state.step)}
   return TrainState(optax.apply_updates(state.params, updates), stats, opt, state.step + 1,
                     jax.random.key_data(key)), metrics
 
@@ -203,7 +207,8 @@ class Trainer:
     repl, batch = sharding.replicated(self.mesh), sharding.batch_sharding(self.mesh)
     self.replicated, self.batch_sharding = repl, batch
     self.train_step = jax.jit(functools.partial(train_step, self.spec), donate_argnums=0,
-                              in_shardings=(repl, batch, batch), out_shardings=repl)
+                              in_shardings=(repl, batch, batch, repl), out_shardings=repl)
+    self.epochs = sharding.put(np.int32(cfg.epochs), repl)
     self.eval_step = jax.jit(functools.partial(eval_step, self.spec),
                              in_shardings=(repl, repl, batch, batch, repl), out_shardings=repl)
     self._redraw = plot.Redraw()
@@ -212,7 +217,7 @@ class Trainer:
     k_w, k_run = jax.random.split(jax.random.key(self.config.seed))
     x = jnp.zeros((1,) + self.data.image_shape, jnp.float32)
     v = init_variables(self.spec.model, k_w, x)
-    state = TrainState(v['params'], v.get('batch_stats', {}), self.spec.tx().init(v['params']),
+    state = TrainState(v['params'], v.get('batch_stats', {}), self.spec.tx(self.config.epochs).init(v['params']),
                        jnp.zeros((), jnp.int32), jax.random.key_data(k_run))
     return sharding.put(state, self.replicated)
 
@@ -224,10 +229,11 @@ class Trainer:
 
   def step(self, state, epoch: int, step: int):
     x, y = sharding.put(self.batch(epoch, step), self.batch_sharding)
-    return (*self.train_step(state, x, y), self.train_step)
+    return (*self.train_step(state, x, y, self.epochs), self.train_step)
 
   def end_epoch(self, state, epoch: int) -> dict:
-    drop = float(self.spec.drop_prob(epoch * self.steps_per_epoch)) if self.config.drop_path else 0.0
+    drop = (float(self.spec.drop_prob(epoch * self.steps_per_epoch, self.config.epochs))
+            if self.config.drop_path else 0.0)
     return {'drop_prob': drop, **self.evaluate(state)}
 
   def write_outputs(self, state, history: list[dict], final: bool) -> None:

@@ -14,8 +14,9 @@ import optax
 from jaxnas import proxies
 
 
-def warmup_step(spec, state):
-  """One warm-up step of the search (``spec`` a :class:`jaxnas.search.StepSpec`).
+def warmup_step(spec, state, epochs):
+  """One warm-up step of a search of ``epochs`` epochs (``spec`` a
+  :class:`jaxnas.search.StepSpec`).
 
   Moving w: n weight steps (the estimator's training batches per step), each on its
   own Gaussian batch of ``spec.warmup.batch_size`` images, by the weight optimiser on
@@ -27,7 +28,7 @@ def warmup_step(spec, state):
   key = jax.random.wrap_key_data(state.key)
   key, k_alpha, k_w = jax.random.split(key, 3)
   shape = jax.ShapeDtypeStruct((settings.batch_size,) + tuple(spec.image_shape), jnp.float32)
-  wopt, aopt, n = spec.weight_opt(), spec.alpha_opt(), spec.estimator.train_batches
+  wopt, aopt, n = spec.weight_opt(epochs), spec.alpha_opt(), spec.estimator.train_batches
 
   def zen_f(params, alpha, k):
     return proxies.expressivity.zen_f(

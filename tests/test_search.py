@@ -305,7 +305,7 @@ def test_zen_warmup_reads_no_labels(tmp_path, tiny):
   state = run.init_state()
   values = []
   for _ in range(4):
-    state, m = run.warmup_fn(state)
+    state, m = run.warmup_fn(state, run.epochs)
     values.append(float(m['zen_f']))
   assert values[-1] > values[0] and run.traces == 1
   with pytest.raises(ValueError, match='must be one of w, alpha, both'):
@@ -327,8 +327,10 @@ def test_program_cache_skips_the_trace_and_keeps_the_numbers(tmp_path, tiny, mon
   first, alpha1, w1 = run_steps(cfg)
   assert first.traces == 1 and len(list(programs.glob('*.jaxprogram'))) == 1
   assert len(list(programs.glob('*.shapes'))) == 1  # the supernet's init, traced once
-  # a later run of the same program (another workdir and seed do not change it) reads it back
-  again, alpha2, w2 = run_steps(config_lib.replace(cfg, workdir=str(tmp_path / 'other'), seed=5))
+  # a later run of the same program (another workdir, seed and length do not change it:
+  # a run resumed for more epochs runs the program it ran) reads it back
+  again, alpha2, w2 = run_steps(config_lib.replace(cfg, workdir=str(tmp_path / 'other'), seed=5,
+                                                   epochs=cfg.size.epochs + 3))
   assert again.traces == 0 and len(list(programs.glob('*.jaxprogram'))) == 1
   np.testing.assert_allclose(alpha1, alpha, rtol=1e-6, atol=1e-9)
   np.testing.assert_allclose(w1, w, rtol=1e-6, atol=1e-9)
@@ -368,7 +370,7 @@ def test_darts_moves_alpha_first_then_the_weights_at_the_new_alpha(tmp_path, tin
   @jax.jit
   def weights_after_a_step_at(a):
     gw = jax.grad(lambda w: problem.train_loss(w, a, train, state.batch_stats)[0])(state.params)
-    updates, _ = spec.weight_opt().tx.update(gw, state.w_opt, state.params)
+    updates, _ = spec.weight_opt(batch['epochs']).tx.update(gw, state.w_opt, state.params)
     return optax.apply_updates(state.params, updates)
   want, at_old_alpha = weights_after_a_step_at(alpha), weights_after_a_step_at(state.alpha)
   new, _ = run.step_fn(jax.tree_util.tree_map(lambda x: x.copy(), state), batch)

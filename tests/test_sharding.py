@@ -78,7 +78,7 @@ def test_sharded_train_step_equals_one_device(tmp_path, tiny):
                               batch_size=16, epochs=1, devices=devices,
                               workdir=str(tmp_path / devices)), tiny)
     state = run.init_state()
-    state, m = run.train_step(state, *sharding.put(run.batch(0, 0), run.batch_sharding))
+    state, m = run.train_step(state, *sharding.put(run.batch(0, 0), run.batch_sharding), run.epochs)
     out[devices] = jax.device_get((state, m, run.evaluate(state)))
   chex.assert_trees_all_close(out['8'], out['1'], rtol=1e-4, atol=1e-6)
 

@@ -46,7 +46,7 @@ def test_evaluation_reads_the_whole_test_split(tmp_path):
   run = Trainer(_config(tmp_path), ds)
   state = run.init_state()
   for _ in range(3):  # move off the initial network so predictions vary
-    state, _ = run.train_step(state, *run.batch(0, _))
+    state, _ = run.train_step(state, *run.batch(0, _), run.epochs)
   logits, _ = run.spec.model.apply({'params': state.params, 'batch_stats': state.batch_stats},
                               ds.normalize(ds.x_test), train=False)
   logits = np.asarray(logits)

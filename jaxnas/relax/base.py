@@ -128,5 +128,5 @@ def linear_ramp(start: float, end: float):
   """``weight(epoch, epochs) = start + (end − start)·epoch/(epochs − 1)`` (constant when
   start == end)."""
   def weight(epoch, epochs):
-    return start + (end - start) * epoch / max(epochs - 1, 1)
+    return start + (end - start) * epoch / jnp.maximum(epochs - 1, 1)
   return weight
