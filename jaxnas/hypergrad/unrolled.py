@@ -102,8 +102,9 @@ def gaussian_directions(key, alpha, q: int, normalize: bool = False):
 def sge(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batches, key, *,
         n: N = 1, q: Annotated[int, Limits('Gaussian directions Q (SGE-NAS: 10)', min=1)] = 10,
         mu: MU = 1e-2, p: P = 0.01,
-        chunk: Annotated[int | None, Limits('perturbed runs vmapped at once (None: all Q)',
-                                            min=1)] = None) -> Estimate:
+        chunk: Annotated[int | None, Limits('perturbed runs vmapped at once (None: one at a '
+                                            'time on CPU, all Q on GPU/TPU)', min=1)] = None
+        ) -> Estimate:
   """SGE-NAS (Algorithm 1): the Jacobian ``dY^N/dα`` by Gaussian smoothing.
 
   Draw ``u_1 .. u_Q ~ N(0, I)`` in α-space; run the N inner SGD steps of
@@ -120,8 +121,10 @@ def sge(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batc
   a softmax whose inputs matter at scale O(1), so a perturbation of 1e-2 is
   in its linear range (bias O(μ)), while ``Y_j^N − Y^N`` stays well above
   float32 rounding of the weights. ``chunk`` bounds memory: the Q perturbed
-  runs go through ``lax.map`` in vmapped groups of that size (None: all Q at
-  once).
+  runs go through ``lax.map`` in vmapped groups of that size. None: all Q at once
+  on an accelerator, one at a time on CPU, where XLA's kernels for a batch of
+  networks are slower than a loop over them (NAS-Bench-201, C=8, one cell per
+  stage, batch 64, Q = 10: 3.8 s a step one at a time, 10.1 s all at once).
   """
   return _smoothed(problem, opt, weights, alpha, batches, key, n, q, mu, p, False, chunk)
 
@@ -148,7 +151,9 @@ def _smoothed(problem, opt, weights, alpha, batches, key, n, q, mu, p, normalize
     a = jax.tree_util.tree_map(lambda a, d: a + mu * d, alpha, u_j)
     y_j, _, _ = sgd_steps(problem, a, weights.w, weights.state, batches.train, p)
     return optax.tree.vdot(optax.tree.sub(y_j, y), gw) / mu
-  coeff = jax.lax.map(directional, u, batch_size=chunk or q)
+  if chunk is None:
+    chunk = 1 if jax.default_backend() == 'cpu' else q
+  coeff = jax.lax.map(directional, u, batch_size=chunk)
   g = jax.tree_util.tree_map(lambda g, u: g + jnp.tensordot(coeff, u, axes=1) / q, ga, u)
   return _train(problem, opt, weights, alpha, batches,
                 Estimate(g, weights, {**train_metrics, **val_metrics}))
