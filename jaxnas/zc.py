@@ -135,16 +135,15 @@ def score_batch(space, genotypes: list, proxy: str, batch, num_classes: int, cha
   if via == 'supernet':
     model = sp.supernet(channels, layers, num_classes, 'raw')
     alphas = [sp.onehot(g) for g in genotypes]
-    chunk = min(chunk, len(alphas))
-    alphas += alphas[-1:] * (-len(alphas) % chunk)
-    stacked = {k: np.stack([a[k] for a in alphas]) for k in alphas[0]}
-    variables = _without_edge_biases(
-        init_variables(model, key, x0, {k: v[0] for k, v in stacked.items()}))
+    variables = _without_edge_biases(init_variables(model, key, x0, alphas[0]))
 
     def one(variables, batch, alpha):
       return fn(proxies.supernet_apply(model, alpha), variables, batch, key, **options)
+    chunk, run = _fitting_chunk(jax.jit(jax.vmap(one, in_axes=(None, None, 0))), variables, batch,
+                                alphas[0], min(chunk, len(alphas)), proxy)
+    alphas += alphas[-1:] * (-len(alphas) % chunk)
+    stacked = {k: np.stack([a[k] for a in alphas]) for k in alphas[0]}
     parts = [{k: v[i:i + chunk] for k, v in stacked.items()} for i in range(0, len(alphas), chunk)]
-    run = jax.jit(jax.vmap(one, in_axes=(None, None, 0))).lower(variables, batch, parts[0]).compile()
     t1 = time.perf_counter()
     scores = []
     for i, part in enumerate(parts):
@@ -168,6 +167,29 @@ def score_batch(space, genotypes: list, proxy: str, batch, num_classes: int, cha
     bar.update(1)
   bar.close()
   return Scores(np.asarray(scores), via, time.perf_counter() - t0, len(genotypes) / run_seconds)
+
+
+def _fitting_chunk(vmapped, variables, batch, example, chunk: int, proxy: str):
+  """``(chunk, compiled)``: the vmapped scoring (``example`` one architecture's α)
+  compiled for ``chunk`` architectures at
+  once, or, where that program would not fit in memory (:func:`jaxnas.xla.memory_budget`,
+  e.g. GraSP's Hessian-vector product at NAS-Bench-201's size: 49 GiB for 16), for
+  the largest power of two below the chunk that fits, its memory taken as
+  proportional to the chunk."""
+  def compiled(c):
+    return vmapped.lower(variables, batch, {k: np.stack([v] * c) for k, v in example.items()}).compile()
+  run, budget = compiled(chunk), xla.memory_budget()
+  need = xla.program_bytes(run)
+  if budget is None or need <= budget:
+    return chunk, run
+  fits = 1
+  while 2 * fits < chunk and 2 * fits * need / chunk <= budget:
+    fits *= 2
+  if fits * need / chunk > budget:
+    raise ValueError(f'{proxy} through the supernet needs {need / chunk / 2**30:.1f} GiB an '
+                     f'architecture, more than the {budget / 2**30:.1f} GiB available: score '
+                     f'through each network (--via network)')
+  return fits, compiled(fits)
 
 
 def _without_edge_biases(variables):

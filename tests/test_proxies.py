@@ -450,3 +450,37 @@ def test_synflow_through_the_supernet_is_finite_and_equals_the_network_at_the_be
     got = proxies.score('synflow', proxies.network_apply(net), nv, batch, KEY)
     np.testing.assert_allclose(got, expected, rtol=1e-6)
   np.testing.assert_allclose(via_supernet, [101.13, 114.80, 113.64], atol=0.3)  # NASLib's
+
+
+def test_the_supernet_scores_in_smaller_chunks_where_a_chunk_would_not_fit_in_memory(monkeypatch):
+  # the memory of the vmapped program grows with the chunk: with a budget of ~2.5 chunks of
+  # one architecture, 8 at once become 2 at a time (the power of two below 2.5), the same
+  # scores; with less than one architecture's memory, a message that names --via network
+  from jaxnas import xla
+  from jaxnas.spaces import get_space
+  from jaxnas.zc import score_batch
+  sp = get_space('nb201')
+  genotypes = sp.sample_distinct(5, seed=0)
+  batch = (jax.random.normal(KEY, (4, 8, 8, 3)), jnp.arange(4) % 10)
+
+  def scores(chunk):
+    return score_batch(sp, genotypes, 'snip', batch, 10, 4, 1, via='supernet', chunk=chunk).scores
+  from jaxnas import zc
+  seen, chunks = [], []
+  real_bytes, real_fit = xla.program_bytes, zc._fitting_chunk
+  monkeypatch.setattr(xla, 'program_bytes', lambda c: seen.append(real_bytes(c)) or seen[-1])
+
+  def fit(*args):
+    chunk, run = real_fit(*args)
+    chunks.append(chunk)
+    return chunk, run
+  monkeypatch.setattr(zc, '_fitting_chunk', fit)
+  whole = scores(8)
+  per_architecture = seen[0] / 5   # the chunk is at most the 5 architectures
+  monkeypatch.setattr(xla, 'memory_budget', lambda: int(2.5 * per_architecture))
+  np.testing.assert_allclose(scores(8), whole, rtol=1e-5)
+  assert chunks == [5, 2]
+  monkeypatch.setattr(xla, 'memory_budget', lambda: int(0.5 * per_architecture))
+  with pytest.raises(ValueError, match=r'snip through the supernet needs .* GiB an architecture, '
+                                       r'more than the .* GiB available: .*--via network'):
+    scores(8)
