@@ -3,6 +3,7 @@
     python benchmarks/search_step.py                       # small and DARTS search size
     python benchmarks/search_step.py --sizes small --methods darts1,darts2
     python benchmarks/search_step.py --sizes small8,small --methods darts1,multistep-2,zen-warmup-2
+    python benchmarks/search_step.py --sizes nb201-reduced --methods darts1,sge-10,sge-10-all
 
 One search step = the estimator's α gradient on a validation batch + its
 weight update(s) + the α Adam step, one jitted function (jaxnas.search.Search);
@@ -31,22 +32,27 @@ SIZES = {
     'small': dict(space='darts', channels=8, layers=5, batch=32, image=32),
     'darts32': dict(space='darts', channels=16, layers=8, batch=32, image=32),
     'darts': dict(space='darts', channels=16, layers=8, batch=64, image=32),
+    # the reduced protocol of experiments/nb201_tables.py
+    'nb201-reduced': dict(space='nb201', channels=8, layers=1, batch=64, image=32),
 }
 METHODS = {'darts1': {}, 'darts2': {}, 'darts2-fd': {}, 'multistep-2': {'multistep_n': 2},
            'multistep-5': {'multistep_n': 5},
            # zero-cost DARTS' label-free step: 2 weight steps on Gaussian inputs (16 a step)
-           'zen-warmup-2': {'multistep_n': 2, 'warmup': True}}
+           'zen-warmup-2': {'multistep_n': 2, 'warmup': True},
+           # SGE-NAS' Q = 10: by default one perturbed run at a time on CPU; all 10 vmapped
+           'sge-10': {}, 'sge-10-all': {'sge_chunk': 10}}
 
 
 def measure(size: str, method: str, steps: int) -> dict:
-  name = 'multistep' if method.startswith(('multistep', 'zen-warmup')) else method
+  name = ('multistep' if method.startswith(('multistep', 'zen-warmup'))
+          else 'sge' if method.startswith('sge') else method)
   return time_search_step(SIZES[size], steps, method=name, **METHODS[method])
 
 
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--sizes', default='small8,small,darts32,darts')
-  p.add_argument('--methods', default=','.join(METHODS))
+  p.add_argument('--methods', default=','.join(m for m in METHODS if not m.startswith('sge')))
   p.add_argument('--steps', type=int, default=3)
   p.add_argument('--out', default=os.path.join(RESULTS, 'search_step.json'))
   p.add_argument('--child', nargs=2, help=argparse.SUPPRESS)

@@ -124,7 +124,8 @@ def sge(problem: Problem, opt: WeightOpt, weights: Weights, alpha, batches: Batc
   runs go through ``lax.map`` in vmapped groups of that size. None: all Q at once
   on an accelerator, one at a time on CPU, where XLA's kernels for a batch of
   networks are slower than a loop over them (NAS-Bench-201, C=8, one cell per
-  stage, batch 64, Q = 10: 3.8 s a step one at a time, 10.1 s all at once).
+  stage, batch 64, Q = 10: 3.3 s a step one at a time, 11.4 s all at once;
+  ``benchmarks/search_step.py --sizes nb201-reduced``).
   """
   return _smoothed(problem, opt, weights, alpha, batches, key, n, q, mu, p, False, chunk)
 
