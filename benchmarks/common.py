@@ -74,7 +74,9 @@ def time_search_step(size: dict, steps: int, warmup: bool = False, **config) -> 
   from jaxnas import sharding
 
   def batch(i):  # the warm-up reads no data
-    return (run.epochs,) if warmup else (sharding.put(run.batch(0, i), run.batch_shardings),)
+    if warmup:
+      return (run.epochs,)
+    return sharding.put(run.batch(0, i), run.batch_shardings), run.epochs
   lowered = (run.warmup_fn if warmup else run.step_fn).lower(state, *batch(0))
   box = [state]
 

@@ -204,7 +204,7 @@ def bf16_rows(sizes: dict):
       for step in range(4):
         state = run.init_state()
         alpha0 = jax.device_get(state.alpha)
-        state, _ = run.step_fn(state, run.batch(0, step))
+        state, _ = run.step_fn(state, run.batch(0, step), run.epochs)
         grads[dtype].append({k: (alpha0[k] - np.asarray(v)).ravel() for k, v in state.alpha.items()})
     for k in grads['float32'][0]:
       cos = [a[k] @ b[k] / np.linalg.norm(a[k]) / np.linalg.norm(b[k])

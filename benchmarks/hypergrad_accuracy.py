@@ -134,7 +134,7 @@ def _nb201_setup(batch_size, warmup_steps):
   run = Search(cfg)
   state = run.init_state()
   for i in range(warmup_steps):  # a short first-order search, so the weights are not at init
-    state, _ = run.step_fn(state, run.batch(*divmod(i, run.steps_per_epoch)))
+    state, _ = run.step_fn(state, run.batch(*divmod(i, run.steps_per_epoch)), run.epochs)
   rng = np.random.default_rng(0)
   norm = run.data.normalize  # the split holds images in [0, 1]
 

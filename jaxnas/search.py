@@ -6,9 +6,10 @@ the estimator says (DARTS: one step of the weight optimiser on a training batch,
 after the α step, at the new α). During the α warm-up (PC-DARTS' first 15
 epochs) :func:`weights_step` trains the weights alone. The step is
 :func:`search_step`, a module-level pure function of a :class:`StepSpec` (what
-the program depends on besides its arguments), the state and the batch, jitted
-once with the state donated; with the program cache on (the CLI's default) a
-later run of the same spec neither traces nor lowers it
+the program depends on besides its arguments), the state, the batch and the run's
+length in epochs (an argument, so that a run resumed for more epochs runs the same
+program), jitted once with the state donated; with the program cache on (the CLI's
+default) a later run of the same spec neither traces nor lowers it
 (:class:`jaxnas.xla.persistent_jit`, keyed by the spec's ``repr``).
 
 Order of the data: in epoch e, search step s reads training batches
@@ -105,7 +106,7 @@ def make_problem(spec: StepSpec, key, progress) -> hypergrad.Problem:
   return hypergrad.Problem(loss_on(0), loss_on(1), spec.forward_over_reverse)
 
 
-def _prepare(spec: StepSpec, state: SearchState, batch: dict):
+def _prepare(spec: StepSpec, state: SearchState, batch: dict, epochs):
   """The step's keys, augmented batches, problem and weights."""
   key = jax.random.wrap_key_data(state.key)
   key, k_train, k_val, k_est, k_relax = jax.random.split(key, 5)
@@ -114,7 +115,7 @@ def _prepare(spec: StepSpec, state: SearchState, batch: dict):
       jax.random.split(k_train, n), batch['train_x'])
   val_x = spec.augment(k_val, batch['val_x'], spec.mean, spec.std)
   epoch = state.wstep // spec.weight_steps_per_epoch
-  problem = make_problem(spec, k_relax, epoch / jnp.maximum(batch['epochs'] - 1, 1))
+  problem = make_problem(spec, k_relax, epoch / jnp.maximum(epochs - 1, 1))
   weights = hypergrad.Weights(state.params, state.batch_stats, state.w_opt, state.wstep)
   batches = hypergrad.Batches((train_x, batch['train_y']), (val_x, batch['val_y']))
   return key, k_est, epoch, problem, weights, batches
@@ -125,13 +126,15 @@ def _with_weights(state: SearchState, weights: hypergrad.Weights, **changes) -> 
                         wstep=weights.step, **changes)
 
 
-def search_step(spec: StepSpec, state: SearchState, batch: dict):
-  """One search step (module docstring); returns the new state and the step's metrics."""
-  key, k_est, epoch, problem, weights, batches = _prepare(spec, state, batch)
-  wopt = spec.weight_opt(batch['epochs'])
+def search_step(spec: StepSpec, state: SearchState, batch: dict, epochs):
+  """One search step (module docstring) of a search of ``epochs`` epochs (an array: the
+  program does not depend on the run's length); returns the new state and the step's
+  metrics."""
+  key, k_est, epoch, problem, weights, batches = _prepare(spec, state, batch, epochs)
+  wopt = spec.weight_opt(epochs)
   est = spec.estimator(problem, wopt, weights, state.alpha, batches, k_est)
   # the relaxation's regulariser λ_e R(α), e the epoch of the weight-step count
-  reg_weight = jnp.asarray(spec.relaxation.weight(epoch, batch['epochs']), jnp.float32)
+  reg_weight = jnp.asarray(spec.relaxation.weight(epoch, epochs), jnp.float32)
   reg, reg_grad = jax.value_and_grad(spec.relaxation.regularize)(state.alpha)
   alpha_grad = jax.tree_util.tree_map(lambda g, r: g + reg_weight * r, est.alpha_grad, reg_grad)
   updates, a_opt = spec.alpha_opt().update(alpha_grad, state.a_opt, state.alpha)
@@ -145,12 +148,12 @@ def search_step(spec: StepSpec, state: SearchState, batch: dict):
                    regularizer_weight=reg_weight)
 
 
-def weights_step(spec: StepSpec, state: SearchState, batch: dict):
+def weights_step(spec: StepSpec, state: SearchState, batch: dict, epochs):
   """A step of the α warm-up (``optim.alpha_warmup_epochs``): α frozen, the weights
   trained on the step's training batches (PC-DARTS ``train_search.py``: the
   architect's step only from epoch 15)."""
-  key, _, _, problem, weights, batches = _prepare(spec, state, batch)
-  wopt = spec.weight_opt(batch['epochs'])
+  key, _, _, problem, weights, batches = _prepare(spec, state, batch, epochs)
+  wopt = spec.weight_opt(epochs)
   weights, metrics = hypergrad.weight_steps(problem, wopt, weights, state.alpha, batches.train)
   return (_with_weights(state, weights, key=jax.random.key_data(key)),
           dict(metrics, lr=wopt.lr(state.wstep)))
@@ -209,19 +212,20 @@ class Search:
     self.replicated = sharding.replicated(self.mesh)
     train_sh, val_sh = sharding.batch_sharding(self.mesh, 1), sharding.batch_sharding(self.mesh, 0)
     self.batch_shardings = {'train_x': train_sh, 'train_y': train_sh, 'val_x': val_sh,
-                            'val_y': val_sh, 'epochs': self.replicated}
-    # the run's length is an input of the steps, not a constant of their programs: a run
-    # resumed for more epochs (and a test of another length) runs the same programs
+                            'val_y': val_sh}
+    # the run's length is an argument of the steps, not a constant of their programs: a
+    # run resumed for more epochs (and a test of another length) runs the same programs
     self.epochs = sharding.put(np.int32(cfg.size.epochs), self.replicated)
+    step_shardings = (self.replicated, self.batch_shardings, self.replicated)
     self._traces = [0]
     key = repr(self.spec)
     self.step_fn = xla.persistent_jit(
         _counting(self._traces, functools.partial(search_step, self.spec)), ['search_step', key],
-        donate_argnums=0, in_shardings=(self.replicated, self.batch_shardings),
+        donate_argnums=0, in_shardings=step_shardings,
         out_shardings=self.replicated)
     self.weights_fn = xla.persistent_jit(
         _counting(self._traces, functools.partial(weights_step, self.spec)), ['weights_step', key],
-        donate_argnums=0, in_shardings=(self.replicated, self.batch_shardings),
+        donate_argnums=0, in_shardings=step_shardings,
         out_shardings=self.replicated)
     self.warmup_fn = xla.persistent_jit(
         _counting(self._traces, functools.partial(warmup.warmup_step, self.spec)),
@@ -249,8 +253,7 @@ class Search:
     return sharding.put(state, self.replicated)
 
   def batch(self, epoch: int, step: int) -> dict[str, np.ndarray]:
-    """This process' rows of step ``step``'s batches (on one host: all of them), and the
-    run's length in epochs."""
+    """This process' rows of step ``step``'s batches (on one host: all of them)."""
     cfg, n, bs = self.config, self.n_train, self.config.size.batch_size
     if not 0 <= step < self.steps_per_epoch:
       raise IndexError(f'step {step} of epoch {epoch}: an epoch has {self.steps_per_epoch} steps')
@@ -261,7 +264,7 @@ class Search:
     rows = sharding.process_rows(bs)
     tr, va = np.stack(tr)[:, rows], va[rows]
     return {'train_x': self.train.x[tr], 'train_y': self.train.y[tr],
-            'val_x': self.val.x[va], 'val_y': self.val.y[va], 'epochs': np.int32(cfg.size.epochs)}
+            'val_x': self.val.x[va], 'val_y': self.val.y[va]}
 
   def step(self, state, epoch: int, step: int):
     if epoch < self.config.warmup.epochs:  # label-free: reads no batch
@@ -269,7 +272,7 @@ class Search:
     batch = sharding.put(self.batch(epoch, step), self.batch_shardings)
     alpha_frozen = epoch < self.config.warmup.epochs + self.config.optim.alpha_warmup_epochs
     fn = self.weights_fn if alpha_frozen else self.step_fn
-    return (*fn(state, batch), fn)
+    return (*fn(state, batch, self.epochs), fn)
 
   def end_epoch(self, state, epoch: int) -> dict:
     try:

@@ -107,16 +107,15 @@ class TrainResult:
 
 
 class TrainSpec(NamedTuple):
-  """What the training step's program depends on besides its arguments."""
+  """What the training step's program depends on besides its arguments (not the run's
+  length: ``epochs`` is an argument of the step, so a run resumed for more epochs runs
+  the program it compiled)."""
   model: Any
   config: TrainConfig        # resolved
   steps_per_epoch: int
   augment: data_lib.Augment
   mean: tuple[float, ...]
   std: tuple[float, ...]
-
-  # ``epochs``, the run's length, is an array in the step: the program does not depend
-  # on it, so a run resumed for more epochs runs the same program
 
   def schedule(self, epochs):
     c = self.config
@@ -217,7 +216,8 @@ class Trainer:
     k_w, k_run = jax.random.split(jax.random.key(self.config.seed))
     x = jnp.zeros((1,) + self.data.image_shape, jnp.float32)
     v = init_variables(self.spec.model, k_w, x)
-    state = TrainState(v['params'], v.get('batch_stats', {}), self.spec.tx(self.config.epochs).init(v['params']),
+    state = TrainState(v['params'], v.get('batch_stats', {}),
+                       self.spec.tx(self.config.epochs).init(v['params']),
                        jnp.zeros((), jnp.int32), jax.random.key_data(k_run))
     return sharding.put(state, self.replicated)
 

@@ -171,11 +171,10 @@ def score_batch(space, genotypes: list, proxy: str, batch, num_classes: int, cha
 
 def _fitting_chunk(vmapped, variables, batch, example, chunk: int, proxy: str):
   """``(chunk, compiled)``: the vmapped scoring (``example`` one architecture's α)
-  compiled for ``chunk`` architectures at
-  once, or, where that program would not fit in memory (:func:`jaxnas.xla.memory_budget`,
-  e.g. GraSP's Hessian-vector product at NAS-Bench-201's size: 49 GiB for 16), for
-  the largest power of two below the chunk that fits, its memory taken as
-  proportional to the chunk."""
+  compiled for ``chunk`` architectures at once, or, where that program would not fit
+  in memory (:func:`jaxnas.xla.memory_budget`; GraSP's Hessian-vector product at
+  NAS-Bench-201's size: 49 GiB for 16), for the largest power of two below the chunk
+  that fits, its memory taken as proportional to the chunk."""
   def compiled(c):
     return vmapped.lower(variables, batch, {k: np.stack([v] * c) for k, v in example.items()}).compile()
   run, budget = compiled(chunk), xla.memory_budget()

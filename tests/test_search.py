@@ -40,7 +40,7 @@ def test_step_traces_once(tmp_path, tiny, method, weight_steps):
   alpha0 = np.asarray(state.alpha['cell'])
   steps = [divmod(i, run.steps_per_epoch) for i in range(3)]
   for epoch, step in steps:
-    state, metrics = run.step_fn(state, run.batch(epoch, step))
+    state, metrics = run.step_fn(state, run.batch(epoch, step), run.epochs)
     assert np.isfinite(float(metrics['train_loss'])) and np.isfinite(float(metrics['val_loss']))
   assert run.traces == 1
   assert int(state.wstep) == 3 * weight_steps
@@ -225,7 +225,7 @@ def test_every_estimator_with_every_relaxation(tmp_path, tiny, method, relaxatio
   state = run.init_state()
   assert set(state.alpha) == ({'cell', 'cell_edges'} if relaxation == 'pc' else {'cell'})
   for step in range(2):
-    state, metrics = run.step_fn(state, run.batch(0, step))
+    state, metrics = run.step_fn(state, run.batch(0, step), run.epochs)
     metrics = jax.device_get(metrics)
     assert np.isfinite(metrics['train_loss']) and np.isfinite(metrics['val_loss'])
     assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree_util.tree_leaves(state.alpha))
@@ -270,7 +270,7 @@ def test_the_regulariser_gradient_joins_the_hypergradient(tmp_path, tiny):
                         alpha_weight_decay=0.0, **weights), tiny)
     state = run.init_state()
     alpha0 = np.asarray(state.alpha['cell'])
-    state, _ = run.step_fn(state, run.batch(0, 0))
+    state, _ = run.step_fn(state, run.batch(0, 0), run.epochs)
     alphas[relaxation] = np.asarray(state.alpha['cell'])
   soft = np.exp(alpha0) / np.exp(alpha0).sum(1, keepdims=True)
   np.testing.assert_allclose(alphas['beta'] - alphas['softmax'], -0.1 * 5.0 * soft / 6,
@@ -317,7 +317,7 @@ def test_program_cache_skips_the_trace_and_keeps_the_numbers(tmp_path, tiny, mon
     run = Search(cfg, tiny)
     state = run.init_state()
     for i in range(n):
-      state, _ = run.step_fn(state, run.batch(0, i))
+      state, _ = run.step_fn(state, run.batch(0, i), run.epochs)
     return run, np.asarray(state.alpha['cell']), np.asarray(jax.tree_util.tree_leaves(state.params)[0])
 
   cfg = config(tmp_path)
@@ -370,10 +370,10 @@ def test_darts_moves_alpha_first_then_the_weights_at_the_new_alpha(tmp_path, tin
   @jax.jit
   def weights_after_a_step_at(a):
     gw = jax.grad(lambda w: problem.train_loss(w, a, train, state.batch_stats)[0])(state.params)
-    updates, _ = spec.weight_opt(batch['epochs']).tx.update(gw, state.w_opt, state.params)
+    updates, _ = spec.weight_opt(run.epochs).tx.update(gw, state.w_opt, state.params)
     return optax.apply_updates(state.params, updates)
   want, at_old_alpha = weights_after_a_step_at(alpha), weights_after_a_step_at(state.alpha)
-  new, _ = run.step_fn(jax.tree_util.tree_map(lambda x: x.copy(), state), batch)
+  new, _ = run.step_fn(jax.tree_util.tree_map(lambda x: x.copy(), state), batch, run.epochs)
   np.testing.assert_allclose(new.alpha['cell'], alpha['cell'], rtol=1e-5, atol=1e-7)
   got, want, old = (np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(t)])
                     for t in (new.params, want, at_old_alpha))
@@ -423,13 +423,13 @@ def test_bfloat16_step_keeps_float32_state_and_the_float32_alpha_gradient(tmp_pa
     run = Search(config(tmp_path, channels=8, compute_dtype=dtype, alpha_optimizer='sgd',
                         alpha_lr=1.0, alpha_weight_decay=0.0), ds)
     if name == 'bfloat16':  # the convolutions and matrix products do run in bfloat16
-      hlo = run.step_fn.lower(run.init_state(), run.batch(0, 0)).as_text()
+      hlo = run.step_fn.lower(run.init_state(), run.batch(0, 0), run.epochs).as_text()
       assert 'convolution' in hlo and 'bf16' in hlo
     grads[name] = []
     for step in range(4):
       state = run.init_state()
       alpha0 = np.asarray(state.alpha['cell'])
-      state, metrics = run.step_fn(state, run.batch(0, step))
+      state, metrics = run.step_fn(state, run.batch(0, step), run.epochs)
       assert ({str(a.dtype) for a in jax.tree_util.tree_leaves(state)}
               <= {'float32', 'int32', 'uint32'})
       assert np.isfinite(float(metrics['val_loss']))

@@ -60,7 +60,8 @@ def test_sharded_search_step_equals_one_device(tmp_path, tiny, method):
     assert run.mesh.devices.size == int(devices)
     state = run.init_state()
     for step in range(2):
-      state, m = run.step_fn(state, sharding.put(run.batch(0, step), run.batch_shardings))
+      batch = sharding.put(run.batch(0, step), run.batch_shardings)
+      state, m = run.step_fn(state, batch, run.epochs)
     if devices == '8':
       for leaf in jax.tree_util.tree_leaves(state):
         assert leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == 8
@@ -96,7 +97,8 @@ def test_sharded_freedarts_saliency_equals_one_device(tiny):
 
 def test_checkpoint_written_on_8_devices_restores_on_1_and_4(tmp_path, tiny):
   run = Search(search_config(tmp_path, devices='8'), tiny)
-  state, _ = run.step_fn(run.init_state(), sharding.put(run.batch(0, 0), run.batch_shardings))
+  state, _ = run.step_fn(run.init_state(), sharding.put(run.batch(0, 0), run.batch_shardings),
+                        run.epochs)
   saved = jax.device_get(state)
   ckpt = Checkpointer(str(tmp_path / 'ck'))
   ckpt.save(1, state, {'epoch': 0, 'step': 1})
@@ -111,6 +113,7 @@ def test_checkpoint_written_on_8_devices_restores_on_1_and_4(tmp_path, tiny):
       assert leaf.sharding == other.replicated
     chex.assert_trees_all_equal(jax.device_get(restored), saved)
   # and the restored state steps on its new mesh
-  state, metrics = other.step_fn(restored, sharding.put(other.batch(0, 1), other.batch_shardings))
+  state, metrics = other.step_fn(restored, sharding.put(other.batch(0, 1), other.batch_shardings),
+                                 other.epochs)
   assert np.isfinite(float(metrics['val_loss']))
 
