@@ -8,6 +8,7 @@ Errors a user can cause are one message and a non-zero exit status;
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import textwrap
@@ -17,6 +18,21 @@ from jaxnas import benchmark_table
 from jaxnas import config as config_lib
 from jaxnas import free, pipeline, search, spaces, train, xla, zc
 from jaxnas.checkpoint import Interrupted
+from jaxnas.config import option
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamsConfig:
+  """What ``jaxnas params`` counts (:func:`jaxnas.spaces.count_network_params`)."""
+  space: str = option('darts', 'search space', choices=lambda: spaces.SPACES)
+  genotype: str | None = option(None, 'published name (e.g. DARTS_V2), JSON file, or genotype string')
+  channels: int | None = option(None, "initial channels C (None: the space's)", min=1)
+  layers: int | None = option(None, 'cells (darts) or cells per stage (nb201)', min=1)
+  classes: int = option(10, 'classes of the classifier', min=1)
+  supernet: bool = option(False, 'count the search supernet instead')
+
+  def __post_init__(self):
+    config_lib.validate(self)
 
 
 class Command(NamedTuple):
@@ -101,7 +117,7 @@ def _report_zc(result, args) -> str:
 
 COMMANDS: dict[str, Command] = {
     'params': Command(
-        spaces.ParamsConfig, lambda c: spaces.count_network_params(**config_lib.to_json(c)),
+        ParamsConfig, lambda c: spaces.count_network_params(**config_lib.to_json(c)),
         _report_params, 'count the parameters of a network or supernet',
         'Prints the parameter count (the auxiliary head counted apart, as quark0/darts does) '
         'on the last line as a plain integer. Nothing is compiled.'),

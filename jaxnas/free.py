@@ -51,7 +51,7 @@ import optax
 from jaxnas import benchmark_table
 from jaxnas import config as config_lib
 from jaxnas import data as data_lib
-from jaxnas import optim, outputs, proxies, sharding, spaces, xla
+from jaxnas import optim, outputs, proxies, relax, sharding, spaces, xla
 from jaxnas.config import option
 from jaxnas.hypergrad.base import grad_and_hvp
 from jaxnas.proxies import saliency
@@ -62,19 +62,30 @@ from jaxnas.spaces.base import forward_over_reverse, init_variables
 SALIENCIES = proxies.names(of_alpha=True)   # synflow, snip, grasp
 CONVENTIONS = ('paper', 'code')
 
+# How FreeDARTS' notebooks compute the saliencies, by space (the 'code' convention).
+CODE_CONVENTIONS = {
+    # anonymous-submission1991/FreeDARTS DARTS_CNN/FreeDARTS_{SNIP,SynFlow,GraSP}_oneshot.ipynb:
+    # param.abs_() for every saliency, SynFlow with α signed, GraSP's vector α' itself,
+    # args.arch_learning_rate 3e-4
+    'darts': SaliencyConvention(('snip', 'synflow', 'grasp'), True, False, 'vector_alpha', 3e-4),
+    # anonymous-submission1991/FreeDARTS NAS_Bench201/exps/algos/FreeDARTS_*_oneshot.ipynb: SNIP
+    # as the paper's, SynFlow at |θ| and |α|, GraSP at θ with the vector g(α),
+    # args.arch_learning_rate 3e-2
+    'nb201': SaliencyConvention(('synflow',), True, True, 'vector_grad', 3e-2),
+}
 
-def convention(name: str, space) -> SaliencyConvention:
-  """The saliency convention ``name`` ('paper' or 'code': the space's notebooks,
-  ``SearchSpace.saliency_code``) on ``space`` (a name or a SearchSpace)."""
+
+def convention(name: str, space: str) -> SaliencyConvention:
+  """The saliency convention ``name`` on the space named ``space``: 'paper' (the
+  paper's formulas) or 'code' (the space's notebooks, :data:`CODE_CONVENTIONS`)."""
   if name not in CONVENTIONS:
     raise ValueError(f'unknown convention {name!r}; known conventions: {", ".join(CONVENTIONS)}')
-  sp = get_space(space) if isinstance(space, str) else space
   if name == 'paper':
     return SaliencyConvention()
-  if sp.saliency_code is None:
-    raise ValueError(f"--convention code: FreeDARTS' notebooks do not cover the {sp.name} space; "
+  if space not in CODE_CONVENTIONS:
+    raise ValueError(f"--convention code: FreeDARTS' notebooks do not cover the {space} space; "
                      'use --convention paper')
-  return sp.saliency_code
+  return CODE_CONVENTIONS[space]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,9 +225,9 @@ def free(config: FreeConfig, dataset: data_lib.Dataset | None = None) -> FreeRes
   space = get_space(cfg.space)
   conv = convention(cfg.convention, cfg.space)
   ds = dataset or data_lib.load(cfg.dataset, cfg.data_dir)
-  model = space.supernet(cfg.channels, cfg.layers, ds.num_classes, 'raw')
+  model = space.supernet(cfg.channels, cfg.layers, ds.num_classes, relax.make('raw'))
   k_alpha, k_w, k_batch = jax.random.split(jax.random.key(cfg.seed), 3)
-  alpha = space.init_alpha(k_alpha, cfg.alpha_scale, 'raw')
+  alpha = space.init_alpha(k_alpha, cfg.alpha_scale, relax.make('raw'))
   x0 = jnp.zeros((1,) + ds.image_shape, jnp.float32)
   variables = init_variables(model, k_w, x0, alpha)
   idx = np.asarray(jax.random.choice(k_batch, len(ds.x_train), (min(cfg.batch_size, len(ds.x_train)),),
@@ -235,7 +246,7 @@ def free(config: FreeConfig, dataset: data_lib.Dataset | None = None) -> FreeRes
   fns = [xla.persistent_jit(stage, ['free', cfg.saliency, k, repr(conv), type(model).__module__,
                                     repr(model)],
                             out_shardings=sharding.replicated(mesh),
-                            compiler_options={} if heavy else xla.cpu_compile_options(space.run_once_options))
+                            compiler_options={} if heavy else xla.run_once_options(space.name))
          for k, stage in enumerate(saliency_stages(model, cfg.saliency, forward_over_reverse(space),
                                                    conv))]
   # each stage is lowered while XLA compiles the one before (outside the GIL); then

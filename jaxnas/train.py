@@ -1,9 +1,9 @@
 """Evaluation training: the discrete network of a genotype, trained from scratch.
 
 Fields left None are resolved by the space's evaluation recipe
-(``SearchSpace.eval_recipe``: DARTS' ``train.py`` on the DARTS space,
-NAS-Bench-201's on its own; on the embedded 8x8 digits the networks and runs
-are scaled down so that a training finishes in a minute or two on a CPU).
+(:data:`EVAL_RECIPES`: DARTS' ``train.py`` on the DARTS space, NAS-Bench-201's
+on its own; on the embedded 8x8 digits the networks and runs are scaled down so
+that a training finishes in a minute or two on a CPU).
 
 Order of the data: step s of epoch e reads training batch ``s`` of the
 permutation drawn from ``(seed, e)`` (:func:`jaxnas.data.batch_indices`), so a
@@ -30,6 +30,32 @@ from jaxnas import loop, optim, plot, sharding, spaces
 from jaxnas.config import option
 from jaxnas.spaces import get_space
 from jaxnas.spaces.base import count_params, init_variables
+
+
+def darts_recipe(small: bool) -> dict:
+  """DARTS' evaluation recipe (quark0/darts ``train.py``): SGD momentum 0.9, lr 0.025
+  cosine to 0, weight decay 3e-4, clipping 5, auxiliary head weight 0.4, drop-path 0.2
+  rising linearly, batch 96, 600 epochs, C=36, 20 cells (cutout: the data set's). On
+  the embedded digits: C=8, 5 cells, batch 64, 20 epochs."""
+  return {'epochs': 20 if small else 600, 'batch_size': 64 if small else 96,
+          'channels': 8 if small else 36, 'layers': 5 if small else 20, 'lr': 0.025,
+          'nesterov': False, 'weight_decay': 3e-4, 'grad_clip': 5.0, 'auxiliary': True,
+          'drop_path': 0.2}
+
+
+def nb201_recipe(small: bool) -> dict:
+  """NAS-Bench-201's training recipe (Dong and Yang 2020, §3; AutoDL-Projects
+  ``configs/nas-benchmark/hyper-opts/200E.config``): SGD 0.1 Nesterov, momentum 0.9,
+  weight decay 5e-4, cosine to 0, batch 256, 200 epochs, no clipping, C=16, N=5. On
+  the embedded digits: C=8, one cell per stage, batch 64, 20 epochs."""
+  return {'epochs': 20 if small else 200, 'batch_size': 64 if small else 256,
+          'channels': 8 if small else 16, 'layers': 1 if small else 5, 'lr': 0.1,
+          'nesterov': True, 'weight_decay': 5e-4, 'grad_clip': 0.0, 'auxiliary': False,
+          'drop_path': 0.0, 'cutout': 0}
+
+
+# space -> (small: bool) -> TrainConfig fields: how the space's networks were trained
+EVAL_RECIPES = {'darts': darts_recipe, 'nb201': nb201_recipe}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,8 +101,12 @@ class TrainConfig:
     if self.genotype is None:
       raise ValueError('give --genotype: a published name '
                        f'({", ".join(space.genotypes)}), a genotype.json file or a genotype string')
+    if self.space not in EVAL_RECIPES:
+      raise ValueError(f'the {space.title} space has no evaluation recipe: add one to '
+                       'jaxnas.train.EVAL_RECIPES')
     recipe = {'cutout': data_lib.default_train_augment(self.dataset).cutout,
-              **space.eval_recipe(self.dataset == 'digits'), 'devices': sharding.default_devices()}
+              **EVAL_RECIPES[self.space](self.dataset == 'digits'),
+              'devices': sharding.default_devices()}
     out = dataclasses.replace(self, **{k: v for k, v in recipe.items() if getattr(self, k) is None})
     if 'auxiliary' not in space.network_options and (out.auxiliary or out.drop_path):
       raise ValueError(f'the {space.title} network has no auxiliary head and no drop-path: '

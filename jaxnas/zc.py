@@ -32,13 +32,19 @@ import numpy as np
 from jaxnas import benchmark_table
 from jaxnas import config as config_lib
 from jaxnas import data as data_lib
-from jaxnas import outputs, proxies, sharding, spaces, xla
+from jaxnas import outputs, proxies, relax, sharding, spaces, xla
 from jaxnas.config import option, registry_options
 from jaxnas.spaces import get_space
 from jaxnas.spaces.base import init_variables
 
 SUPERNET_PROXIES = proxies.names(supernet_exact=True)
 VIAS = ('auto', 'supernet', 'network')
+# The spaces whose one-hot raw-α supernet computes the discrete network's logits, so that
+# the supernet-exact proxies may score through it: NAS-Bench-201's (the one-hot supernet
+# has every edge of the discrete cell, and no BatchNorm the cell lacks); not DARTS' (its
+# supernet follows each pooling op with a BatchNorm the network lacks, quark0/darts
+# model_search.py MixedOp).
+ONEHOT_SUPERNET_EXACT = frozenset({'nb201'})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +101,8 @@ def resolve_via(space, proxy: str, via: str) -> str:
     raise ValueError(f'{proxy} reads the network\'s insides and is not exact through the '
                      f'supernet: use via network (supernet-exact: {", ".join(SUPERNET_PROXIES)})')
   if via == 'auto':
-    return 'supernet' if space.onehot_supernet_exact and proxy in SUPERNET_PROXIES else 'network'
+    exact = space.name in ONEHOT_SUPERNET_EXACT
+    return 'supernet' if exact and proxy in SUPERNET_PROXIES else 'network'
   return via
 
 
@@ -121,7 +128,7 @@ def score_batch(space, genotypes: list, proxy: str, batch, num_classes: int, cha
   ``supernet``: one program, ``vmap``-ped over ``chunk`` one-hot α at a time (the
   last chunk padded), run chunk by chunk; ``network``: one program per
   architecture, compiled with the space's options for programs run once
-  (``SearchSpace.run_once_options``: NAS-Bench-201 at C=16, 5 cells per stage,
+  (:data:`jaxnas.xla.RUN_ONCE_OPTIONS`: NAS-Bench-201 at C=16, 5 cells per stage,
   batch 64 of 32x32, compile + run per architecture: SNIP 2.9 -> 2.2 s, GraSP
   9.8 -> 7.3 s, Zen 2.6 -> 1.4 s).
   """
@@ -133,7 +140,7 @@ def score_batch(space, genotypes: list, proxy: str, batch, num_classes: int, cha
   bar = _progress(len(genotypes), f'{proxy} via {via}', progress)
   t0 = time.perf_counter()
   if via == 'supernet':
-    model = sp.supernet(channels, layers, num_classes, 'raw')
+    model = sp.supernet(channels, layers, num_classes, relax.make('raw'))
     alphas = [sp.onehot(g) for g in genotypes]
     variables = _without_edge_biases(init_variables(model, key, x0, alphas[0]))
 
@@ -160,7 +167,7 @@ def score_batch(space, genotypes: list, proxy: str, batch, num_classes: int, cha
     variables = init_variables(net, key, x0)
     jitted = proxies.jitted(proxy, proxies.network_apply(net), **options)
     compiled = jitted.lower(variables, batch, key).compile(
-        compiler_options=xla.cpu_compile_options(sp.run_once_options))
+        compiler_options=xla.run_once_options(sp.name))
     t1 = time.perf_counter()
     scores.append(float(compiled(variables, batch, key)))
     run_seconds += time.perf_counter() - t1

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxnas import data, free
+from jaxnas import data, free, relax
 from jaxnas.spaces import get_space, nb201
 from jaxnas.proxies.saliency import SaliencyConvention
 from jaxnas.spaces.base import init_variables
@@ -33,7 +33,7 @@ def tiny():
 
 def _setup(tiny, alpha):
   space = get_space('nb201')
-  model = space.supernet(4, 1, 10, 'raw')
+  model = space.supernet(4, 1, 10, relax.make('raw'))
   v = init_variables(model, jax.random.key(1), jnp.zeros((1, 8, 8, 1)), alpha)
   x = data.NO_AUGMENT(jax.random.key(0), tiny.x_train[:16], tiny.mean, tiny.std)
   return space, model, v, (x, jnp.asarray(tiny.y_train[:16]))
@@ -61,7 +61,7 @@ def test_snip_and_grasp_are_their_definitions(tiny, space_name):
       space, model, v, batch = _setup(tiny, alpha)
     else:
       space = get_space('darts')
-      model = space.supernet(4, 2, 10, 'raw')
+      model = space.supernet(4, 2, 10, relax.make('raw'))
       alpha = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64),
                                      space.init_alpha(jax.random.key(3), 1e-2))
       v = init_variables(model, jax.random.key(1), jnp.zeros((1, 8, 8, 1)), alpha)
@@ -145,7 +145,7 @@ def test_a_second_run_loads_the_saliency_program(tiny, tmp_path, monkeypatch):
 
 def _darts_setup(tiny, dtype=jnp.float64):
   space = get_space('darts')
-  model = space.supernet(4, 2, 10, 'raw')
+  model = space.supernet(4, 2, 10, relax.make('raw'))
   alpha = jax.tree_util.tree_map(lambda a: a.astype(dtype), space.init_alpha(jax.random.key(3), 1e-2))
   v = init_variables(model, jax.random.key(1), jnp.zeros((1, 8, 8, 1)), alpha)
   v = jax.tree_util.tree_map(lambda a: a.astype(dtype), v)

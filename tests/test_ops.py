@@ -315,11 +315,10 @@ def test_kernel_path_by_backend_and_override(monkeypatch):
 
 def test_no_cpu_flags_or_compile_options_on_an_accelerator(monkeypatch):
   from jaxnas import xla
-  from jaxnas.spaces import get_space
-  options = get_space('nb201').run_once_options
-  assert xla.cpu_compile_options(options) == dict(options)
+  assert xla.run_once_options('nb201') == {'xla_backend_optimization_level': 1}
+  assert xla.run_once_options('a new space') == {'xla_backend_optimization_level': 0}
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
-  assert xla.cpu_compile_options(options) == {}
+  assert xla.run_once_options('nb201') == {}
   for platforms, flags in (('cuda', ''), ('tpu', ''), ('cpu', ' '.join(xla.CPU_FLAGS))):
     monkeypatch.setenv('JAX_PLATFORMS', platforms)
     monkeypatch.setenv('XLA_FLAGS', '')

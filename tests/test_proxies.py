@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxnas import ops, proxies
+from jaxnas import ops, proxies, relax
 from jaxnas.proxies import gram as ntk_lib
 from jaxnas.proxies import expressivity as zen
 from jaxnas.proxies import saliency
@@ -326,7 +326,7 @@ def test_grad_norm_through_the_one_hot_supernet_is_the_networks_per_layer_sum():
   from jaxnas.spaces.base import init_variables
   sp = get_space('nb201')
   genotype = sp.load_genotype(CELL)
-  model = sp.supernet(4, 1, 10, 'raw')
+  model = sp.supernet(4, 1, 10, relax.make('raw'))
   alpha = sp.onehot(genotype)
   _, _, batch = _nb201(CELL)
   v = init_variables(model, jax.random.key(0), batch[0][:1], alpha)
@@ -441,7 +441,7 @@ def test_synflow_through_the_supernet_is_finite_and_equals_the_network_at_the_be
                              chunk=3).scores
   assert np.all(np.isfinite(via_supernet)) and np.all(via_supernet > 88.8), via_supernet
   # score_batch's supernet weights, drawn as it draws them
-  supernet = sp.supernet(16, 5, 10, 'raw')
+  supernet = sp.supernet(16, 5, 10, relax.make('raw'))
   sv = init_variables(supernet, KEY, batch[0], sp.onehot(genotypes[0]))
   for g, expected in zip(genotypes, via_supernet):
     net = sp.network(g, 16, 5, 10, **{k: False for k in sp.network_options})

@@ -249,11 +249,12 @@ def test_fair_threshold_rule_nb201():
 @pytest.mark.parametrize('space', ['nb201', 'darts'])
 def test_pc_supernet_has_edge_arrays_and_fewer_weights(space):
   sp = get_space(space)
-  alpha = sp.init_alpha(jax.random.key(0), 1e-3, 'pc')
-  sp.check_alpha(alpha, 'pc')
+  pc = relax.make('pc')
+  alpha = sp.init_alpha(jax.random.key(0), 1e-3, pc)
+  sp.check_alpha(alpha, pc)
   with pytest.raises(ValueError, match='keys'):
     sp.check_alpha(alpha)
   x = jnp.zeros((1, 8, 8, 3))
   count = lambda r, a: sum(int(np.prod(l.shape)) for l in jax.tree_util.tree_leaves(
-      jax.eval_shape(lambda: sp.supernet(8, 2, 10, r).init(jax.random.key(0), x, a))['params']))
+      jax.eval_shape(lambda: sp.supernet(8, 2, 10, relax.make(r)).init(jax.random.key(0), x, a))['params']))
   assert count('pc', alpha) < count('softmax', sp.init_alpha(jax.random.key(0)))

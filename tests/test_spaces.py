@@ -371,3 +371,23 @@ def test_a_node_with_one_input_or_none_builds_and_counts_its_parameters():
   # three concatenated nodes where DARTS_V2 has four: the next cell reads 3·C channels
   three, _ = spaces.count_network_params('darts', absent, 8, 4, image_size=8)
   assert three < fewer
+
+
+def test_a_new_space_is_its_module_and_one_registration(monkeypatch, tmp_path):
+  # a space registered with nothing but its SearchSpace: the features keyed by space
+  # fall back to their defaults or say what to add
+  import dataclasses
+  from jaxnas import config as config_lib, free, search_config, train, xla, zc
+  new = dataclasses.replace(nb201.SPACE, name='new', title='New')
+  monkeypatch.setitem(spaces.SPACES, 'new', new)
+  cfg = config_lib.make(search_config.SearchConfig, space='new', workdir=str(tmp_path)).resolved()
+  assert cfg.optim.weight_decay == 3e-4 and not cfg.optim.nesterov   # DARTS' (nb201's: 5e-4, Nesterov)
+  assert zc.resolve_via(new, 'synflow', 'auto') == 'network'        # nb201: supernet
+  assert xla.run_once_options('new') == {'xla_backend_optimization_level': 0}
+  assert free.convention('paper', 'new') == free.convention('paper', 'nb201')
+  with pytest.raises(ValueError, match="notebooks do not cover the new space"):
+    free.convention('code', 'new')
+  with pytest.raises(ValueError, match='the New space has no evaluation recipe: add one to '
+                                       'jaxnas.train.EVAL_RECIPES'):
+    train.TrainConfig(space='new', genotype=NB201_ARCH).resolved()
+  assert new.derive_genotype(new.onehot(new.load_genotype(NB201_ARCH))) == nb201.Genotype.from_text(NB201_ARCH)

@@ -31,8 +31,8 @@ from jaxnas.proxies.base import cross_entropy, logits_train, merge, split_weight
 
 class SaliencyConvention(NamedTuple):
   """How FreeDARTS computes its saliencies of α (``jaxnas.free`` docstring): the paper's
-  formulas (the defaults), or the authors' notebooks on a space (that space's
-  ``SearchSpace.saliency_code``)."""
+  formulas (the defaults), or the authors' notebooks on a space
+  (``jaxnas.free.CODE_CONVENTIONS``)."""
   abs_weights: tuple[str, ...] = ()   # the saliencies computed at |θ|
   synflow_train_bn: bool = False      # BatchNorm in training mode, one all-ones image, float32
   synflow_abs_alpha: bool = True      # SynFlow at |α| (else α signed)

@@ -1,12 +1,9 @@
 """Search spaces by name: ``get_space('darts')``, ``get_space('nb201')``."""
-import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
 
-from jaxnas import config as config_lib
-from jaxnas.config import option
 from jaxnas.spaces import darts, nb201
 from jaxnas.spaces.base import SearchSpace, count_params
 
@@ -18,20 +15,6 @@ def get_space(name: str) -> SearchSpace:
     return SPACES[name]
   except KeyError:
     raise ValueError(f'unknown search space {name!r}; known spaces: {", ".join(SPACES)}') from None
-
-
-@dataclasses.dataclass(frozen=True)
-class ParamsConfig:
-  """What ``jaxnas params`` counts (:func:`count_network_params`)."""
-  space: str = option('darts', 'search space', choices=lambda: SPACES)
-  genotype: str | None = option(None, 'published name (e.g. DARTS_V2), JSON file, or genotype string')
-  channels: int | None = option(None, "initial channels C (None: the space's)", min=1)
-  layers: int | None = option(None, 'cells (darts) or cells per stage (nb201)', min=1)
-  classes: int = option(10, 'classes of the classifier', min=1)
-  supernet: bool = option(False, 'count the search supernet instead')
-
-  def __post_init__(self):
-    config_lib.validate(self)
 
 
 def count_network_params(space: str, genotype=None, channels: int | None = None,
@@ -58,5 +41,5 @@ def count_network_params(space: str, genotype=None, channels: int | None = None,
   return count_params(params) - aux, aux
 
 
-__all__ = ['ParamsConfig', 'SPACES', 'SearchSpace', 'count_network_params', 'count_params', 'darts', 'get_space',
+__all__ = ['SPACES', 'SearchSpace', 'count_network_params', 'count_params', 'darts', 'get_space',
            'nb201']

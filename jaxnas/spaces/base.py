@@ -1,4 +1,13 @@
-"""What every search space provides, and the helpers they share."""
+"""What every search space provides, and the helpers they share.
+
+A space is its cells and networks only. What a feature needs to know about a
+space lives with that feature, keyed by the space's name: the search recipe in
+:mod:`jaxnas.search_config`, the evaluation recipe in :mod:`jaxnas.train`,
+FreeDARTS' notebook conventions in :mod:`jaxnas.free`, whether the one-hot
+supernet is exact for the proxies in :mod:`jaxnas.zc`, the compile options of
+programs run once in :mod:`jaxnas.xla`. A new space is its module, one line in
+``jaxnas.spaces.SPACES`` and its test.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -14,7 +23,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from jaxnas import ops, xla
+from jaxnas import kernels, ops, relax, xla
+from jaxnas.relax import Relaxation
+
+# the relaxation a space's methods assume where none is given
+SOFTMAX = relax.make('softmax')
 
 
 class CellDrawing(NamedTuple):
@@ -28,15 +41,14 @@ class CellDrawing(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class SearchSpace:
-  """A cell search space: everything the rest of jaxnas asks of one.
+  """A cell search space: its cells, its networks and its genotypes.
 
   Attributes:
     name: registry name; ``title`` its name in pictures.
     primitives: candidate op names, in α column order.
     alpha_shapes: α array name -> (edges, ops); the names are the cell types.
     build_supernet: ``(channels, layers, num_classes, relaxation, **kw) -> nn.Module``,
-      applied as ``apply(variables, x, alpha, train=...)``; :meth:`supernet` resolves
-      the relaxation's name to its object first.
+      applied as ``apply(variables, x, alpha, train=...)`` (:meth:`supernet`).
     network: ``(genotype, channels, layers, num_classes, **kw) -> nn.Module``,
       the discrete network, applied as ``apply(variables, x, train=...)``.
     derive: (mixing weights, edge strength, threshold, primitives) -> genotype,
@@ -46,8 +58,6 @@ class SearchSpace:
     defaults: search (``channels``, ``layers``) and evaluation (``eval_channels``,
       ``eval_layers``) sizes on real data.
     small: the sizes on the embedded 8x8 digits (``channels``, ``layers``).
-    eval_recipe: ``(small: bool) -> dict``: the evaluation-training recipe, as
-      :class:`jaxnas.train.TrainConfig` fields, with its source.
     cell_inputs: input states of a cell (DARTS 2, NAS-Bench-201 1): node j has
       ``cell_inputs + j`` incoming edges.
     edge_labels: a label per α row ("c_{k-1}→0", "2←1").
@@ -59,15 +69,7 @@ class SearchSpace:
       kernels (no custom VJP whose forward rule is itself a custom VJP on the
       way): second-order products take that cheaper way (on XLA's kernels every
       space does: :func:`forward_over_reverse`).
-    run_once_options: XLA compile options for a program the supernet runs once
-      (FreeDARTS' saliency; jaxnas.xla.run_once_options).
-    onehot_supernet_exact: the one-hot raw-α supernet computes the discrete
-      network's logits (the zero-cost proxies may score through it).
     network_options: keyword options the discrete network takes (``auxiliary``).
-    recipe: the search settings the space's reference ran with, where they differ
-      from DARTS' (:class:`jaxnas.options.Setting`).
-    saliency_code: how FreeDARTS' notebooks compute the saliencies on this space
-      (:class:`jaxnas.proxies.saliency.SaliencyConvention`; None: no notebook).
   """
   name: str
   title: str
@@ -81,7 +83,6 @@ class SearchSpace:
   genotypes: Mapping[str, Any]
   defaults: Mapping[str, int]
   small: Mapping[str, int]
-  eval_recipe: Callable[[bool], dict]
   cell_inputs: int
   edge_labels: tuple[str, ...]
   sample: Callable[[np.random.Generator], Any]
@@ -89,16 +90,7 @@ class SearchSpace:
   num_architectures: int | None
   drawing: Callable[[Any, str], CellDrawing]
   forward_over_reverse: bool = False
-  # For a program that runs once (FreeDARTS' saliency) on small images, LLVM's
-  # optimisation passes cost more than they save. DARTS supernet, SynFlow saliency on
-  # 8x8 digits: cold start 25.7 s -> 16.8 s, the run itself 0.016 s -> 0.053 s; GraSP:
-  # compile 43.5 -> 18.4 s, run 1.6 -> 5.3 s.
-  run_once_options: Mapping[str, Any] = dataclasses.field(
-      default_factory=lambda: {'xla_backend_optimization_level': 0})
-  onehot_supernet_exact: bool = False
   network_options: tuple[str, ...] = ()
-  recipe: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-  saliency_code: Any = None
 
   @property
   def cells(self) -> tuple[str, ...]:
@@ -106,33 +98,28 @@ class SearchSpace:
     return tuple(sorted(self.alpha_shapes))
 
   def supernet(self, channels: int | None = None, layers: int | None = None, num_classes: int = 10,
-               relaxation='softmax', **kw) -> nn.Module:
-    """The search supernet with ``relaxation`` (a name or a :class:`jaxnas.relax.Relaxation`)
-    over the relaxation's ops (:meth:`ops`)."""
-    from jaxnas import relax
+               relaxation: Relaxation = SOFTMAX, **kw) -> nn.Module:
+    """The search supernet with ``relaxation`` over the relaxation's ops (:meth:`ops`)."""
     return self.build_supernet(channels or self.defaults['channels'],
                                layers or self.defaults['layers'], num_classes,
-                               relax.make(relaxation), primitives=self.ops(relaxation), **kw)
+                               relaxation, primitives=self.ops(relaxation), **kw)
 
-  def ops(self, relaxation='softmax') -> tuple[str, ...]:
+  def ops(self, relaxation: Relaxation = SOFTMAX) -> tuple[str, ...]:
     """The candidate ops under ``relaxation``, in α column order (Fair DARTS drops ``none``)."""
-    from jaxnas import relax
-    return relax.make(relaxation).ops(self.primitives)
+    return relaxation.ops(self.primitives)
 
-  def shapes(self, relaxation='softmax') -> dict[str, tuple[int, ...]]:
+  def shapes(self, relaxation: Relaxation = SOFTMAX) -> dict[str, tuple[int, ...]]:
     """α array name -> shape: one column per op of :meth:`ops`, plus what the relaxation
     adds (PC-DARTS' edge arrays)."""
-    from jaxnas import relax
-    return relax.make(relaxation).alpha_shapes(self.alpha_shapes, self.primitives)
+    return relaxation.alpha_shapes(self.alpha_shapes, self.primitives)
 
-  def derive_genotype(self, alpha, relaxation='softmax'):
+  def derive_genotype(self, alpha, relaxation: Relaxation = SOFTMAX):
     """The genotype of α under ``relaxation``: its derive weights, edge strengths
     (PC-DARTS), threshold (Fair DARTS) and ops."""
-    from jaxnas import relax
-    r = relax.make(relaxation)
-    self.check_alpha(alpha, r)
-    return self.derive(r.derive_weights(alpha), r.edge_strength(alpha, self.cell_inputs),
-                       r.threshold, self.ops(r))
+    self.check_alpha(alpha, relaxation)
+    return self.derive(relaxation.derive_weights(alpha),
+                       relaxation.edge_strength(alpha, self.cell_inputs),
+                       relaxation.threshold, self.ops(relaxation))
 
   def sample_distinct(self, k: int, seed: int = 0) -> list:
     """``k`` distinct random architectures."""
@@ -150,7 +137,7 @@ class SearchSpace:
     return out
 
   def init_alpha(self, key: jax.Array, scale: float = 1e-3,
-                 relaxation: str = 'softmax') -> dict[str, jax.Array]:
+                 relaxation: Relaxation = SOFTMAX) -> dict[str, jax.Array]:
     """α = scale · N(0, 1) for every α array (DARTS uses scale 1e-3; PC-DARTS its
     edge arrays the same way)."""
     shapes = self.shapes(relaxation)
@@ -158,7 +145,7 @@ class SearchSpace:
     return {k: scale * jax.random.normal(kk, shape)
             for kk, (k, shape) in zip(keys, sorted(shapes.items()))}
 
-  def check_alpha(self, alpha: Mapping[str, Any], relaxation: str = 'softmax') -> None:
+  def check_alpha(self, alpha: Mapping[str, Any], relaxation: Relaxation = SOFTMAX) -> None:
     """Raises ValueError unless ``alpha`` has exactly this space's arrays and shapes."""
     shapes = self.shapes(relaxation)
     if not isinstance(alpha, Mapping) or set(alpha) != set(shapes):
@@ -197,7 +184,6 @@ class SearchSpace:
 def forward_over_reverse(space: SearchSpace) -> bool:
   """Whether ``jax.jvp`` passes the supernet's gradients with the kernels in use: always
   on XLA's own (no custom VJP), else where the space says (``forward_over_reverse``)."""
-  from jaxnas import kernels
   return space.forward_over_reverse or kernels.kernel_path() == 'xla'
 
 

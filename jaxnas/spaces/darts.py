@@ -18,7 +18,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnas import kernels, ops
-from jaxnas.proxies.saliency import SaliencyConvention
 from jaxnas.relax import Relaxation, standard
 from jaxnas.spaces.base import CellDrawing, SearchSpace, check_op
 from jaxnas.spaces.cells import MixedCell, edge_list
@@ -431,17 +430,6 @@ def drawing(genotype: Genotype, cell: str = 'normal') -> CellDrawing:
   return CellDrawing(list(INPUT_LABELS), nodes, ['c_{k}'], edges)
 
 
-def eval_recipe(small: bool) -> dict:
-  """DARTS' evaluation recipe (quark0/darts ``train.py``): SGD momentum 0.9, lr 0.025
-  cosine to 0, weight decay 3e-4, clipping 5, auxiliary head weight 0.4, drop-path 0.2
-  rising linearly, batch 96, 600 epochs, C=36, 20 cells (cutout: the data set's). On
-  the embedded digits: C=8, 5 cells, batch 64, 20 epochs."""
-  return {'epochs': 20 if small else 600, 'batch_size': 64 if small else 96,
-          'channels': 8 if small else 36, 'layers': 5 if small else 20, 'lr': 0.025,
-          'nesterov': False, 'weight_decay': 3e-4, 'grad_clip': 5.0, 'auxiliary': True,
-          'drop_path': 0.2}
-
-
 def _supernet(channels, layers, num_classes, relaxation, **kw):
   return Supernet(channels, layers, num_classes, relaxation, **kw)
 
@@ -452,16 +440,12 @@ def _network(genotype, channels=36, layers=20, num_classes=10, **kw):
 
 SPACE = SearchSpace(
     name='darts', title='DARTS', primitives=PRIMITIVES,
-    # anonymous-submission1991/FreeDARTS DARTS_CNN/FreeDARTS_{SNIP,SynFlow,GraSP}_oneshot.ipynb:
-    # param.abs_() for every saliency, SynFlow with α signed, GraSP's vector α' itself,
-    # args.arch_learning_rate 3e-4
-    saliency_code=SaliencyConvention(('snip', 'synflow', 'grasp'), True, False, 'vector_alpha', 3e-4),
     alpha_shapes={'normal': (len(EDGES), len(PRIMITIVES)), 'reduce': (len(EDGES), len(PRIMITIVES))},
     build_supernet=_supernet, network=_network, derive=derive,
     genotype_from_text=Genotype.from_text, genotype_from_json=Genotype.from_json,
     genotypes=GENOTYPES, defaults={'channels': 16, 'layers': 8, 'eval_channels': 36,
                                    'eval_layers': 20},
-    small={'channels': 8, 'layers': 5}, eval_recipe=eval_recipe, cell_inputs=N_INPUTS,
+    small={'channels': 8, 'layers': 5}, cell_inputs=N_INPUTS,
     edge_labels=tuple(f'{(INPUT_LABELS + tuple(map(str, range(N_NODES))))[i]}→{j}'
                       for i, j in EDGES),
     sample=sample, onehot=onehot, num_architectures=None, drawing=drawing,

@@ -20,8 +20,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnas import ops
-from jaxnas.options import Setting
-from jaxnas.proxies.saliency import SaliencyConvention
 from jaxnas.relax import Relaxation, standard
 from jaxnas.spaces.base import CellDrawing, SearchSpace, check_op
 from jaxnas.spaces.cells import MixedCell, edge_list
@@ -247,17 +245,6 @@ def drawing(genotype: Genotype, cell: str = 'cell') -> CellDrawing:
   return CellDrawing(['0'], nodes, [], edges)
 
 
-def eval_recipe(small: bool) -> dict:
-  """NAS-Bench-201's training recipe (Dong and Yang 2020, §3; AutoDL-Projects
-  ``configs/nas-benchmark/hyper-opts/200E.config``): SGD 0.1 Nesterov, momentum 0.9,
-  weight decay 5e-4, cosine to 0, batch 256, 200 epochs, no clipping, C=16, N=5. On
-  the embedded digits: C=8, one cell per stage, batch 64, 20 epochs."""
-  return {'epochs': 20 if small else 200, 'batch_size': 64 if small else 256,
-          'channels': 8 if small else 16, 'layers': 1 if small else 5, 'lr': 0.1,
-          'nesterov': True, 'weight_decay': 5e-4, 'grad_clip': 0.0, 'auxiliary': False,
-          'drop_path': 0.0, 'cutout': 0}
-
-
 def _supernet(channels, layers, num_classes, relaxation, **kw):
   return Supernet(channels, layers, num_classes, relaxation, **kw)
 
@@ -266,14 +253,6 @@ def _network(genotype, channels=16, layers=5, num_classes=10, **kw):
   return TinyNetwork(genotype, channels, layers, num_classes, **kw)
 
 
-# NAS-Bench-201's search settings where they differ from DARTS' (its DARTS runs:
-# SGD weight decay 5e-4 with Nesterov momentum; the rest as DARTS').
-_NB201_DARTS = 'D-X-Y/AutoDL-Projects configs/nas-benchmark/algos/DARTS.config'
-RECIPE = {
-    'optim.weight_decay': Setting(5e-4, f'{_NB201_DARTS} (decay 0.0005)'),
-    'optim.nesterov': Setting(True, f'{_NB201_DARTS} (nesterov True)'),
-}
-
 SPACE = SearchSpace(
     name='nb201', title='NAS-Bench-201', primitives=PRIMITIVES,
     alpha_shapes={'cell': (len(EDGES), len(PRIMITIVES))},
@@ -281,17 +260,6 @@ SPACE = SearchSpace(
     genotype_from_text=Genotype.from_text, genotype_from_json=Genotype.from_json,
     genotypes=GENOTYPES, defaults={'channels': 16, 'layers': 5, 'eval_channels': 16,
                                    'eval_layers': 5},
-    small={'channels': 8, 'layers': 1}, eval_recipe=eval_recipe, cell_inputs=N_INPUTS,
+    small={'channels': 8, 'layers': 1}, cell_inputs=N_INPUTS,
     edge_labels=tuple(f'{j + 1}←{i}' for i, j in EDGES), sample=sample, onehot=onehot,
-    num_architectures=len(PRIMITIVES) ** len(EDGES), drawing=drawing,
-    # LLVM at level 1, not 0, for a program run once. Measured, C=16, 5 cells per stage,
-    # 8x8 digits, batch 64, compile + run: GraSP 3.4 + 11.1 s at level 0, 7.5 + 1.0 s at
-    # level 1, 11.4 + 0.8 s at the default; SNIP 0.9 + 3.0, 2.0 + 0.2 s; SynFlow 0.7 + 0.2,
-    # 2.1 + 0.02 s.
-    run_once_options={'xla_backend_optimization_level': 1},
-    # (the one-hot supernet has every edge of the discrete cell, and no BN the cell lacks)
-    onehot_supernet_exact=True, recipe=RECIPE,
-    # anonymous-submission1991/FreeDARTS NAS_Bench201/exps/algos/FreeDARTS_*_oneshot.ipynb: SNIP
-    # as the paper's, SynFlow at |θ| and |α|, GraSP at θ with the vector g(α),
-    # args.arch_learning_rate 3e-2
-    saliency_code=SaliencyConvention(('synflow',), True, True, 'vector_grad', 3e-2))
+    num_architectures=len(PRIMITIVES) ** len(EDGES), drawing=drawing)
