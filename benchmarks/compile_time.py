@@ -41,7 +41,7 @@ def measure(space, channels, layers, batch, image, steps=3, **_):
   from jaxnas import get_space, xla
   from jaxnas.spaces.base import count_params, init_variables
 
-  xla.enable_compilation_cache(os.environ['JAXNAS_CACHE_DIR'])  # programs and init shapes too
+  programs = xla.program_dir(xla.enable_compilation_cache(os.environ['JAXNAS_CACHE_DIR']))
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
   sp = get_space(space)
   model = sp.supernet(channels, layers, 10)
@@ -50,7 +50,7 @@ def measure(space, channels, layers, batch, image, steps=3, **_):
   y = jax.random.randint(jax.random.key(3), (batch,), 0, 10)
 
   t0 = time.perf_counter()
-  variables = init_variables(model, jax.random.key(0), x, alpha)
+  variables = init_variables(model, jax.random.key(0), x, alpha, programs=programs)
   jax.block_until_ready(variables)
   t_init = time.perf_counter() - t0
 
@@ -61,7 +61,7 @@ def measure(space, channels, layers, batch, image, steps=3, **_):
     return -jnp.mean(jnp.take_along_axis(logp, y[:, None], 1)), new_state['batch_stats']
 
   grad_fn = xla.persistent_jit(jax.value_and_grad(loss_fn, argnums=(0, 2), has_aux=True),
-                               ['compile_time', space, channels, layers])
+                               ['compile_time', space, channels, layers], programs)
   args = (variables['params'], variables['batch_stats'], alpha, x, y)
   t0 = time.perf_counter()
   lowered = grad_fn.lower(*args)

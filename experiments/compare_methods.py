@@ -36,7 +36,7 @@ from jaxnas import config as config_lib
 from jaxnas.search import SearchConfig, search
 from jaxnas.spaces import get_space
 from jaxnas.train import TrainConfig, train
-from jaxnas.xla import enable_compilation_cache
+from jaxnas.xla import enable_compilation_cache, program_dir
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from report import choose, machine, mean_std, slug  # noqa: E402
@@ -45,8 +45,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 KINDS = ('search', 'free', 'zc', 'random')
 
 
-def find_genotype(entry: dict, cfg: dict, seed: int, workdir: str, ds) -> tuple[str, float, float]:
-  """Runs one method; returns (genotype text, compiled search seconds, wall seconds)."""
+def find_genotype(entry: dict, cfg: dict, seed: int, workdir: str, ds, programs: str | None = None
+                  ) -> tuple[str, float, float]:
+  """Runs one method (its traced programs kept in the folder ``programs``); returns
+  (genotype text, compiled search seconds, wall seconds)."""
   kind = entry['kind']
   options = {k: v for k, v in entry.items() if k not in ('name', 'kind')}
   scfg = config_lib.make(SearchConfig, space=cfg['space'], dataset=cfg['dataset'], seed=seed,
@@ -55,14 +57,15 @@ def find_genotype(entry: dict, cfg: dict, seed: int, workdir: str, ds) -> tuple[
   t0 = time.perf_counter()
   if kind == 'search':
     has_ckpt = os.path.isdir(os.path.join(workdir, 'checkpoints'))
-    result = search(scfg, resume=has_ckpt, progress=False, dataset=ds)
+    result = search(scfg, resume=has_ckpt, progress=False, dataset=ds, programs=programs)
     # the compiled steps only: every step of an epoch at that epoch's compiled seconds per step
     compiled = sum(h['seconds_per_step'] * h['steps'] for h in result.history
                    if h['seconds_per_step'] is not None)
     return str(result.genotype), compiled, time.perf_counter() - t0
   if kind == 'free':
     result = free(FreeConfig(space=cfg['space'], dataset=cfg['dataset'], channels=scfg.size.channels,
-                             layers=scfg.size.layers, seed=seed, workdir=workdir, **options), dataset=ds)
+                             layers=scfg.size.layers, seed=seed, workdir=workdir, **options),
+                  dataset=ds, programs=programs)
     return str(result.genotype), result.seconds_compiled, time.perf_counter() - t0
   if kind == 'zc':
     result = zc_lib.zc(zc_lib.ZCConfig(space=cfg['space'], dataset=cfg['dataset'], seed=seed,
@@ -75,10 +78,11 @@ def find_genotype(entry: dict, cfg: dict, seed: int, workdir: str, ds) -> tuple[
   raise ValueError(f'unknown method kind {kind!r} in the config; known: {", ".join(KINDS)}')
 
 
-def run_one(entry: dict, cfg: dict, seed: int, root: str, ds) -> dict:
+def run_one(entry: dict, cfg: dict, seed: int, root: str, ds, programs: str | None = None) -> dict:
   name = entry['name']
   folder = os.path.join(root, slug(name), f'seed{seed}')
-  genotype, compiled, wall = find_genotype(entry, cfg, seed, os.path.join(folder, 'search'), ds)
+  genotype, compiled, wall = find_genotype(entry, cfg, seed, os.path.join(folder, 'search'), ds,
+                                           programs)
   tdir = os.path.join(folder, 'train')
   has_ckpt = os.path.isdir(os.path.join(tdir, 'checkpoints'))
   report = train(TrainConfig(space=cfg['space'], genotype=genotype, dataset=cfg['dataset'],
@@ -142,7 +146,7 @@ def main(argv=None) -> int:
     if entry.get('kind') not in KINDS:
       parser.error(f'method {entry["name"]!r}: kind must be one of {", ".join(KINDS)}')
   get_space(cfg['space'])
-  enable_compilation_cache()
+  programs = program_dir(enable_compilation_cache())
   ds = data_lib.load(cfg['dataset'], cfg.get('data_dir'))
   path_json = args.results + '.json'
   results = {'rows': []}
@@ -155,7 +159,7 @@ def main(argv=None) -> int:
   print(f'{len(todo)} runs to do ({len(done)} done in {path_json})', flush=True)
   for i, (entry, seed) in enumerate(todo):
     t0 = time.perf_counter()
-    row = run_one(entry, cfg, seed, args.workdir, ds)
+    row = run_one(entry, cfg, seed, args.workdir, ds, programs)
     row['date'] = time.strftime('%Y-%m-%d %H:%M')
     results['rows'].append(row)
     order = {e['name']: j for j, e in enumerate(cfg['methods'])}

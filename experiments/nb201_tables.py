@@ -42,7 +42,7 @@ from jaxnas import data as data_lib
 from jaxnas import zc as zc_lib
 from jaxnas.free import FreeConfig, free
 from jaxnas.search import SearchConfig, search
-from jaxnas.xla import enable_compilation_cache
+from jaxnas.xla import enable_compilation_cache, program_dir
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from report import choose, machine, mean_std, slug  # noqa: E402
@@ -65,8 +65,9 @@ def data_record(name: str, ds: data_lib.Dataset) -> dict:
 
 
 def find_cell(row: dict, protocol: dict, seed: int, workdir: str, dataset: str, ds,
-              table: benchmark_table.BenchmarkTable) -> tuple[str, float, list]:
-  """Runs one (row, seed); returns (cell, search seconds on this machine (compile
+              table: benchmark_table.BenchmarkTable, programs: str | None = None
+              ) -> tuple[str, float, list]:
+  """Runs one (row, seed) (the traced programs kept in the folder ``programs``); returns (cell, search seconds on this machine (compile
   excluded: the compiled programs' runs, the searches' steps), per-epoch
   accuracies (the table's first column: CIFAR-10) of the derived cell for a search,
   else [])."""
@@ -74,7 +75,8 @@ def find_cell(row: dict, protocol: dict, seed: int, workdir: str, dataset: str, 
   options = {k: v for k, v in row.items() if k not in ('name', 'kind', 'protocol', 'paper', 'seeds')}
   if kind == 'free':
     r = free(FreeConfig(space='nb201', dataset=dataset, channels=protocol['channels'],
-                        layers=protocol['layers'], seed=seed, workdir=workdir, **options), dataset=ds)
+                        layers=protocol['layers'], seed=seed, workdir=workdir, **options),
+             dataset=ds, programs=programs)
     return str(r.genotype), r.seconds_compiled, []
   if kind == 'zc':
     samples = options.pop('samples')
@@ -87,7 +89,7 @@ def find_cell(row: dict, protocol: dict, seed: int, workdir: str, dataset: str, 
     cfg = config_lib.make(SearchConfig, space='nb201', dataset=dataset, seed=seed, workdir=workdir,
                           benchmark_table=table.path, **protocol, **options)
     has_ckpt = os.path.isdir(os.path.join(workdir, 'checkpoints'))
-    r = search(cfg, resume=has_ckpt, progress=True, dataset=ds)
+    r = search(cfg, resume=has_ckpt, progress=True, dataset=ds, programs=programs)
     # the steps' own time (compile excluded): each epoch's steps at its seconds per step
     seconds = sum(h['seconds_per_step'] * h['steps'] for h in r.history if h['seconds_per_step'])
     curve = [(h.get('benchmark') or {}).get(table.columns[0]) for h in r.history]
@@ -247,7 +249,7 @@ def main(argv=None) -> int:
     if row['kind'] != 'population' and row.get('protocol') not in cfg['protocols']:
       parser.error(f'row {row["name"]!r}: protocol must be one of {", ".join(cfg["protocols"])}')
   table = benchmark_table.load(args.table)
-  enable_compilation_cache()
+  programs = program_dir(enable_compilation_cache())
   ds = data_lib.load(args.dataset, args.data_dir)
   data = data_record(args.dataset, ds)
   path_json = args.results + '.json'
@@ -266,7 +268,8 @@ def main(argv=None) -> int:
     protocol = {k: v for k, v in cfg['protocols'][row['protocol']].items() if k != 'about'}
     folder = os.path.join(args.workdir, slug(row['name']), f'seed{seed}')
     try:
-      cell, seconds, curve = find_cell(row, protocol, seed, folder, args.dataset, ds, table)
+      cell, seconds, curve = find_cell(row, protocol, seed, folder, args.dataset, ds, table,
+                                       programs)
     except ValueError as e:   # e.g. Fair DARTS with no op past its threshold: said, not recorded
       print(f"[{i + 1}/{len(todo)}] {row['name']} seed {seed}: no cell: {e}", flush=True)
       continue

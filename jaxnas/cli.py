@@ -37,12 +37,13 @@ class ParamsConfig:
 
 class Command(NamedTuple):
   config: type                                   # the config dataclass; its fields are the flags
-  run: Callable[..., Any]                        # (config[, resume=][, progress=]) -> result
+  run: Callable[..., Any]                        # (config[, resume=][, progress=][, programs=]) -> result
   report: Callable[[Any, argparse.Namespace], str]
   help: str
   description: str = ''
   resumable: bool = False                        # --resume (and --no-progress)
   progress: bool = False                         # --no-progress
+  programs: bool = False                         # keeps its traced programs (programs=)
   extra_flags: tuple = ()                        # (flag, argparse keywords) not in the config
   epilog: Callable[[], str] | None = None        # text after the flags in --help
 
@@ -126,12 +127,12 @@ COMMANDS: dict[str, Command] = {
         "Bilevel architecture search. Every config field is a flag; the defaults are DARTS' "
         '(network size and epochs scaled down for the embedded digits data set), except where a '
         "method, relaxation or space has its own recipe (below).",
-        resumable=True, epilog=_recipes_epilog),
+        resumable=True, programs=True, epilog=_recipes_epilog),
     'free': Command(
         free.FreeConfig, free.free, _report_free,
         'FreeDARTS: a genotype from α saliencies at initialisation',
         "Training-free search: SNIP / GraSP / SynFlow saliency of the raw α of the supernet at "
-        "initialisation, then the space's derive rule."),
+        "initialisation, then the space's derive rule.", programs=True),
     'train': Command(
         train.TrainConfig, train.train, _report_train,
         "train a genotype's network from scratch (evaluation)",
@@ -143,7 +144,7 @@ COMMANDS: dict[str, Command] = {
         'search, derive, train and report in one resumable run',
         'The search flags as for jaxnas search, the evaluation flags as --train-*; stages go to '
         'WORKDIR/search and WORKDIR/train, the report to WORKDIR/report.json and report.md.',
-        resumable=True, epilog=_recipes_epilog),
+        resumable=True, programs=True, epilog=_recipes_epilog),
     'zc': Command(
         zc.ZCConfig, zc.zc, _report_zc, 'zero-cost NAS: rank architectures by a proxy',
         'Samples architectures (or reads --candidates), scores each with a zero-cost proxy and '
@@ -195,9 +196,11 @@ def main(argv=None) -> int:
       if not sharding.is_main_process():  # one process speaks for all
         sys.stdout = open(os.devnull, 'w')
     config = config_lib.from_args(cmd.config, args)
-    if args.command != 'params':
-      xla.enable_compilation_cache()
     kwargs = {'resume': args.resume} if cmd.resumable else {}
+    if args.command != 'params':
+      cache = xla.enable_compilation_cache()
+      if cmd.programs:   # traced programs too: a second run neither traces nor lowers
+        kwargs['programs'] = xla.program_dir(cache)
     if cmd.resumable or cmd.progress:
       kwargs['progress'] = not args.no_progress
     print(cmd.report(cmd.run(config, **kwargs), args))

@@ -216,8 +216,11 @@ def saliency_stages(model, name: str, forward_over_reverse: bool = False,
   return [{'snip': snip, 'grasp': grasp, 'synflow': synflow}[name]]
 
 
-def free(config: FreeConfig, dataset: data_lib.Dataset | None = None) -> FreeResult:
-  """Builds the raw-α supernet at initialisation, scores every (edge, op), derives a genotype."""
+def free(config: FreeConfig, dataset: data_lib.Dataset | None = None,
+         programs: str | None = None) -> FreeResult:
+  """Builds the raw-α supernet at initialisation, scores every (edge, op), derives a
+  genotype. With a folder ``programs`` (:func:`jaxnas.xla.program_dir`) the traced
+  saliency is kept there, and a second run loads it."""
   t0 = time.perf_counter()
   cfg = config
   if cfg.benchmark_table:
@@ -229,7 +232,7 @@ def free(config: FreeConfig, dataset: data_lib.Dataset | None = None) -> FreeRes
   k_alpha, k_w, k_batch = jax.random.split(jax.random.key(cfg.seed), 3)
   alpha = space.init_alpha(k_alpha, cfg.alpha_scale, relax.make('raw'))
   x0 = jnp.zeros((1,) + ds.image_shape, jnp.float32)
-  variables = init_variables(model, k_w, x0, alpha)
+  variables = init_variables(model, k_w, x0, alpha, programs=programs)
   idx = np.asarray(jax.random.choice(k_batch, len(ds.x_train), (min(cfg.batch_size, len(ds.x_train)),),
                                      replace=False))
   x = data_lib.NO_AUGMENT(k_batch, ds.x_train[idx], ds.mean, ds.std)
@@ -242,9 +245,8 @@ def free(config: FreeConfig, dataset: data_lib.Dataset | None = None) -> FreeRes
   # level 0, 61.6 / 14.2 s at the default; GraSP 194.6 / 147.7 s, 142.5 / 42.8 s);
   # SynFlow's run stays short (25.2 / 2.4 s, at the default 40.5 / 1.4 s)
   heavy = cfg.saliency != 'synflow' and ds.image_shape[0] * ds.image_shape[1] > 64
-  # kept on disk with the program cache on (the CLI): a second run loads them
   fns = [xla.persistent_jit(stage, ['free', cfg.saliency, k, repr(conv), type(model).__module__,
-                                    repr(model)],
+                                    repr(model)], programs,
                             out_shardings=sharding.replicated(mesh),
                             compiler_options={} if heavy else xla.run_once_options(space.name))
          for k, stage in enumerate(saliency_stages(model, cfg.saliency, forward_over_reverse(space),

@@ -50,8 +50,9 @@ def _mark_done(folder: str, info: dict) -> None:
 
 
 def run(config: RunConfig, resume: bool = False, progress: bool = True,
-        dataset: data_lib.Dataset | None = None) -> dict:
-  """Runs the pipeline; returns the report (also written to ``config.workdir``)."""
+        dataset: data_lib.Dataset | None = None, programs: str | None = None) -> dict:
+  """Runs the pipeline; returns the report (also written to ``config.workdir``).
+  ``programs``: the folder of the search's traced programs (:func:`jaxnas.search.search`)."""
   workdir = config.workdir
   search_dir, train_dir = os.path.join(workdir, 'search'), os.path.join(workdir, 'train')
   if not resume and os.path.isdir(workdir) and os.listdir(workdir):
@@ -63,7 +64,8 @@ def run(config: RunConfig, resume: bool = False, progress: bool = True,
   if info is None:
     t0 = time.perf_counter()
     has_ckpt = os.path.isdir(os.path.join(search_dir, 'checkpoints'))
-    result = search(scfg, resume=resume and has_ckpt, progress=progress, dataset=dataset)
+    result = search(scfg, resume=resume and has_ckpt, progress=progress, dataset=dataset,
+                    programs=programs)
     info = {'genotype': result.genotype.to_json(), 'genotype_text': str(result.genotype),
             'seconds': time.perf_counter() - t0, 'config': result.config.to_json(),
             'benchmark': result.benchmark}

@@ -8,8 +8,8 @@ epochs) :func:`weights_step` trains the weights alone. The step is
 :func:`search_step`, a module-level pure function of a :class:`StepSpec` (what
 the program depends on besides its arguments), the state, the batch and the run's
 length in epochs (an argument, so that a run resumed for more epochs runs the same
-program), jitted once with the state donated; with the program cache on (the CLI's
-default) a later run of the same spec neither traces nor lowers it
+program), jitted once with the state donated; with a folder of programs (the CLI's
+default, ``programs``) a later run of the same spec neither traces nor lowers it
 (:class:`jaxnas.xla.persistent_jit`, keyed by the spec's ``repr``).
 
 Order of the data: in epoch e, search step s reads training batches
@@ -182,8 +182,10 @@ class Search:
   """One search run, the :class:`jaxnas.loop.Job` of :func:`search`: data, the step spec,
   the jitted steps, the batches, and the outputs."""
 
-  def __init__(self, config: SearchConfig, dataset: data_lib.Dataset | None = None):
+  def __init__(self, config: SearchConfig, dataset: data_lib.Dataset | None = None,
+               programs: str | None = None):
     cfg = self.config = config.resolved()
+    self.programs = programs   # the folder of traced programs (jaxnas.xla.persistent_jit)
     self.space = get_space(cfg.space)
     if cfg.benchmark_table:
       benchmark_table.load(cfg.benchmark_table)   # a bad file stops the run before it starts
@@ -221,15 +223,15 @@ class Search:
     key = repr(self.spec)
     self.step_fn = xla.persistent_jit(
         _counting(self._traces, functools.partial(search_step, self.spec)), ['search_step', key],
-        donate_argnums=0, in_shardings=step_shardings,
+        programs, donate_argnums=0, in_shardings=step_shardings,
         out_shardings=self.replicated)
     self.weights_fn = xla.persistent_jit(
         _counting(self._traces, functools.partial(weights_step, self.spec)), ['weights_step', key],
-        donate_argnums=0, in_shardings=step_shardings,
+        programs, donate_argnums=0, in_shardings=step_shardings,
         out_shardings=self.replicated)
     self.warmup_fn = xla.persistent_jit(
         _counting(self._traces, functools.partial(warmup.warmup_step, self.spec)),
-        ['warmup_step', key], donate_argnums=0, in_shardings=(self.replicated, self.replicated),
+        ['warmup_step', key], programs, donate_argnums=0, in_shardings=(self.replicated, self.replicated),
         out_shardings=self.replicated)
     self._redraw = plot.Redraw()
 
@@ -245,7 +247,7 @@ class Search:
     k_alpha, k_w, k_run = jax.random.split(jax.random.key(cfg.seed), 3)
     alpha = self.space.init_alpha(k_alpha, cfg.optim.alpha_init_scale, self.relaxation)
     x = jnp.zeros((1,) + self.data.image_shape, jnp.float32)
-    v = init_variables(self.spec.model, k_w, x, alpha)
+    v = init_variables(self.spec.model, k_w, x, alpha, programs=self.programs)
     state = SearchState(v['params'], v.get('batch_stats', {}),
                         self.spec.weight_opt(cfg.size.epochs).tx.init(v['params']),
                         alpha, self.spec.alpha_opt().init(alpha), jnp.zeros((), jnp.int32),
@@ -330,17 +332,19 @@ class Search:
 
 
 def search(config: SearchConfig, resume: bool = False, progress: bool = True,
-           stop_after_steps: int | None = None, dataset: data_lib.Dataset | None = None
-           ) -> SearchResult:
+           stop_after_steps: int | None = None, dataset: data_lib.Dataset | None = None,
+           programs: str | None = None) -> SearchResult:
   """Runs (or resumes) a search and writes its outputs to ``config.workdir``.
 
   Writes ``config.json`` (the resolved config), ``metrics.jsonl`` (one record per
   epoch: losses, accuracies, mixing weights, genotype, seconds per step),
   ``genotype.json`` and ``genotype.txt``, ``alpha.npz`` (the trajectory) and PNG
   pictures. Checkpoints every epoch, every ``checkpoint_every`` steps, and on
-  SIGINT/SIGTERM (then raises :class:`jaxnas.loop.Interrupted`).
+  SIGINT/SIGTERM (then raises :class:`jaxnas.loop.Interrupted`). With a folder
+  ``programs`` (:func:`jaxnas.xla.program_dir`) its traced steps are kept there, and a
+  later run of the same steps neither traces nor lowers them.
   """
-  job = Search(config, dataset)
+  job = Search(config, dataset, programs)
   cfg, lay = job.config, job.layout
   opts = loop.Options(cfg.workdir, cfg.size.epochs, cfg.to_json(), SearchConfig.RESUMABLE_CHANGES,
                       cfg.checkpoint_every,

@@ -97,30 +97,31 @@ def program_bytes(compiled) -> int:
   return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes)
 
 
-# Where persistent_jit keeps its exported programs (None: off, plain jax.jit).
-_program_dir: str | None = None
+def enable_compilation_cache(path: str | None = None) -> str:
+  """Turns on JAX's persistent compilation cache in ``path`` (default
+  ``$JAXNAS_CACHE_DIR``, else ``~/.cache/jaxnas/xla``), so that a second run's
+  compiles are hits; returns the path. (A setting of JAX's, for the whole process.)
 
-
-def enable_compilation_cache(path: str | None = None, programs: bool = True) -> str:
-  """Turns on JAX's persistent compilation cache so that a second run starts in seconds.
-
-  With ``programs``, :func:`persistent_jit` also keeps the traced programs
-  (``jax.export``) in ``path/programs``: a second run skips tracing and
-  lowering, and its compile is a hit in the compilation cache. The key holds
-  jaxnas' own sources, not yours: while you change code of your own that a
-  search calls (a relaxation or space added to jaxnas' registries), pass
-  ``programs=False``.
+  The traced programs themselves are kept only where a caller passes a folder
+  for them (``programs=``, :class:`persistent_jit`; the command line passes
+  :func:`program_dir` of this path): a second run then skips tracing and
+  lowering too. Their key holds jaxnas' own sources, not yours: while you change
+  code of your own that a search calls (a relaxation or space added to jaxnas'
+  registries), pass no folder.
   """
   import jax
-  global _program_dir
   path = path or os.environ.get('JAXNAS_CACHE_DIR') or os.path.join(
       os.path.expanduser('~'), '.cache', 'jaxnas', 'xla')
   os.makedirs(path, exist_ok=True)
   jax.config.update('jax_compilation_cache_dir', path)
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
   jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
-  _program_dir = os.path.join(path, 'programs') if programs else None
   return path
+
+
+def program_dir(cache: str) -> str:
+  """The folder of traced programs beside the compilation cache ``cache``."""
+  return os.path.join(cache, 'programs')
 
 
 @functools.lru_cache(maxsize=None)
@@ -158,11 +159,11 @@ def program_fingerprint() -> str:
   return h.hexdigest()
 
 
-def _cache_path(key: str, in_tree, specs, suffix: str) -> str:
+def _cache_path(programs: str, key: str, in_tree, specs, suffix: str) -> str:
   digest = hashlib.sha256('|'.join(
       [program_fingerprint(), key, str(in_tree),
        repr([(s.shape, str(s.dtype), str(s.sharding)) for s in specs])]).encode()).hexdigest()
-  return os.path.join(_program_dir, digest[:32] + suffix)
+  return os.path.join(programs, digest[:32] + suffix)
 
 
 def _write(path: str, data: bytes) -> None:
@@ -185,14 +186,15 @@ def _read(path: str, what: str):
     return None
 
 
-def persistent_eval_shape(fun: Callable, key: Any, *args):
-  """``jax.eval_shape(fun, *args)``, kept on disk beside :class:`persistent_jit`'s
-  programs (the DARTS supernet's ``init`` takes 1.5 s to trace)."""
+def persistent_eval_shape(fun: Callable, key: Any, *args, programs: str | None = None):
+  """``jax.eval_shape(fun, *args)``, kept on disk in the folder ``programs`` beside
+  :class:`persistent_jit`'s programs (the DARTS supernet's ``init`` takes 1.5 s to
+  trace); None: not kept."""
   import jax
-  if _program_dir is None:
+  if programs is None:
     return jax.eval_shape(fun, *args)
   leaves, in_tree = jax.tree_util.tree_flatten(args)
-  path = _cache_path(json.dumps(key, sort_keys=True, default=str), in_tree,
+  path = _cache_path(programs, json.dumps(key, sort_keys=True, default=str), in_tree,
                      [_leaf_spec(x) for x in leaves], '.shapes')
   out = _read(path, 'shapes')
   if out is not None:
@@ -213,7 +215,7 @@ def _leaf_spec(x):
 class persistent_jit:
   """``jax.jit(fun, **jit_kwargs)`` whose traced program outlives the process.
 
-  With the program cache on (:func:`enable_compilation_cache`), the first call
+  With a folder ``programs`` (:func:`program_dir`), the first call
   for a signature exports ``fun`` (``jax.export``: one trace and lowering, as
   ``jax.jit`` does) and writes it to disk; a later process with the same
   ``key`` and signature reads it back and jits its ``call``, which neither
@@ -221,12 +223,13 @@ class persistent_jit:
   compilation cache. ``key`` must name everything ``fun`` closes over that
   shapes its program (a config, a data set's statistics);
   :func:`program_fingerprint` adds jaxnas' sources and library versions.
-  Without the cache, or where export fails, it is plain ``jax.jit``.
+  Without a folder (None), or where export fails, it is plain ``jax.jit``.
   """
 
-  def __init__(self, fun: Callable, key: Any, **jit_kwargs):
+  def __init__(self, fun: Callable, key: Any, programs: str | None = None, **jit_kwargs):
     import jax
     self._fun, self._key, self._kwargs = fun, json.dumps(key, sort_keys=True, default=str), jit_kwargs
+    self._dir = programs
     self._jit = jax.jit(fun, **jit_kwargs)
     self._programs: dict[Any, Any] = {}  # signature -> jitted call of the exported program
 
@@ -236,7 +239,7 @@ class persistent_jit:
     return tree, tuple(_leaf_spec(x) for x in leaves)
 
   def _jitted(self, args):
-    if _program_dir is None:
+    if self._dir is None:
       return self._jit
     sig = self._signature(args)
     if sig not in self._programs:
@@ -245,7 +248,7 @@ class persistent_jit:
 
   def _load_or_export(self, in_tree, specs):
     import jax
-    path = _cache_path(self._key, in_tree, specs, '.jaxprogram')
+    path = _cache_path(self._dir, self._key, in_tree, specs, '.jaxprogram')
     exported = out_tree = None
     saved = _read(path, 'program')
     if saved is not None:

@@ -28,19 +28,17 @@ def compilation_cache(tmp_path_factory):
   # per worker, its parent shared).
   path = tmp_path_factory.getbasetemp().parent / 'xla-cache'
   path.mkdir(exist_ok=True)
-  # Programs are not kept across tests: each test traces what it runs (tests count traces;
-  # tests/test_search.py tests the program cache in a directory of its own).
-  xla.enable_compilation_cache(str(path), programs=False)
+  # Traced programs are kept only where a test passes a folder for them (the command
+  # line does: cli_caches): each test traces what it runs, and tests count traces.
+  xla.enable_compilation_cache(str(path))
   return path
 
 
 @pytest.fixture
 def cli_caches(monkeypatch, compilation_cache):
-  """For tests that run the command line, which turns on the compilation and program
-  caches: in the tests' shared directory, and the program cache off again afterwards
-  for the other tests of this worker."""
+  """For tests that run the command line, which keeps its compiles and traced
+  programs in $JAXNAS_CACHE_DIR: the tests' shared directory."""
   monkeypatch.setenv('JAXNAS_CACHE_DIR', str(compilation_cache))
-  monkeypatch.setattr(xla, '_program_dir', xla._program_dir)
 
 
 NB201_OPS = ('none', 'skip_connect', 'nor_conv_1x1', 'nor_conv_3x3', 'avg_pool_3x3')

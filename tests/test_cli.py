@@ -44,11 +44,16 @@ def _benchmark_line(row):
   return f'benchmark table: a {row[0]:.2f}, b {row[1]:.2f}'
 
 
-def test_search_writes_its_genotype_and_resumes_longer(tmp_path, capsys, nb201_table):
+def test_search_writes_its_genotype_and_resumes_longer(tmp_path, capsys, nb201_table, monkeypatch,
+                                                       compilation_cache):
   wd = tmp_path / 'search'
+  # the first run in a cache folder of its own: the command line keeps its traced steps there
+  monkeypatch.setenv('JAXNAS_CACHE_DIR', str(tmp_path / 'cache'))
   status, out, err = run_cli(capsys, 'search', *TINY, '--epochs', 1, '--workdir', wd, '--no-progress',
                              '--benchmark-table', nb201_table)
   assert status == 0, err
+  assert len(list((tmp_path / 'cache' / 'programs').glob('*.jaxprogram'))) == 1
+  monkeypatch.setenv('JAXNAS_CACHE_DIR', str(compilation_cache))
   lines = out.splitlines()
   genotype = get_space('nb201').load_genotype(lines[0].removeprefix('genotype: '))
   assert lines[0].startswith('genotype: |')

@@ -125,17 +125,16 @@ def test_every_saliency_gives_a_valid_genotype(tiny, space, saliencies, tmp_path
 
 
 def test_a_second_run_loads_the_saliency_program(tiny, tmp_path, monkeypatch):
-  from jaxnas import xla
   traced = []
   losses = free._losses
   monkeypatch.setattr(free, '_losses', lambda *a: traced.append(1) or losses(*a))
   cfg = free.FreeConfig(space='nb201', saliency='grasp', channels=4, layers=1, batch_size=16)
   plain = free.free(cfg, tiny)
   n_plain = len(traced)
-  monkeypatch.setattr(xla, '_program_dir', str(tmp_path / 'programs'))
-  first = free.free(cfg, tiny)  # traces and exports
+  programs = str(tmp_path / 'programs')
+  first = free.free(cfg, tiny, programs)  # traces and exports
   n = len(traced)
-  again = free.free(cfg, tiny)  # loads
+  again = free.free(cfg, tiny, programs)  # loads
   assert n > n_plain and len(traced) == n and len(list((tmp_path / 'programs').glob('*.jaxprogram'))) == 1
   for run in (first, again):
     assert run.genotype == plain.genotype

@@ -1,5 +1,6 @@
 """The search loop: one trace, outputs, resume equals uninterrupted, refusals, NaN stop."""
 import dataclasses
+import functools
 import json
 import os
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from jaxnas import config as config_lib
-from jaxnas import data, xla
+from jaxnas import data
 from jaxnas.checkpoint import Checkpointer
 from jaxnas.loop import Interrupted
 from jaxnas.search import Search, SearchConfig, search
@@ -313,41 +314,41 @@ def test_zen_warmup_reads_no_labels(tmp_path, tiny):
     config(tmp_path, **{**kw, 'zen_warmup_moves': 'beta'})
 
 
-def test_program_cache_skips_the_trace_and_keeps_the_numbers(tmp_path, tiny, monkeypatch):
-  def run_steps(cfg, n=2):
-    run = Search(cfg, tiny)
+def test_program_cache_skips_the_trace_and_keeps_the_numbers(tmp_path, tiny):
+  def run_steps(cfg, n=2, programs=None):
+    run = Search(cfg, tiny, programs)
     state = run.init_state()
     for i in range(n):
       state, _ = run.step_fn(state, run.batch(0, i), run.epochs)
     return run, np.asarray(state.alpha['cell']), np.asarray(jax.tree_util.tree_leaves(state.params)[0])
 
   cfg = config(tmp_path)
-  plain, alpha, w = run_steps(cfg)  # the program cache is off in tests: plain jax.jit
+  plain, alpha, w = run_steps(cfg)  # no folder of programs: plain jax.jit
   programs = tmp_path / 'programs'
-  monkeypatch.setattr(xla, '_program_dir', str(programs))
-  first, alpha1, w1 = run_steps(cfg)
+  cached = functools.partial(run_steps, programs=str(programs))
+  first, alpha1, w1 = cached(cfg)
   assert first.traces == 1 and len(list(programs.glob('*.jaxprogram'))) == 1
   assert len(list(programs.glob('*.shapes'))) == 1  # the supernet's init, traced once
   # a later run of the same program (another workdir, seed and length do not change it:
   # a run resumed for more epochs runs the program it ran) reads it back
-  again, alpha2, w2 = run_steps(config_lib.replace(cfg, workdir=str(tmp_path / 'other'), seed=5,
-                                                   epochs=cfg.size.epochs + 3))
+  again, alpha2, w2 = cached(config_lib.replace(cfg, workdir=str(tmp_path / 'other'), seed=5,
+                                                epochs=cfg.size.epochs + 3))
   assert again.traces == 0 and len(list(programs.glob('*.jaxprogram'))) == 1
   np.testing.assert_allclose(alpha1, alpha, rtol=1e-6, atol=1e-9)
   np.testing.assert_allclose(w1, w, rtol=1e-6, atol=1e-9)
   assert not np.allclose(alpha2, alpha1)  # its own seed: its own α
   # anything that shapes the program makes a new one
-  other, _, _ = run_steps(config_lib.replace(cfg, lr=0.05))
+  other, _, _ = cached(config_lib.replace(cfg, lr=0.05))
   assert other.traces == 1 and len(list(programs.glob('*.jaxprogram'))) == 2
   # a corrupt file is traced afresh, with a warning, and rewritten
   for f in programs.iterdir():
     f.write_bytes(b'not a program')
   with pytest.warns(UserWarning, match='unreadable cached') as caught:
-    fresh, alpha3, _ = run_steps(cfg)
+    fresh, alpha3, _ = cached(cfg)
   assert {str(w.message).split()[4] for w in caught} >= {'program', 'shapes'}
   assert fresh.traces == 1
   np.testing.assert_allclose(alpha3, alpha, rtol=1e-6, atol=1e-9)
-  assert run_steps(cfg)[0].traces == 0
+  assert cached(cfg)[0].traces == 0
 
 
 def test_darts_moves_alpha_first_then_the_weights_at_the_new_alpha(tmp_path, tiny):

@@ -187,11 +187,12 @@ def forward_over_reverse(space: SearchSpace) -> bool:
   return space.forward_over_reverse or kernels.kernel_path() == 'xla'
 
 
-def init_variables(model: nn.Module, key: jax.Array, x: jax.Array, *args) -> dict:
+def init_variables(model: nn.Module, key: jax.Array, x: jax.Array, *args,
+                   programs: str | None = None) -> dict:
   """Variables of ``model`` for inputs shaped like ``x``, drawn in NumPy.
 
   The shapes come from ``jax.eval_shape(model.init)`` (a trace, no compile;
-  kept on disk by :func:`jaxnas.xla.persistent_eval_shape`);
+  kept on disk in the folder ``programs`` by :func:`jaxnas.xla.persistent_eval_shape`);
   the values from the distributions of the modules' own initialisers
   (PyTorch's: U(±1/sqrt(fan_in)) for weights and conv/linear biases, BN
   scale 1 and bias 0, running mean 0 and variance 1), with fan-in read off
@@ -199,10 +200,10 @@ def init_variables(model: nn.Module, key: jax.Array, x: jax.Array, *args) -> dic
   takes minutes for a supernet whose cells sit under ``scan``.
   """
   rngs = {'params': key, 'dropout': key}
-  # (kept on disk with the program cache on; a module's repr is its configuration)
+  # (a module's repr is its configuration)
   shapes = xla.persistent_eval_shape(functools.partial(model.init, train=False),
                                      ['init', type(model).__module__, repr(model)], rngs, x[:1],
-                                     *args)
+                                     *args, programs=programs)
   seed = np.asarray(jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
                     else key).ravel()
   rng = np.random.default_rng(seed.astype(np.uint64))
