@@ -131,7 +131,8 @@ def test_drnas_kl_to_the_uniform_dirichlet_against_monte_carlo():
     mc += np.mean(stats.dirichlet.logpdf(x.T, row) - stats.dirichlet.logpdf(x.T, np.ones(4)))
   assert value == pytest.approx(mc, rel=0.02)
   assert float(regularizer('drnas', {'cell': jnp.zeros((2, 4))})) == pytest.approx(0.0, abs=1e-5)
-  assert relax.make('drnas').weight(7, 50) == 1e-3 and relax.make('drnas', kl_weight=0.0).weight(0, 50) == 0
+  # DrNAS' default --reg_type l2: no KL (α's weight decay instead); --reg_type kl: reg_scale 1e-3
+  assert relax.make('drnas').weight(7, 50) == 0 and relax.make('drnas', kl_weight=1e-3).weight(0, 50) == 1e-3
 
 
 def test_channel_shuffle_matches_pytorch_index_formula():

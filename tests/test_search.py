@@ -246,7 +246,8 @@ def test_stochastic_relaxations_search_end_to_end(tmp_path, tiny, space, relaxat
   # the key split over the perturbed runs) on NAS-Bench-201; the stochastic mixing draws
   # from the step's key, so runs differ by seed only
   for method in ('darts1', 'sge') if space == 'nb201' else ('darts1',):
-    kw = {'sge_q': 2} if method == 'sge' else {}
+    kw = {**({'sge_q': 2} if method == 'sge' else {}),
+          **({'drnas_kl_weight': 1e-3} if relaxation == 'drnas' else {})}   # --reg_type kl
     cfg = config(tmp_path / method, space=space, method=method, relaxation=relaxation, epochs=1,
                  layers=3 if space == 'darts' else 1, **kw)
     result = search(cfg, progress=False, dataset=tiny)

@@ -33,7 +33,7 @@ RELAXATIONS: dict[str, RelaxationSpec] = {
     'fair': RelaxationSpec(standard.fair, standard.FAIR_RECIPE),
     'beta': RelaxationSpec(standard.beta),
     'gdas': RelaxationSpec(gdas.gdas),
-    'drnas': RelaxationSpec(drnas.drnas),
+    'drnas': RelaxationSpec(drnas.drnas, drnas.RECIPE),
 }
 
 

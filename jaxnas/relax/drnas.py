@@ -9,11 +9,22 @@ every edge of every cell::
     KL(Dir(c) ‖ Dir(1)) = ln Γ(c₀) − Σ ln Γ(c_i) − ln Γ(K) + Σ (c_i − 1)(ψ(c_i) − ψ(c₀)),
 
 c₀ = Σ c_i, K ops, weighted by ``kl_weight`` (xiangning-chen/DrNAS ``201-space``
-``search_model.py`` ``_get_kl_reg``, ``reg_scale`` 1e-3 with ``--reg_type kl``;
-its default ``--reg_type l2`` is Adam's weight decay of 1e-3 on α instead, which
-jaxnas' α optimiser applies anyway: ``--drnas-kl-weight 0`` gives that recipe).
+``search_model.py`` ``_get_kl_reg``: ``reg_scale`` with ``--reg_type kl``). DrNAS'
+searches default to ``--reg_type l2``: no KL, and Adam's weight decay of
+``reg_scale`` 1e-3 on α (``architect.py``), which is DARTS' α decay that jaxnas
+applies anyway; so ``kl_weight`` is 0 by default. Its ``--reg_type kl`` also drops
+α's weight decay: ``--drnas-kl-weight 1e-3 --alpha-weight-decay 0`` is that recipe.
 Without a key the weights are the Dirichlet's mean ``c / c₀``; the derive rule
 reads ``softmax(α)``, as DrNAS' ``genotype()``.
+
+The recipe (:data:`RECIPE`) is DrNAS' ``201-space/train_search.py``: SGD weight
+decay 3e-4 without Nesterov momentum (not NAS-Bench-201's 5e-4 with Nesterov), the
+rest as DARTS' (lr 0.025 to 0.001, batch 64, α by Adam 3e-4, first order), 100
+epochs (``--epochs 100``: an epoch count is the run's, not a recipe's). Its
+progressive variant (``train_search_progressive.py``: partial channels 4 then 2,
+pruning to 3 ops per edge after 50 epochs) and its DARTS-space search (lr 0.1,
+α lr 6e-4, partial channels 6, progressive) are not implemented: on the DARTS
+space the recipe leaves DARTS' settings.
 """
 from __future__ import annotations
 
@@ -23,8 +34,14 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import digamma, gammaln
 
-from jaxnas.options import Limits
+from jaxnas.options import Limits, Setting
 from jaxnas.relax.base import Relaxation, linear_ramp
+
+_DRNAS = 'xiangning-chen/DrNAS 201-space/train_search.py'
+RECIPE = {
+    'optim.weight_decay': Setting(3e-4, f'{_DRNAS} (--weight_decay 3e-4)'),
+    'optim.nesterov': Setting(False, f'{_DRNAS} (torch.optim.SGD without nesterov)'),
+}
 
 
 def concentration(a):
@@ -50,8 +67,9 @@ def mix(a, key=None, progress=None):
   return jax.random.dirichlet(key, c).astype(a.dtype)
 
 
-def drnas(*, kl_weight: Annotated[float, Limits('weight of the KL to Dir(1) (DrNAS reg_scale 1e-3, '
-                                               'reg_type kl)', min=0)] = 1e-3) -> Relaxation:
+def drnas(*, kl_weight: Annotated[float, Limits('weight of the KL to Dir(1) (0: DrNAS --reg_type '
+                                               'l2, its default; --reg_type kl: reg_scale 1e-3)',
+                                               min=0)] = 0.0) -> Relaxation:
   """DrNAS' relaxation (module docstring)."""
   return Relaxation('drnas', mix, (('kl_weight', kl_weight),), kl_loss,
                     linear_ramp(kl_weight, kl_weight), stochastic=True,
