@@ -34,6 +34,14 @@ def compilation_cache(tmp_path_factory):
   return path
 
 
+@pytest.fixture(scope='session')
+def programs(tmp_path_factory):
+  """A folder of traced programs (jaxnas.xla.persistent_jit) shared by all workers: tests
+  that run the same tiny search again (resumes) load its steps instead of tracing them.
+  A test that counts traces passes none."""
+  return str(tmp_path_factory.getbasetemp().parent / 'programs')
+
+
 @pytest.fixture
 def cli_caches(monkeypatch, compilation_cache):
   """For tests that run the command line, which keeps its compiles and traced

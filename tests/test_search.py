@@ -86,9 +86,9 @@ def test_each_method_gets_its_options_batches_and_alpha_optimizer(tmp_path, tiny
   np.testing.assert_allclose(updates['cell'], -0.1 * (2 + 1e-3), rtol=1e-6)
 
 
-def test_search_writes_its_outputs(tmp_path, tiny):
+def test_search_writes_its_outputs(tmp_path, tiny, programs):
   cfg = config(tmp_path)
-  result = search(cfg, progress=False, dataset=tiny)
+  result = search(cfg, progress=False, dataset=tiny, programs=programs)
   wd = cfg.workdir
   for name in ('config.json', 'metrics.jsonl', 'genotype.json', 'genotype.txt', 'alpha.npz',
                'cell.png', 'alpha_cell.png', 'curves.png'):
@@ -115,13 +115,13 @@ def run_space_derive(w):
 # 2 steps per epoch: a stop in the middle of epoch 1, and one on the last step of epoch 0
 # (whose checkpoint is the epoch end's)
 @pytest.mark.parametrize('stop_after', [3, 2])
-def test_resume_equals_uninterrupted(tmp_path, tiny, stop_after):
+def test_resume_equals_uninterrupted(tmp_path, tiny, stop_after, programs):
   full = search(config(tmp_path / 'a', method='multistep', multistep_n=2), progress=False,
-                dataset=tiny)
+                dataset=tiny, programs=programs)
   cfg = config(tmp_path / 'b', method='multistep', multistep_n=2)
   with pytest.raises(Interrupted, match='--resume'):
-    search(cfg, progress=False, dataset=tiny, stop_after_steps=stop_after)
-  resumed = search(cfg, resume=True, progress=False, dataset=tiny)
+    search(cfg, progress=False, dataset=tiny, programs=programs, stop_after_steps=stop_after)
+  resumed = search(cfg, resume=True, progress=False, dataset=tiny, programs=programs)
   np.testing.assert_allclose(resumed.alpha['cell'], full.alpha['cell'], rtol=0, atol=1e-6)
   assert resumed.genotype == full.genotype
   assert [r['epoch'] for r in resumed.history] == [0, 1]
@@ -129,20 +129,23 @@ def test_resume_equals_uninterrupted(tmp_path, tiny, stop_after):
                              rtol=1e-5)
 
 
-def test_resume_refuses_a_changed_config_and_a_fresh_start_refuses_a_used_workdir(tmp_path, tiny):
+def test_resume_refuses_a_changed_config_and_a_fresh_start_refuses_a_used_workdir(tmp_path, tiny,
+                                                                                 programs):
   cfg = config(tmp_path)  # as test_search_writes_its_outputs: its compiled step is cached
   with pytest.raises(Interrupted):
-    search(cfg, progress=False, dataset=tiny, stop_after_steps=1)
+    search(cfg, progress=False, dataset=tiny, programs=programs, stop_after_steps=1)
   with pytest.raises(ValueError, match=r"config differs in optim.lr: 0.025 -> 0.1, seed: 2 -> 3"):
-    search(config_lib.replace(cfg, lr=0.1, seed=3), resume=True, progress=False, dataset=tiny)
+    search(config_lib.replace(cfg, lr=0.1, seed=3), resume=True, progress=False, dataset=tiny,
+           programs=programs)
   with pytest.raises(ValueError, match='pass --resume'):
-    search(cfg, progress=False, dataset=tiny)
+    search(cfg, progress=False, dataset=tiny, programs=programs)
   # the length of the run may change
-  result = search(config_lib.replace(cfg, epochs=3), resume=True, progress=False, dataset=tiny)
+  result = search(config_lib.replace(cfg, epochs=3), resume=True, progress=False, dataset=tiny,
+                  programs=programs)
   assert [r['epoch'] for r in result.history] == [0, 1, 2]
 
 
-def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, tiny):
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, tiny, programs):
   cfg = config(tmp_path, checkpoint_every=1)
   train, _ = data.search_split(tiny, cfg.data.train_portion)
   bad = data.batch_indices(cfg.seed, 0, 2, len(train.x), cfg.size.batch_size)[0]
@@ -150,8 +153,8 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
   x[bad] = np.nan
   poisoned = dataclasses.replace(tiny, x_train=x)
   with pytest.raises(FloatingPointError, match=r'non-finite train_loss at epoch 0 step 2 .*step 2 in'):
-    search(cfg, progress=False, dataset=poisoned)
-  run = Search(cfg, poisoned)
+    search(cfg, progress=False, dataset=poisoned, programs=programs)
+  run = Search(cfg, poisoned, programs)
   ckpt = Checkpointer(cfg.workdir)
   assert ckpt.latest_step() == 2
   state, meta = ckpt.restore(run.init_state())
@@ -280,7 +283,7 @@ def test_the_regulariser_gradient_joins_the_hypergradient(tmp_path, tiny):
                              rtol=1e-4, atol=1e-7)
 
 
-def test_zen_warmup_reads_no_labels(tmp_path, tiny):
+def test_zen_warmup_reads_no_labels(tmp_path, tiny, programs):
   # Data that differ in every label: the searches are identical through the warm-up
   # epoch (its checkpoint), and differ after a labelled epoch.
   rng = np.random.default_rng(0)
@@ -288,13 +291,14 @@ def test_zen_warmup_reads_no_labels(tmp_path, tiny):
                                tiny.x_test, tiny.y_test, name='digits', num_classes=10)
   kw = dict(method='multistep', multistep_n=2, zen_warmup_epochs=1, epochs=2,
             zen_warmup_batch_size=8)
-  clean = search(config(tmp_path / 'clean', **kw), progress=False, dataset=tiny)
+  clean = search(config(tmp_path / 'clean', **kw), progress=False, dataset=tiny,
+                 programs=programs)
   assert 'zen_f' in clean.history[0] and 'train_loss' not in clean.history[0]
   cfg = config(tmp_path / 'corrupted', **kw)
-  run = Search(cfg, corrupted)
+  run = Search(cfg, corrupted, programs)
   S = run.steps_per_epoch
   with pytest.raises(Interrupted):
-    search(cfg, progress=False, dataset=corrupted, stop_after_steps=S + 1)
+    search(cfg, progress=False, dataset=corrupted, programs=programs, stop_after_steps=S + 1)
   like = run.init_state()
   states = [Checkpointer(str(tmp_path / name / 'run')).restore(like, step=S)[0]
             for name in ('clean', 'corrupted')]
