@@ -8,12 +8,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import orbax.checkpoint as ocp
-
-from jaxnas.config import flatten
 
 
 class Interrupted(Exception):
@@ -61,6 +59,17 @@ class Checkpointer:
     """Waits for the last save, then releases orbax' resources."""
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
+  """A nested dict as ``{'a.b': leaf}``."""
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, Mapping) and v and all(isinstance(x, str) for x in v):
+      out.update(flatten(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
 
 
 def check_resume_config(workdir: str, config: dict, resumable: tuple[str, ...]) -> None:

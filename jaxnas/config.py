@@ -336,14 +336,3 @@ def from_json(cls: type, data: dict[str, Any]):
     raise ValueError(f'{cls.__name__} has no field {", ".join(unknown)}')
   return cls(**{k: from_json(hints[k], v) if _is(fields[k], 'section') else v
                 for k, v in data.items()})
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
-  """A nested dict as ``{'a.b': leaf}``."""
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, Mapping) and v and all(isinstance(x, str) for x in v):
-      out.update(flatten(v, f'{prefix}{k}.'))
-    else:
-      out[f'{prefix}{k}'] = v
-  return out
