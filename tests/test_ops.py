@@ -294,6 +294,8 @@ def test_a_supernet_and_its_second_derivatives_are_the_same_on_both_kernel_paths
   # on XLA's kernels no custom VJP blocks a tangent: forward over reverse on both spaces
   assert out['xla'][3] and out['cpu'][3] == (space == 'darts')
   _assert_same({p: o[:3] for p, o in out.items()}, 1e-4, 1e-6)
+  if space == 'darts':   # (XLA's kernels take the same forward-over-reverse way on both spaces)
+    return
   monkeypatch.setenv('JAXNAS_KERNELS', 'xla')  # and it is the exact product
   jax.clear_caches()
   exact = jax.jit(lambda p, a: hypergrad.base.exact_mixed_product(loss, p, a, u))(v['params'], alpha)
