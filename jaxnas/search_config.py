@@ -187,9 +187,8 @@ class SearchConfig:
     (their recipes), every option of the method and the relaxation filled in, and the
     batch checked against the devices."""
     space = spaces.get_space(self.space)
-    small = self.data.dataset == 'digits'
-    sizes = space.small if small else space.defaults
-    epochs = self.size.epochs or (10 if small else 50)
+    sizes = space.sizes(self.data.dataset)
+    epochs = self.size.epochs or (10 if self.data.dataset == 'digits' else 50)
     size = dataclasses.replace(self.size, epochs=epochs,
                                channels=self.size.channels or sizes['channels'],
                                layers=self.size.layers or sizes['layers'])

@@ -35,10 +35,9 @@ from jaxnas.spaces.base import count_params, init_variables
 def darts_recipe(small: bool) -> dict:
   """DARTS' evaluation recipe (quark0/darts ``train.py``): SGD momentum 0.9, lr 0.025
   cosine to 0, weight decay 3e-4, clipping 5, auxiliary head weight 0.4, drop-path 0.2
-  rising linearly, batch 96, 600 epochs, C=36, 20 cells (cutout: the data set's). On
-  the embedded digits: C=8, 5 cells, batch 64, 20 epochs."""
-  return {'epochs': 20 if small else 600, 'batch_size': 64 if small else 96,
-          'channels': 8 if small else 36, 'layers': 5 if small else 20, 'lr': 0.025,
+  rising linearly, batch 96, 600 epochs (cutout: the data set's; C=36 and 20 cells, the
+  space's evaluation sizes). On the embedded digits: batch 64, 20 epochs."""
+  return {'epochs': 20 if small else 600, 'batch_size': 64 if small else 96, 'lr': 0.025,
           'nesterov': False, 'weight_decay': 3e-4, 'grad_clip': 5.0, 'auxiliary': True,
           'drop_path': 0.2}
 
@@ -46,15 +45,15 @@ def darts_recipe(small: bool) -> dict:
 def nb201_recipe(small: bool) -> dict:
   """NAS-Bench-201's training recipe (Dong and Yang 2020, §3; AutoDL-Projects
   ``configs/nas-benchmark/hyper-opts/200E.config``): SGD 0.1 Nesterov, momentum 0.9,
-  weight decay 5e-4, cosine to 0, batch 256, 200 epochs, no clipping, C=16, N=5. On
-  the embedded digits: C=8, one cell per stage, batch 64, 20 epochs."""
-  return {'epochs': 20 if small else 200, 'batch_size': 64 if small else 256,
-          'channels': 8 if small else 16, 'layers': 1 if small else 5, 'lr': 0.1,
+  weight decay 5e-4, cosine to 0, batch 256, 200 epochs, no clipping (C=16, N=5: the
+  space's evaluation sizes). On the embedded digits: batch 64, 20 epochs."""
+  return {'epochs': 20 if small else 200, 'batch_size': 64 if small else 256, 'lr': 0.1,
           'nesterov': True, 'weight_decay': 5e-4, 'grad_clip': 0.0, 'auxiliary': False,
           'drop_path': 0.0, 'cutout': 0}
 
 
-# space -> (small: bool) -> TrainConfig fields: how the space's networks were trained
+# space -> (small: bool) -> TrainConfig fields: how the space's networks were trained (their
+# sizes: SearchSpace.sizes)
 EVAL_RECIPES = {'darts': darts_recipe, 'nb201': nb201_recipe}
 
 
@@ -105,6 +104,7 @@ class TrainConfig:
       raise ValueError(f'the {space.title} space has no evaluation recipe: add one to '
                        'jaxnas.train.EVAL_RECIPES')
     recipe = {'cutout': data_lib.default_train_augment(self.dataset).cutout,
+              **space.sizes(self.dataset, evaluation=True),
               **EVAL_RECIPES[self.space](self.dataset == 'digits'),
               'devices': sharding.default_devices()}
     out = dataclasses.replace(self, **{k: v for k, v in recipe.items() if getattr(self, k) is None})

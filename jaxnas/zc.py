@@ -275,9 +275,8 @@ def zc(config: ZCConfig, dataset: data_lib.Dataset | None = None, progress: bool
     for g in genotypes:
       table.lookup(g)
   ds = dataset or data_lib.load(cfg.dataset, cfg.data_dir)
-  small = cfg.dataset == 'digits'
-  channels = cfg.channels or (sp.small['channels'] if small else sp.defaults['eval_channels'])
-  layers = cfg.layers or (sp.small['layers'] if small else sp.defaults['eval_layers'])
+  sizes = sp.sizes(cfg.dataset, evaluation=True)
+  channels, layers = cfg.channels or sizes['channels'], cfg.layers or sizes['layers']
   scores, via, seconds, rate = score_genotypes(sp, genotypes, cfg.proxy, ds, channels,
                                                layers, cfg.batch_size, cfg.via, cfg.chunk,
                                                cfg.seed, cfg.devices, progress, **options)

@@ -119,6 +119,9 @@ def test_recipes_and_errors(tmp_path):
   nb = TrainConfig(space='nb201', genotype='NB201_BEST', dataset='cifar10').resolved()
   assert (nb.epochs, nb.batch_size, nb.lr, nb.nesterov, nb.weight_decay, nb.grad_clip) == \
       (200, 256, 0.1, True, 5e-4, 0.0)
+  assert (nb.channels, nb.layers) == (16, 5)
+  small = TrainConfig(space='darts', genotype='DARTS_V2').resolved()   # the embedded digits
+  assert (small.epochs, small.batch_size, small.channels, small.layers) == (20, 64, 8, 5)
   with pytest.raises(ValueError, match='--genotype'):
     TrainConfig(space='nb201').resolved()
   assert main(['train', '--space', 'nb201', '--genotype', 'nope', '--workdir',

@@ -92,6 +92,14 @@ class SearchSpace:
   forward_over_reverse: bool = False
   network_options: tuple[str, ...] = ()
 
+  def sizes(self, dataset: str, evaluation: bool = False) -> dict[str, int]:
+    """``channels`` and ``layers`` on the data set named ``dataset``: the small sizes on
+    the embedded 8x8 digits, else the search (or ``evaluation``) sizes."""
+    if dataset == 'digits':
+      return dict(self.small)
+    prefix = 'eval_' if evaluation else ''
+    return {k: self.defaults[prefix + k] for k in ('channels', 'layers')}
+
   @property
   def cells(self) -> tuple[str, ...]:
     """The cell types, in α's key order."""
