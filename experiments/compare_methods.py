@@ -87,7 +87,7 @@ def run_one(entry: dict, cfg: dict, seed: int, root: str, ds, programs: str | No
   has_ckpt = os.path.isdir(os.path.join(tdir, 'checkpoints'))
   report = train(TrainConfig(space=cfg['space'], genotype=genotype, dataset=cfg['dataset'],
                              seed=seed, workdir=tdir, **cfg.get('train', {})),
-                 resume=has_ckpt, progress=False, dataset=ds).report
+                 resume=has_ckpt, progress=False, dataset=ds, programs=programs).report
   return {'method': name, 'seed': seed, 'genotype': genotype, 'search_seconds': compiled,
           'search_wall_seconds': wall, 'params': report['params'],
           'test_acc': report['test_acc'], 'train_seconds_per_epoch': report['seconds_per_epoch']}

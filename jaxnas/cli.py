@@ -138,7 +138,7 @@ COMMANDS: dict[str, Command] = {
         "train a genotype's network from scratch (evaluation)",
         'Evaluation training with the DARTS recipe (darts) or the NAS-Bench-201 recipe (nb201); '
         'fields left unset are resolved by space and data set. Ends with a report.',
-        resumable=True),
+        resumable=True, programs=True),
     'run': Command(
         pipeline.RunConfig, pipeline.run, _report_run,
         'search, derive, train and report in one resumable run',

@@ -52,7 +52,8 @@ def _mark_done(folder: str, info: dict) -> None:
 def run(config: RunConfig, resume: bool = False, progress: bool = True,
         dataset: data_lib.Dataset | None = None, programs: str | None = None) -> dict:
   """Runs the pipeline; returns the report (also written to ``config.workdir``).
-  ``programs``: the folder of the search's traced programs (:func:`jaxnas.search.search`)."""
+  ``programs``: the folder of the search's and training's traced programs
+  (:func:`jaxnas.xla.program_dir`)."""
   workdir = config.workdir
   search_dir, train_dir = os.path.join(workdir, 'search'), os.path.join(workdir, 'train')
   if not resume and os.path.isdir(workdir) and os.listdir(workdir):
@@ -76,7 +77,8 @@ def run(config: RunConfig, resume: bool = False, progress: bool = True,
   done = _done(train_dir)
   if done is None:
     has_ckpt = os.path.isdir(os.path.join(train_dir, 'checkpoints'))
-    result = train(tcfg, resume=resume and has_ckpt, progress=progress, dataset=dataset)
+    result = train(tcfg, resume=resume and has_ckpt, progress=progress, dataset=dataset,
+                   programs=programs)
     done = {'report': result.report}
     _mark_done(train_dir, done)
   report = {**done['report'], 'method': scfg.method, 'relaxation': scfg.relaxation,

@@ -26,7 +26,7 @@ import optax
 from jaxnas import benchmark_table
 from jaxnas import config as config_lib
 from jaxnas import data as data_lib
-from jaxnas import loop, optim, plot, sharding, spaces
+from jaxnas import loop, optim, plot, sharding, spaces, xla
 from jaxnas.config import option
 from jaxnas.spaces import get_space
 from jaxnas.spaces.base import count_params, init_variables
@@ -136,28 +136,44 @@ class TrainResult:
   config: TrainConfig
 
 
+class TrainHyper(NamedTuple):
+  """The training settings the step reads (of a resolved :class:`TrainConfig`)."""
+  lr: float
+  lr_min: float
+  momentum: float
+  weight_decay: float
+  grad_clip: float
+  nesterov: bool
+  drop_path: float
+  auxiliary_weight: float
+
+  @classmethod
+  def of(cls, config: TrainConfig) -> 'TrainHyper':
+    return cls(*(getattr(config, name) for name in cls._fields))
+
+
 class TrainSpec(NamedTuple):
-  """What the training step's program depends on besides its arguments (not the run's
-  length: ``epochs`` is an argument of the step, so a run resumed for more epochs runs
-  the program it compiled)."""
+  """What the training step's program depends on besides its arguments, and its key in
+  the program cache (its ``repr``). Not the run's length: ``epochs`` is an argument of
+  the step, so a run resumed for more epochs runs the program it compiled."""
   model: Any
-  config: TrainConfig        # resolved
+  hyper: TrainHyper
   steps_per_epoch: int
   augment: data_lib.Augment
   mean: tuple[float, ...]
   std: tuple[float, ...]
 
   def schedule(self, epochs):
-    c = self.config
-    return optim.cosine_per_epoch(c.lr, c.lr_min, epochs, self.steps_per_epoch)
+    h = self.hyper
+    return optim.cosine_per_epoch(h.lr, h.lr_min, epochs, self.steps_per_epoch)
 
   def tx(self, epochs) -> optax.GradientTransformation:
-    c = self.config
-    return optim.sgd(self.schedule(epochs), c.momentum, c.weight_decay, c.grad_clip, c.nesterov)
+    h = self.hyper
+    return optim.sgd(self.schedule(epochs), h.momentum, h.weight_decay, h.grad_clip, h.nesterov)
 
   def drop_prob(self, step, epochs):
     """Drop-path probability, rising linearly per epoch: ``p · epoch / epochs``."""
-    return self.config.drop_path * (step // self.steps_per_epoch) / epochs
+    return self.hyper.drop_path * (step // self.steps_per_epoch) / epochs
 
 
 def loss_fn(logits, aux_logits, labels, aux_weight: float):
@@ -174,13 +190,13 @@ def train_step(spec: TrainSpec, state: TrainState, x, y, epochs):
   key = jax.random.wrap_key_data(state.key)
   key, k_aug, k_drop = jax.random.split(key, 3)
   x = spec.augment(k_aug, x, spec.mean, spec.std)
-  drop = spec.drop_prob(state.step, epochs) if spec.config.drop_path else None
+  drop = spec.drop_prob(state.step, epochs) if spec.hyper.drop_path else None
 
   def loss(params):
     (logits, aux), new = spec.model.apply(
         {'params': params, 'batch_stats': state.batch_stats}, x, train=True, drop_prob=drop,
         mutable=['batch_stats'], rngs={'dropout': k_drop})
-    return loss_fn(logits, aux, y, spec.config.auxiliary_weight), (new['batch_stats'], logits)
+    return loss_fn(logits, aux, y, spec.hyper.auxiliary_weight), (new['batch_stats'], logits)
   (value, (stats, logits)), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
   updates, opt = spec.tx(epochs).update(grads, state.opt, state.params)
   metrics = {'train_loss': value, 'train_acc': jnp.mean(jnp.argmax(logits, -1) == y),
@@ -217,8 +233,10 @@ class Trainer:
   """One training run, the :class:`jaxnas.loop.Job` of :func:`train`: data, network, the
   jitted steps, the batches and the outputs."""
 
-  def __init__(self, config: TrainConfig, dataset: data_lib.Dataset | None = None):
+  def __init__(self, config: TrainConfig, dataset: data_lib.Dataset | None = None,
+               programs: str | None = None):
     cfg = self.config = config.resolved()
+    self.programs = programs   # the folder of traced programs (jaxnas.xla.persistent_jit)
     self.space = get_space(cfg.space)
     self.genotype = self.space.load_genotype(cfg.genotype)
     self.data = dataset or data_lib.load(cfg.dataset, cfg.data_dir, cfg.download)
@@ -228,24 +246,30 @@ class Trainer:
     model = self.space.network(self.genotype, cfg.channels, cfg.layers, self.data.num_classes,
                                **options)
     base = data_lib.default_train_augment(cfg.dataset) if cfg.augment else data_lib.NO_AUGMENT
-    self.spec = TrainSpec(model, cfg, self.steps_per_epoch, dataclasses.replace(base, cutout=cfg.cutout),
-                          tuple(self.data.mean), tuple(self.data.std))
+    self.spec = TrainSpec(model, TrainHyper.of(cfg), self.steps_per_epoch,
+                          dataclasses.replace(base, cutout=cfg.cutout), tuple(self.data.mean),
+                          tuple(self.data.std))
     # data parallel: the batch split over the mesh, everything else replicated
     self.mesh = sharding.make_mesh(cfg.devices)
     self.layout = sharding.describe(self.mesh, cfg.batch_size)
     repl, batch = sharding.replicated(self.mesh), sharding.batch_sharding(self.mesh)
     self.replicated, self.batch_sharding = repl, batch
-    self.train_step = jax.jit(functools.partial(train_step, self.spec), donate_argnums=0,
-                              in_shardings=(repl, batch, batch, repl), out_shardings=repl)
+    key = repr(self.spec)
+    self.train_step = xla.persistent_jit(functools.partial(train_step, self.spec),
+                                         ['train_step', key], programs, donate_argnums=0,
+                                         in_shardings=(repl, batch, batch, repl),
+                                         out_shardings=repl)
     self.epochs = sharding.put(np.int32(cfg.epochs), repl)
-    self.eval_step = jax.jit(functools.partial(eval_step, self.spec),
-                             in_shardings=(repl, repl, batch, batch, repl), out_shardings=repl)
+    self.eval_step = xla.persistent_jit(functools.partial(eval_step, self.spec),
+                                        ['eval_step', key], programs,
+                                        in_shardings=(repl, repl, batch, batch, repl),
+                                        out_shardings=repl)
     self._redraw = plot.Redraw()
 
   def init_state(self) -> TrainState:
     k_w, k_run = jax.random.split(jax.random.key(self.config.seed))
     x = jnp.zeros((1,) + self.data.image_shape, jnp.float32)
-    v = init_variables(self.spec.model, k_w, x)
+    v = init_variables(self.spec.model, k_w, x, programs=self.programs)
     state = TrainState(v['params'], v.get('batch_stats', {}),
                        self.spec.tx(self.config.epochs).init(v['params']),
                        jnp.zeros((), jnp.int32), jax.random.key_data(k_run))
@@ -290,13 +314,15 @@ class Trainer:
 
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True,
-          stop_after_steps: int | None = None, dataset: data_lib.Dataset | None = None) -> TrainResult:
+          stop_after_steps: int | None = None, dataset: data_lib.Dataset | None = None,
+          programs: str | None = None) -> TrainResult:
   """Trains (or resumes training) the genotype's network; writes to ``config.workdir``:
   ``config.json``, ``metrics.jsonl`` (per epoch: train and test loss and
   accuracy, lr, drop-path, seconds per step), ``curves.png``, ``report.json``, and
   checkpoints every epoch, every ``checkpoint_every`` steps and on
-  SIGINT/SIGTERM (then raises :class:`jaxnas.loop.Interrupted`)."""
-  job = Trainer(config, dataset)
+  SIGINT/SIGTERM (then raises :class:`jaxnas.loop.Interrupted`). With a folder
+  ``programs`` (:func:`jaxnas.xla.program_dir`) its traced steps are kept there."""
+  job = Trainer(config, dataset, programs)
   cfg, lay = job.config, job.layout
   opts = loop.Options(cfg.workdir, cfg.epochs, cfg.to_json(), TrainConfig.RESUMABLE_CHANGES,
                       cfg.checkpoint_every,

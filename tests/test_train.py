@@ -58,12 +58,18 @@ def test_evaluation_reads_the_whole_test_split(tmp_path):
 
 
 def test_resume_equals_uninterrupted(tmp_path):
+  # the three runs share a folder of programs: the training and evaluation steps are
+  # traced once (another workdir does not change them), then loaded
   ds = _small_data()
-  full = train(_config(tmp_path / 'a', checkpoint_every=2), progress=False, dataset=ds)
+  programs = tmp_path / 'programs'
+  full = train(_config(tmp_path / 'a', checkpoint_every=2), progress=False, dataset=ds,
+               programs=str(programs))
+  assert len(list(programs.glob('*.jaxprogram'))) == 2
   cfg = _config(tmp_path / 'b', checkpoint_every=2)
-  with pytest.raises(Interrupted):
-    train(cfg, progress=False, dataset=ds, stop_after_steps=9)  # mid-epoch 1 (6 steps per epoch)
-  resumed = train(cfg, resume=True, progress=False, dataset=ds)
+  with pytest.raises(Interrupted):   # mid-epoch 1 (6 steps per epoch)
+    train(cfg, progress=False, dataset=ds, stop_after_steps=9, programs=str(programs))
+  resumed = train(cfg, resume=True, progress=False, dataset=ds, programs=str(programs))
+  assert len(list(programs.glob('*.jaxprogram'))) == 2
   for a, b in zip(full.history, resumed.history):
     for k in ('train_loss', 'train_acc', 'test_loss', 'test_acc'):
       assert a[k] == pytest.approx(b[k], abs=1e-6), k
