@@ -1,6 +1,6 @@
 """The one training loop that search and evaluation training share.
 
-:func:`run` owns what every long run needs: the work directory and its
+:func:`run_job` owns what every long run needs: the work directory and its
 ``config.json``, checkpoint and resume (a resumed run equals an uninterrupted
 one), ``metrics.jsonl`` (one record per epoch), the progress bar, SIGINT /
 SIGTERM (save, then raise :class:`Interrupted`; across hosts a signal to any
@@ -40,7 +40,7 @@ class Job(Protocol):
 
 
 class Options(NamedTuple):
-  """How :func:`run` runs a job."""
+  """How :func:`run_job` runs a job."""
   workdir: str
   epochs: int
   config: dict                       # the resolved config, written as config.json
@@ -57,7 +57,7 @@ def _load_history(workdir: str, epoch: int) -> list[dict]:
     return [r for r in map(json.loads, f) if r['epoch'] < epoch]
 
 
-def run(job: Job, opts: Options, resume: bool = False, progress: bool = True,
+def run_job(job: Job, opts: Options, resume: bool = False, progress: bool = True,
         stop_after_steps: int | None = None) -> tuple[Any, list[dict]]:
   """Runs (or resumes) ``job`` for ``opts.epochs`` epochs; returns the final state and the
   per-epoch records. ``stop_after_steps`` stops as a signal does, after that many

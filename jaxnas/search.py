@@ -350,7 +350,7 @@ def search(config: SearchConfig, resume: bool = False, progress: bool = True,
                       cfg.checkpoint_every,
                       f"{cfg.method} search, batch {lay['global_batch']} = {lay['devices']} "
                       f"{lay['platform']} x {lay['per_device_batch']}")
-  state, history = loop.run(job, opts, resume, progress, stop_after_steps)
+  state, history = loop.run_job(job, opts, resume, progress, stop_after_steps)
   genotype = job.genotype(state.alpha)
   return SearchResult(genotype, {k: np.asarray(v) for k, v in state.alpha.items()},
                       job.mixing_weights(state.alpha), history, cfg.workdir, cfg,

@@ -328,7 +328,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
                       cfg.checkpoint_every,
                       f"train {cfg.space}, batch {lay['global_batch']} = {lay['devices']} "
                       f"{lay['platform']} x {lay['per_device_batch']}")
-  state, history = loop.run(job, opts, resume, progress, stop_after_steps)
+  state, history = loop.run_job(job, opts, resume, progress, stop_after_steps)
   report = make_report(job, state, history)
   if sharding.is_main_process():
     with open(os.path.join(cfg.workdir, 'report.json'), 'w') as f:
