@@ -53,7 +53,7 @@ def find_genotype(entry: dict, cfg: dict, seed: int, workdir: str, ds, programs:
   options = {k: v for k, v in entry.items() if k not in ('name', 'kind')}
   scfg = config_lib.make(SearchConfig, space=cfg['space'], dataset=cfg['dataset'], seed=seed,
                          workdir=workdir, **cfg.get('search', {}),
-                         **(options if kind == 'search' else {})).resolved()
+                         **(options if kind == 'search' else {}))
   t0 = time.perf_counter()
   if kind == 'search':
     has_ckpt = os.path.isdir(os.path.join(workdir, 'checkpoints'))

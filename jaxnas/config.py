@@ -38,7 +38,7 @@ from jaxnas.options import (ConfigError, Limits, Recipe, Setting, _kind,  # noqa
                             bind_options, flag_name, option_flag, violation)
 
 _META = 'jaxnas'
-_BASE = 'jaxnas_recipe_base'
+BASE = 'jaxnas_recipe_base'   # a recipe leaf's metadata: its value where no recipe sets it
 
 
 def option(default: Any, help: str = '', **limits) -> Any:
@@ -48,9 +48,10 @@ def option(default: Any, help: str = '', **limits) -> Any:
 
 
 def recipe_option(base: Any, help: str = '', **limits) -> Any:
-  """A config leaf that a recipe may set (:func:`apply_recipe`): None until the config
-  is resolved, then the recipe's value, or ``base`` (DARTS') where no recipe sets it."""
-  return dataclasses.field(default=None, metadata={_META: Limits(help, **limits), _BASE: base})
+  """A config leaf that a recipe may set (:func:`recipe_values`): given None (its
+  default), the config sets it when built to the recipe's value, or to ``base``
+  (DARTS') where no recipe sets it."""
+  return dataclasses.field(default=None, metadata={_META: Limits(help, **limits), BASE: base})
 
 
 def section(cls: type, help: str = '', prefix: str = '', skip: tuple[str, ...] = ()) -> Any:
@@ -128,7 +129,7 @@ def leaves(cls: type, prefix: str = '', path: tuple[str, ...] = (), group: str =
       continue
     default = f.default if f.default is not dataclasses.MISSING else None
     yield Leaf(path + (f.name,), flag_name(f.name, prefix), _kind(hints[f.name]), default,
-               _meta(f).help, group, _BASE in f.metadata, f.metadata.get(_BASE))
+               _meta(f).help, group, BASE in f.metadata, f.metadata.get(BASE))
 
 
 def _registries(cls: type, path: tuple[str, ...] = ()):
@@ -259,45 +260,40 @@ def to_flat(config, prefix: str = '') -> dict[str, Any]:
 
 
 def replace(config, **flat):
-  """``config`` with some settings changed, spelt as for :func:`make`."""
-  return make(type(config), **{**to_flat(config), **flat})
+  """``config`` with some settings changed, spelt as for :func:`make`. A setting that
+  chooses a recipe (the class' ``RECIPE_KEYS``: the method, the space...) cannot change:
+  the built config holds its recipe's values, so build a new config instead."""
+  old = to_flat(config)
+  by_flag = {leaf.flag[2:].replace('-', '_'): '.'.join(leaf.path) for leaf in leaves(type(config))}
+  keys = getattr(type(config), 'RECIPE_KEYS', ())
+  fixed = sorted(k for k, v in flat.items() if by_flag.get(k) in keys and v != old[k])
+  if fixed:
+    raise ValueError(f'{", ".join(fixed)} chooses a recipe, applied when the config was built: '
+                     f'build a new config (jaxnas.config.make) instead of replacing it')
+  return make(type(config), **{**old, **flat})
 
 
-def apply_recipe(config, recipe: Recipe, epochs: int | None = None):
-  """``config`` with every recipe leaf still None set: the recipe's value, else the
-  leaf's base (an epoch count scaled to ``epochs``, see :class:`Setting`). A recipe
-  path that is no recipe leaf of the config is an error."""
-  known = {'.'.join(leaf.path): leaf for leaf in leaves(type(config)) if leaf.recipe}
-  unknown = sorted(set(recipe) - set(known))
+def recipe_values(cls: type, section, recipe: Recipe, epochs: int, name: str) -> dict[str, Any]:
+  """The values of the recipe leaves of ``section`` (an instance of config class ``cls``,
+  the section ``name`` of its config) left None: the recipe's (``recipe`` keyed
+  ``'{name}.{leaf}'``), else the leaf's base; an epoch count is scaled to ``epochs``
+  (:class:`Setting`). A recipe key of this section that is no recipe leaf is an error."""
+  recipe_leaves = {f.name: f for f in dataclasses.fields(cls) if BASE in f.metadata}
+  mine = {k.split('.', 1)[1]: s for k, s in recipe.items() if k.split('.', 1)[0] == name}
+  unknown = sorted(set(mine) - set(recipe_leaves))
   if unknown:
-    raise ValueError(f'a recipe sets {", ".join(unknown)}, which no recipe may set; '
-                     f'recipe settings: {", ".join(sorted(known))}')
+    raise ValueError(f'a recipe sets {", ".join(f"{name}.{u}" for u in unknown)}, which no recipe '
+                     f'may set; recipe settings of {name}: {", ".join(sorted(recipe_leaves))}')
   values = {}
-  for path, leaf in known.items():
-    if _get(config, leaf.path) is not None:
+  for key, f in recipe_leaves.items():
+    if getattr(section, key) is not None:
       continue
-    setting = recipe.get(path)
-    value = leaf.base if setting is None else setting.value
-    if setting is not None and setting.of_epochs and epochs is not None:
+    setting = mine.get(key)
+    value = f.metadata[BASE] if setting is None else setting.value
+    if setting is not None and setting.of_epochs:
       value = int(round(value * epochs / setting.of_epochs))
-    values[leaf.path] = value
-  return _replace_paths(config, values)
-
-
-def recipe_resolved(config) -> bool:
-  """Whether every recipe leaf of ``config`` is set (:func:`apply_recipe` has run)."""
-  return all(_get(config, leaf.path) is not None for leaf in leaves(type(config)) if leaf.recipe)
-
-
-def _replace_paths(config, values: Mapping[tuple[str, ...], Any]):
-  changes = {}
-  for f in dataclasses.fields(config):
-    sub = {p[1:]: v for p, v in values.items() if p[0] == f.name and len(p) > 1}
-    if sub:
-      changes[f.name] = _replace_paths(getattr(config, f.name), sub)
-    elif (f.name,) in values:
-      changes[f.name] = values[(f.name,)]
-  return dataclasses.replace(config, **changes)
+    values[key] = value
+  return values
 
 
 def _get(config, path):

@@ -184,7 +184,7 @@ class Search:
 
   def __init__(self, config: SearchConfig, dataset: data_lib.Dataset | None = None,
                programs: str | None = None):
-    cfg = self.config = config.resolved()
+    cfg = self.config = config
     self.programs = programs   # the folder of traced programs (jaxnas.xla.persistent_jit)
     self.space = get_space(cfg.space)
     if cfg.benchmark_table:

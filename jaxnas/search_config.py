@@ -8,10 +8,15 @@ random crop (pad 4) and flip on both halves and no cutout; α by Adam 3e-4,
 betas (0.5, 0.999), weight decay 1e-3, initialised 1e-3·N(0, 1)). Where a
 method, a relaxation or a space ran with other settings, its *recipe* (a dict
 of :class:`jaxnas.options.Setting`, written beside its code with its source)
-sets them: a leaf declared with :func:`jaxnas.config.recipe_option` is None
-until :meth:`SearchConfig.resolved` fills it from the method's recipe, else the
-relaxation's, else the space's, else DARTS' value; a value given on the
-command line always wins. The README's "Recipes" table lists every recipe.
+sets them. A config is complete when built, in one place: a leaf declared
+with :func:`jaxnas.config.recipe_option` and left None is set by
+``SearchConfig.__post_init__`` to the method's recipe, else the relaxation's,
+else the space's, else DARTS' value, and the sizes left None to the space's on
+the data set, before the config is frozen; no built config holds a None there,
+and a value given (on the command line, or to the constructor) always wins. The
+README's "Recipes" table lists every recipe. A built config keeps its values:
+to change its method, relaxation, space or data set, build a new one (the
+recipe is applied when a config is built, :func:`jaxnas.config.replace` refuses).
 A method's and a relaxation's own options are the keyword parameters of its
 function (``jaxnas.hypergrad``, ``jaxnas.relax``), where their defaults and
 sources are written; on the command line they are ``--{method}-{option}`` and
@@ -101,20 +106,20 @@ class OptimConfig:
   def __post_init__(self):
     config_lib.validate(self)
 
-  def check(self, given: 'OptimConfig | None') -> None:
-    """Raises where the resolved settings disagree, or a ``given`` one (the settings before
-    resolution; None: a config resolved again) would do nothing."""
+  def check(self, given: 'OptimConfig') -> None:
+    """Raises where the complete settings disagree, or one of ``given`` (the settings as
+    given, None where not) would do nothing."""
     if self.lr_min > self.lr:
       raise ValueError(f'lr_min (--lr-min) {self.lr_min} is above lr (--lr) {self.lr}')
-    if given is None:
-      return
     if self.alpha_optimizer == 'sgd':
-      for name in ('alpha_beta1', 'alpha_beta2'):
-        if getattr(given, name) is not None:
-          raise ValueError(f'{config_lib.flag_name(name)} sets Adam, but the α optimiser is sgd: '
+      for f in dataclasses.fields(OptimConfig):
+        if f.name in ('alpha_beta1', 'alpha_beta2') and getattr(given, f.name) not in (
+            None, f.metadata[config_lib.BASE]):
+          raise ValueError(f'{config_lib.flag_name(f.name)} sets Adam, but the α optimiser is sgd: '
                            'it would do nothing')
-    if not self.momentum and given.nesterov:
-      raise ValueError('--nesterov needs momentum (--momentum > 0)')
+    if self.nesterov and not self.momentum:
+      raise ValueError('Nesterov momentum (--nesterov) needs momentum (--momentum > 0): '
+                       'pass --no-nesterov')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,9 +140,9 @@ class WarmupConfig:
 
 @dataclasses.dataclass(frozen=True)
 class SearchConfig:
-  """Search settings (module docstring). Every field is checked when the config is built
-  (:func:`jaxnas.config.validate`); :meth:`resolved` fills in what depends on the data
-  set, the space and the method."""
+  """Search settings (module docstring). A config is complete and checked when built:
+  what was left None is set from the recipes, the data set and the space, the method's
+  and relaxation's options are filled in, and the batch is checked against the devices."""
   space: str = option('darts', 'search space', choices=lambda: spaces.SPACES)
   method: str = option('darts1', 'hypergradient estimator', choices=lambda: hypergrad.ESTIMATORS)
   method_options: dict = registry_options('method', lambda: hypergrad.ESTIMATORS)
@@ -162,8 +167,12 @@ class SearchConfig:
   RESUMABLE_CHANGES = ('size.epochs', 'checkpoint_every', 'workdir', 'data.data_dir', 'data.download',
                        'devices', 'benchmark_table')
 
+  # Settings whose change makes another recipe apply: a built config refuses to change them.
+  RECIPE_KEYS = ('space', 'method', 'relaxation', 'data.dataset')
+
   def __post_init__(self):
     config_lib.validate(self)
+    self._complete()
     if self.benchmark_table is not None:
       benchmark_table.check_space(self.space)
     if self.warmup.epochs and self.method != 'multistep':
@@ -182,38 +191,46 @@ class SearchConfig:
     return {**SPACE_RECIPES.get(self.space, {}), **relax.RELAXATIONS[self.relaxation].recipe,
             **hypergrad.ESTIMATORS[self.method].recipe}
 
-  def resolved(self) -> 'SearchConfig':
-    """The config with every None resolved by data set, space, method and relaxation
-    (their recipes), every option of the method and the relaxation filled in, and the
-    batch checked against the devices."""
+  def _complete(self) -> None:
+    """Sets what was left None (the recipes', the space's sizes on the data set, the
+    devices), fills in the options of the method and the relaxation, and checks what
+    depends on them: the one place a recipe is applied, before the config is frozen
+    (a complete config passes through unchanged)."""
     space = spaces.get_space(self.space)
     sizes = space.sizes(self.data.dataset)
     epochs = self.size.epochs or (10 if self.data.dataset == 'digits' else 50)
     size = dataclasses.replace(self.size, epochs=epochs,
                                channels=self.size.channels or sizes['channels'],
                                layers=self.size.layers or sizes['layers'])
+    recipe = self.recipe()
+    stray = sorted(k for k in recipe if k.split('.', 1)[0] not in ('size', 'optim'))
+    if stray:
+      raise ValueError(f'a recipe sets {", ".join(stray)}: recipes set sizes and optimisers only')
+    given = self.optim
+    if (given.alpha_optimizer is not None and given.alpha_lr is None and given.alpha_optimizer
+        != recipe.get('optim.alpha_optimizer', config_lib.Setting('adam', '')).value):
+      raise ValueError(f'--alpha-optimizer {given.alpha_optimizer} is not the one {self.method} '
+                       f'ran with: give its learning rate (--alpha-lr)')
+    optim = dataclasses.replace(given, **config_lib.recipe_values(OptimConfig, given, recipe,
+                                                                  epochs, 'optim'))
+    size = dataclasses.replace(size, **config_lib.recipe_values(SizeConfig, size, recipe, epochs,
+                                                                'size'))
+    optim.check(given)
     estimator = hypergrad.make(self.method, **self.method_options)
     relaxation = relax.make(self.relaxation, **self.relaxation_options)
-    recipe = self.recipe()
-    given_kind = self.optim.alpha_optimizer
-    if (given_kind is not None and self.optim.alpha_lr is None
-        and given_kind != recipe.get('optim.alpha_optimizer', config_lib.Setting('adam', '')).value):
-      raise ValueError(f'--alpha-optimizer {given_kind} is not the one {self.method} ran with: '
-                       f'give its learning rate (--alpha-lr)')
-    cfg = config_lib.apply_recipe(dataclasses.replace(self, size=size), recipe, epochs)
-    cfg.optim.check(None if config_lib.recipe_resolved(self) else self.optim)
-    cfg = dataclasses.replace(
-        cfg, method_options=dict(estimator.options), relaxation_options=dict(relaxation.options),
-        devices=self.devices or sharding.default_devices())
-    if cfg.warmup.epochs + cfg.optim.alpha_warmup_epochs >= epochs:
-      raise ValueError(f'the warm-ups (--zen-warmup-epochs {cfg.warmup.epochs}, --alpha-warmup-epochs '
-                       f'{cfg.optim.alpha_warmup_epochs}) must leave epochs that move α: at most '
+    complete = {'size': size, 'optim': optim, 'method_options': dict(estimator.options),
+                'relaxation_options': dict(relaxation.options),
+                'devices': self.devices or sharding.default_devices()}
+    for name, value in complete.items():
+      object.__setattr__(self, name, value)   # frozen from here on
+    if self.warmup.epochs + optim.alpha_warmup_epochs >= epochs:
+      raise ValueError(f'the warm-ups (--zen-warmup-epochs {self.warmup.epochs}, --alpha-warmup-epochs '
+                       f'{optim.alpha_warmup_epochs}) must leave epochs that move α: at most '
                        f'epochs - 1 = {epochs - 1} together')
     if size.channels % relaxation.partial_channels:
       raise ValueError(f'{size.channels} channels (--channels) do not split into the '
                        f'{relaxation.partial_channels} groups of partial channels')
-    sharding.check_batch(cfg.size.batch_size, sharding.make_mesh(cfg.devices))
-    return cfg
+    sharding.check_batch(size.batch_size, sharding.make_mesh(self.devices))
 
   def to_json(self) -> dict[str, Any]:
     return config_lib.to_json(self)

@@ -184,7 +184,7 @@ def test_unknown_names_and_bad_values_are_refused_when_the_config_is_built(tmp_p
                                                        'but it has no epochs')]:
     with pytest.raises(ValueError, match=message):
       config(tmp_path, **kw)
-  # limits that depend on resolved fields: when the config is resolved, before any data is read
+  # limits that depend on the recipes and sizes, checked as the config completes itself
   for kw, message in [
       (dict(method='multistep', zen_warmup_epochs=1, alpha_warmup_epochs=1),
        r'the warm-ups \(--zen-warmup-epochs 1, --alpha-warmup-epochs 1\) must leave epochs that move '
@@ -192,20 +192,42 @@ def test_unknown_names_and_bad_values_are_refused_when_the_config_is_built(tmp_p
       (dict(lr_min=0.1), r'lr_min \(--lr-min\) 0.1 is above lr \(--lr\) 0.025'),
       (dict(method='sge', lr=0.0005), r'lr_min \(--lr-min\) 0.001 is above lr \(--lr\) 0.0005'),
       (dict(method='sge', alpha_beta1=0.9), r'--alpha-beta1 sets Adam, but the α optimiser is sgd'),
-      (dict(momentum=0.0, nesterov=True), r'--nesterov needs momentum'),
+      (dict(momentum=0.0, nesterov=True), r'Nesterov momentum \(--nesterov\) needs momentum'),
+      (dict(momentum=0.0), r'needs momentum \(--momentum > 0\): pass --no-nesterov'),  # nb201's
       (dict(alpha_optimizer='sgd'), r'--alpha-optimizer sgd is not the one darts1 ran with: give '
                                     r'its learning rate \(--alpha-lr\)')]:
     with pytest.raises(ValueError, match=message):
-      config(tmp_path, **kw).resolved()
-  # resolving is idempotent (a resolved config passed to search() is resolved again)
-  for kw in (dict(method='sge'), dict(relaxation='pc', channels=8), dict(momentum=0.0),
-             dict(method='multistep', zen_warmup_epochs=1)):
-    once = config(tmp_path, **kw).resolved()
-    assert once.resolved() == once
+      config(tmp_path, **kw)
   with pytest.raises(ValueError, match='the batch size 30 does not split over 8 devices'):
-    config(tmp_path, batch_size=30, devices='8').resolved()
+    config(tmp_path, batch_size=30, devices='8')
   with pytest.raises(ValueError, match=r'6 channels \(--channels\) do not split into the 4 groups'):
-    config(tmp_path, relaxation='pc', channels=6).resolved()
+    config(tmp_path, relaxation='pc', channels=6)
+
+
+def test_a_config_is_complete_when_built(tmp_path):
+  # every recipe leaf, size and option set where the config is built, from the command
+  # line's spelling or the constructor alike; a complete config rebuilt is itself
+  from jaxnas.checkpoint import flatten
+  from jaxnas.search_config import DataConfig, OptimConfig, SizeConfig
+  for kw in (dict(method='sge'), dict(relaxation='pc', channels=8), dict(momentum=0.0, nesterov=False),
+             dict(method='multistep', zen_warmup_epochs=1), dict(space='darts')):
+    cfg = config(tmp_path, **kw)
+    flat = flatten(cfg.to_json())
+    # (None is a value of its own for benchmark_table, data_dir, and options such as sge's chunk)
+    assert not [k for k, v in flat.items() if v is None and k not in ('benchmark_table', 'data.data_dir')
+                and not k.endswith('_options.chunk')], flat
+    assert dataclasses.replace(cfg) == cfg
+    assert config_lib.from_json(SearchConfig, json.loads(json.dumps(cfg.to_json()))) == cfg
+  pc = SearchConfig(space='nb201', relaxation='pc', data=DataConfig(dataset='cifar10'),
+                    size=SizeConfig(epochs=50), optim=OptimConfig(lr=0.05), devices='1')
+  assert (pc.size.batch_size, pc.optim.lr, pc.optim.lr_min, pc.optim.alpha_warmup_epochs) == \
+      (256, 0.05, 0.0, 15)   # PC-DARTS' recipe but the given lr
+  assert (pc.size.channels, pc.size.layers, pc.optim.nesterov) == (16, 5, True)   # nb201's
+  assert pc.relaxation_options == {'k': 4}
+  # the recipe is applied when a config is built: what chooses one cannot be replaced
+  assert config_lib.replace(pc, lr=0.1).optim.lr == 0.1
+  with pytest.raises(ValueError, match='method chooses a recipe, applied when the config was built'):
+    config_lib.replace(pc, method='sge')
 
 
 # Every relaxation with darts1, every estimator with softmax and with pc. Fair and β
@@ -390,7 +412,7 @@ def test_darts_moves_alpha_first_then_the_weights_at_the_new_alpha(tmp_path, tin
 
 def test_pc_darts_freezes_alpha_during_its_warmup_while_the_weights_train(tmp_path, tiny):
   # PC-DARTS train_search.py: architect.step only from epoch 15 of 50; a 4-epoch run: epoch 0
-  cfg = config(tmp_path, relaxation='pc', pc_k=2, epochs=4, batch_size=32).resolved()
+  cfg = config(tmp_path, relaxation='pc', pc_k=2, epochs=4, batch_size=32)
   assert cfg.optim.alpha_warmup_epochs == 1 and cfg.optim.lr == 0.1 and cfg.optim.alpha_lr == 6e-4
   run = Search(cfg, tiny)
   state = run.init_state()
