@@ -195,6 +195,13 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = '',
 
 def _build(cls: type, values: dict[tuple[str, ...], Any], path: tuple[str, ...] = (),
            prefix: str = ''):
+  # a leaf another leaf decides (the class' LINKS: RunConfig's training takes the search's
+  # space and data), set before its section is built, since a section completes itself
+  links = getattr(cls, 'LINKS', {})
+  if links:
+    defaults = {leaf.path: leaf.default for leaf in leaves(cls)}
+    values = {**values, **{path + dst: values.get(path + src, defaults.get(src))
+                           for dst, src in links.items()}}
   hints = typing.get_type_hints(cls)
   kwargs = {}
   for f in dataclasses.fields(cls):
@@ -251,10 +258,10 @@ def make(cls: type, prefix: str = '', skip: tuple[str, ...] = (), **flat):
 
 def to_flat(config, prefix: str = '') -> dict[str, Any]:
   """The settings of ``config`` as :func:`make` takes them."""
-  out = {leaf.flag[2:].replace('-', '_'): _get(config, leaf.path) for leaf in leaves(type(config), prefix)}
+  out = {leaf.flag[2:].replace('-', '_'): get(config, leaf.path) for leaf in leaves(type(config), prefix)}
   for options_path, name_path, _ in _registries(type(config)):
-    entry = _get(config, name_path)
-    for key, value in _get(config, options_path).items():
+    entry = get(config, name_path)
+    for key, value in get(config, options_path).items():
       out[option_flag(entry, key)[2:].replace('-', '_')] = value
   return out
 
@@ -296,7 +303,8 @@ def recipe_values(cls: type, section, recipe: Recipe, epochs: int, name: str) ->
   return values
 
 
-def _get(config, path):
+def get(config, path):
+  """The value at ``path`` (field names from the top) of ``config``."""
   for name in path:
     config = getattr(config, name)
   return config

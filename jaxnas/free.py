@@ -116,6 +116,12 @@ class FreeConfig:
     convention(self.convention, self.space)
     if self.benchmark_table is not None:
       benchmark_table.check_space(self.space)
+    # complete when built: the space's search sizes (on any data set), the devices
+    sp = get_space(self.space)
+    for name, value in (('channels', sp.defaults['channels']), ('layers', sp.defaults['layers']),
+                        ('devices', sharding.default_devices())):
+      if getattr(self, name) is None:
+        object.__setattr__(self, name, value)
 
 
 @dataclasses.dataclass

@@ -21,6 +21,12 @@ from jaxnas.train import TrainConfig, format_report, train
 
 # what the evaluation takes from the search rather than from its own (--train-*) flags
 TRAIN_FROM_SEARCH = ('space', 'genotype', 'dataset', 'data_dir', 'download', 'workdir', 'devices')
+# the training section's settings that are the search's, set before the section completes
+# itself with its space's recipe on its data set
+LINKS = {('train', 'space'): ('search', 'space'), ('train', 'dataset'): ('search', 'data', 'dataset'),
+         ('train', 'data_dir'): ('search', 'data', 'data_dir'),
+         ('train', 'download'): ('search', 'data', 'download'),
+         ('train', 'devices'): ('search', 'devices')}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,8 +38,16 @@ class RunConfig:
                                skip=TRAIN_FROM_SEARCH)
   workdir: str = option('runs/run', 'output directory: search/, train/, report.json, report.md')
 
+  LINKS = LINKS
+
   def __post_init__(self):
     config_lib.validate(self)
+    for dst, src in LINKS.items():
+      a, b = config_lib.get(self, dst), config_lib.get(self, src)
+      if a != b and not (dst[-1] == 'devices' and b is None):
+        raise ValueError(f'the training section\'s {dst[-1]} is {a!r}, the search\'s {b!r}: build '
+                         f'the training for the search\'s space and data (or use '
+                         f'jaxnas.config.make(RunConfig, ...), which does)')
 
 
 def _done(folder: str) -> dict | None:
@@ -71,9 +85,7 @@ def run(config: RunConfig, resume: bool = False, progress: bool = True,
             'seconds': time.perf_counter() - t0, 'config': result.config.to_json(),
             'benchmark': result.benchmark}
     _mark_done(search_dir, info)
-  tcfg = dataclasses.replace(config.train, space=scfg.space, genotype=info['genotype_text'],
-                             dataset=scfg.data.dataset, data_dir=scfg.data.data_dir,
-                             download=scfg.data.download, devices=scfg.devices, workdir=train_dir)
+  tcfg = dataclasses.replace(config.train, genotype=info['genotype_text'], workdir=train_dir)
   done = _done(train_dir)
   if done is None:
     has_ckpt = os.path.isdir(os.path.join(train_dir, 'checkpoints'))

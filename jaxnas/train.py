@@ -1,6 +1,6 @@
 """Evaluation training: the discrete network of a genotype, trained from scratch.
 
-Fields left None are resolved by the space's evaluation recipe
+Fields left None are set, when the config is built, by the space's evaluation recipe
 (:data:`EVAL_RECIPES`: DARTS' ``train.py`` on the DARTS space, NAS-Bench-201's
 on its own; on the embedded 8x8 digits the networks and runs are scaled down so
 that a training finishes in a minute or two on a CPU).
@@ -59,8 +59,10 @@ EVAL_RECIPES = {'darts': darts_recipe, 'nb201': nb201_recipe}
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  """Evaluation-training settings; fields left None are resolved by space and data
-  set (:meth:`resolved`, the recipes of the module docstring)."""
+  """Evaluation-training settings, complete when built: the fields left None are set
+  by the space's evaluation recipe on the data set (the module docstring) before the
+  config is frozen. The genotype may be left for later (``jaxnas run`` sets it from
+  the search); training needs one."""
   space: str = option('darts', 'search space of the genotype', choices=lambda: spaces.SPACES)
   genotype: str | None = option(None, 'published name, genotype.json file or genotype string')
   dataset: str = option('digits', 'digits, a tensorflow-datasets name, or npz:PATH',
@@ -89,17 +91,13 @@ class TrainConfig:
   checkpoint_every: int = option(0, 'also checkpoint every this many steps (0: at epoch ends only)',
                                  min=0)
 
+  RESUMABLE_CHANGES = ('epochs', 'checkpoint_every', 'workdir', 'data_dir', 'download', 'devices')
+  # Settings whose change makes another recipe apply: a built config refuses to change them.
+  RECIPE_KEYS = ('space', 'dataset')
+
   def __post_init__(self):
     config_lib.validate(self)
-
-  RESUMABLE_CHANGES = ('epochs', 'checkpoint_every', 'workdir', 'data_dir', 'download', 'devices')
-
-  def resolved(self) -> 'TrainConfig':
-    """The config with every None resolved by the space's evaluation recipe, and checked."""
     space = get_space(self.space)
-    if self.genotype is None:
-      raise ValueError('give --genotype: a published name '
-                       f'({", ".join(space.genotypes)}), a genotype.json file or a genotype string')
     if self.space not in EVAL_RECIPES:
       raise ValueError(f'the {space.title} space has no evaluation recipe: add one to '
                        'jaxnas.train.EVAL_RECIPES')
@@ -107,14 +105,23 @@ class TrainConfig:
               **space.sizes(self.dataset, evaluation=True),
               **EVAL_RECIPES[self.space](self.dataset == 'digits'),
               'devices': sharding.default_devices()}
-    out = dataclasses.replace(self, **{k: v for k, v in recipe.items() if getattr(self, k) is None})
-    if 'auxiliary' not in space.network_options and (out.auxiliary or out.drop_path):
+    for name, value in recipe.items():   # the one place the recipe is applied
+      if getattr(self, name) is None:
+        object.__setattr__(self, name, value)
+    if 'auxiliary' not in space.network_options and (self.auxiliary or self.drop_path):
       raise ValueError(f'the {space.title} network has no auxiliary head and no drop-path: '
                        'leave --auxiliary and --drop-path unset')
-    if out.lr_min > out.lr:
-      raise ValueError(f'lr_min (--lr-min) {out.lr_min} is above lr (--lr) {out.lr}')
-    sharding.check_batch(out.batch_size, sharding.make_mesh(out.devices))
-    return out
+    if self.lr_min > self.lr:
+      raise ValueError(f'lr_min (--lr-min) {self.lr_min} is above lr (--lr) {self.lr}')
+    sharding.check_batch(self.batch_size, sharding.make_mesh(self.devices))
+
+  def genotype_or_error(self) -> str:
+    """The genotype to train; an error saying how to give one where there is none."""
+    if self.genotype is None:
+      raise ValueError('give --genotype: a published name '
+                       f'({", ".join(get_space(self.space).genotypes)}), a genotype.json file or '
+                       'a genotype string')
+    return self.genotype
 
   def to_json(self) -> dict[str, Any]:
     return config_lib.to_json(self)
@@ -235,10 +242,10 @@ class Trainer:
 
   def __init__(self, config: TrainConfig, dataset: data_lib.Dataset | None = None,
                programs: str | None = None):
-    cfg = self.config = config.resolved()
+    cfg = self.config = config
     self.programs = programs   # the folder of traced programs (jaxnas.xla.persistent_jit)
     self.space = get_space(cfg.space)
-    self.genotype = self.space.load_genotype(cfg.genotype)
+    self.genotype = self.space.load_genotype(cfg.genotype_or_error())
     self.data = dataset or data_lib.load(cfg.dataset, cfg.data_dir, cfg.download)
     self.test_split = data_lib.Split(self.data.x_test, self.data.y_test)
     self.steps_per_epoch = data_lib.steps_per_epoch(len(self.data.x_train), cfg.batch_size)

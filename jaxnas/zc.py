@@ -82,6 +82,11 @@ class ZCConfig:
       raise ValueError('give --samples or --candidates, not both')
     if self.benchmark_table is not None:
       benchmark_table.check_space(self.space)
+    # complete when built: the networks' sizes on the data set, the devices
+    sizes = get_space(self.space).sizes(self.dataset, evaluation=True)
+    for name, value in (*sizes.items(), ('devices', sharding.default_devices())):
+      if getattr(self, name) is None:
+        object.__setattr__(self, name, value)
 
 
 @dataclasses.dataclass
@@ -275,10 +280,8 @@ def zc(config: ZCConfig, dataset: data_lib.Dataset | None = None, progress: bool
     for g in genotypes:
       table.lookup(g)
   ds = dataset or data_lib.load(cfg.dataset, cfg.data_dir)
-  sizes = sp.sizes(cfg.dataset, evaluation=True)
-  channels, layers = cfg.channels or sizes['channels'], cfg.layers or sizes['layers']
-  scores, via, seconds, rate = score_genotypes(sp, genotypes, cfg.proxy, ds, channels,
-                                               layers, cfg.batch_size, cfg.via, cfg.chunk,
+  scores, via, seconds, rate = score_genotypes(sp, genotypes, cfg.proxy, ds, cfg.channels,
+                                               cfg.layers, cfg.batch_size, cfg.via, cfg.chunk,
                                                cfg.seed, cfg.devices, progress, **options)
   sign = proxies.sign(cfg.proxy, options)
   ranked = np.argsort(-sign * np.nan_to_num(scores, nan=-sign * np.inf), kind='stable')

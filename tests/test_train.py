@@ -1,4 +1,5 @@
 """Evaluation training: loss falls, drop-path, auxiliary loss, resume, whole-split evaluation."""
+import dataclasses
 import os
 
 import jax
@@ -118,18 +119,21 @@ def test_auxiliary_loss_enters_only_when_enabled(darts_net):
 
 
 def test_recipes_and_errors(tmp_path):
-  darts = TrainConfig(space='darts', genotype='DARTS_V2', dataset='cifar10').resolved()
+  darts = TrainConfig(space='darts', genotype='DARTS_V2', dataset='cifar10')   # complete when built
   assert (darts.epochs, darts.batch_size, darts.channels, darts.layers, darts.lr) == (600, 96, 36, 20, 0.025)
   assert (darts.weight_decay, darts.grad_clip, darts.auxiliary, darts.drop_path, darts.cutout) == \
       (3e-4, 5.0, True, 0.2, 16)
-  nb = TrainConfig(space='nb201', genotype='NB201_BEST', dataset='cifar10').resolved()
+  nb = TrainConfig(space='nb201', genotype='NB201_BEST', dataset='cifar10')
   assert (nb.epochs, nb.batch_size, nb.lr, nb.nesterov, nb.weight_decay, nb.grad_clip) == \
       (200, 256, 0.1, True, 5e-4, 0.0)
   assert (nb.channels, nb.layers) == (16, 5)
-  small = TrainConfig(space='darts', genotype='DARTS_V2').resolved()   # the embedded digits
+  small = TrainConfig(space='darts', genotype='DARTS_V2')   # the embedded digits
   assert (small.epochs, small.batch_size, small.channels, small.layers) == (20, 64, 8, 5)
+  assert dataclasses.replace(nb) == nb and TrainConfig(**nb.to_json()) == nb
   with pytest.raises(ValueError, match='--genotype'):
-    TrainConfig(space='nb201').resolved()
+    Trainer(TrainConfig(space='nb201'))
+  with pytest.raises(ValueError, match='space chooses a recipe'):
+    config_lib.replace(nb, space='darts')
   assert main(['train', '--space', 'nb201', '--genotype', 'nope', '--workdir',
                str(tmp_path / 'x')]) == 2
 
@@ -141,6 +145,10 @@ def test_pipeline_runs_and_resumes_as_a_whole(tmp_path):
   cfg = config_lib.make(RunConfig, space='nb201', channels=4, layers=1, epochs=2, batch_size=32,
                         train_channels=4, train_layers=1, train_batch_size=32, train_epochs=1,
                         workdir=str(tmp_path / 'run'))
+  # the training section is built for the search's space: NAS-Bench-201's recipe
+  assert (cfg.train.space, cfg.train.nesterov, cfg.train.lr, cfg.train.channels) == ('nb201', True, 0.1, 4)
+  with pytest.raises(ValueError, match="the training section's space is 'darts', the search's 'nb201'"):
+    RunConfig(search=cfg.search, train=TrainConfig())
   report = run(cfg, progress=False, dataset=ds)
   for name in ('search/genotype.json', 'search/done.json', 'train/report.json', 'train/done.json',
                'report.json', 'report.md'):
