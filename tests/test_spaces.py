@@ -388,6 +388,6 @@ def test_a_new_space_is_its_module_and_one_registration(monkeypatch, tmp_path):
   with pytest.raises(ValueError, match="notebooks do not cover the new space"):
     free.convention('code', 'new')
   with pytest.raises(ValueError, match='the New space has no evaluation recipe: add one to '
-                                       'jaxnas.train.EVAL_RECIPES'):
+                                       'jaxnas.train_config.EVAL_RECIPES'):
     train.TrainConfig(space='new', genotype=NB201_ARCH)
   assert new.derive_genotype(new.onehot(new.load_genotype(NB201_ARCH))) == nb201.Genotype.from_text(NB201_ARCH)

@@ -2,7 +2,7 @@
 
 A space is its cells and networks only. What a feature needs to know about a
 space lives with that feature, keyed by the space's name: the search recipe in
-:mod:`jaxnas.search_config`, the evaluation recipe in :mod:`jaxnas.train`,
+:mod:`jaxnas.search_config`, the evaluation recipe in :mod:`jaxnas.train_config`,
 FreeDARTS' notebook conventions in :mod:`jaxnas.free`, whether the one-hot
 supernet is exact for the proxies in :mod:`jaxnas.zc`, the compile options of
 programs run once in :mod:`jaxnas.xla`. A new space is its module, one line in
