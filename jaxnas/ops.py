@@ -1,4 +1,6 @@
 """Candidate operations of the DARTS and NAS-Bench-201 cell spaces (Flax Linen, NHWC).
+One module for both spaces' ops: they share the registry, BatchNorm and the
+convolution blocks.
 
 The layers hold their weights and call the kernels of :mod:`jaxnas.kernels`
 (convolutions and pooling written for XLA on CPU; why: docs/performance.md);

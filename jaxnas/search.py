@@ -1,4 +1,6 @@
-"""The architecture search: its config, its jitted step, and the job the loop runs.
+"""The architecture search: its jitted step and the job the loop runs (its config:
+:mod:`jaxnas.search_config`). One module, read top to bottom as big_vision's trainer:
+the step's spec, the step, the job, the entry point.
 
 A search step moves α once, by its optimiser on the estimator's hypergradient
 plus the relaxation's regulariser (on a validation batch), and the weights as

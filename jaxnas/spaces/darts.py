@@ -4,7 +4,9 @@ Two cell types, normal and reduction, each with 2 inputs, 4 intermediate
 nodes and 14 edges over 8 candidate ops; α has shape (14, 8) per cell type.
 Networks follow quark0/darts: ``model_search.Network`` (the supernet) and
 ``model.NetworkCIFAR`` (the discrete network with auxiliary head and
-drop-path).
+drop-path). One module for the space, as quark0/darts' ``genotypes.py``,
+``model_search.py`` and ``model.py`` read together: the genotype (and the
+published ones), the derive rule, the supernet and the network.
 """
 from __future__ import annotations
 
