@@ -436,7 +436,7 @@ def test_pc_darts_freezes_alpha_during_its_warmup_while_the_weights_train(tmp_pa
 # 0.967-0.991, mean 0.979. The bounds: the mean above 0.97, and within 3 times the
 # effect of rounding the images once. (DARTS' supernet: `bash benchmarks/device_check.sh
 # --smoke --parts bf16`, mean 0.991 on its normal cells and 0.997 on its reduction cells.)
-def test_bfloat16_step_keeps_float32_state_and_the_float32_alpha_gradient(tmp_path):
+def test_bfloat16_step_keeps_float32_state_and_the_float32_alpha_gradient(tmp_path, programs):
   # α by SGD at lr 1 without decay: one step from the initial state moves α by minus its
   # gradient; 4 batches, since rounding moves each batch's cosine by ~0.01
   rng = np.random.default_rng(0)
@@ -450,7 +450,7 @@ def test_bfloat16_step_keeps_float32_state_and_the_float32_alpha_gradient(tmp_pa
     ds = data.from_arrays(images[:256], y[:256], images[256:], y[256:], name='digits',
                           num_classes=10)
     run = Search(config(tmp_path, channels=8, compute_dtype=dtype, alpha_optimizer='sgd',
-                        alpha_lr=1.0, alpha_weight_decay=0.0), ds)
+                        alpha_lr=1.0, alpha_weight_decay=0.0), ds, programs)  # (float32's: one)
     if name == 'bfloat16':  # the convolutions and matrix products do run in bfloat16
       hlo = run.step_fn.lower(run.init_state(), run.batch(0, 0), run.epochs).as_text()
       assert 'convolution' in hlo and 'bf16' in hlo
