@@ -118,8 +118,7 @@ class OptimConfig:
           raise ValueError(f'{config_lib.flag_name(f.name)} sets Adam, but the α optimiser is sgd: '
                            'it would do nothing')
     if self.nesterov and not self.momentum:
-      raise ValueError('Nesterov momentum (--nesterov) needs momentum (--momentum > 0): '
-                       'pass --no-nesterov')
+      raise ValueError('--nesterov needs momentum (--momentum > 0)')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,6 +212,8 @@ class SearchConfig:
                        f'ran with: give its learning rate (--alpha-lr)')
     optim = dataclasses.replace(given, **config_lib.recipe_values(OptimConfig, given, recipe,
                                                                   epochs, 'optim'))
+    if given.nesterov is None and not optim.momentum:   # a recipe's Nesterov, without momentum
+      optim = dataclasses.replace(optim, nesterov=False)
     size = dataclasses.replace(size, **config_lib.recipe_values(SizeConfig, size, recipe, epochs,
                                                                 'size'))
     optim.check(given)
