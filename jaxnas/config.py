@@ -33,6 +33,8 @@ import dataclasses
 import typing
 from typing import Any, Callable, Iterator, Mapping, NamedTuple
 
+from jaxnas import sharding
+
 # the options of registered functions, re-exported: what a config's fields are checked with
 from jaxnas.options import (ConfigError, Limits, Recipe, Setting, _kind,  # noqa: F401
                             bind_options, flag_name, option_flag, violation)
@@ -52,6 +54,17 @@ def recipe_option(base: Any, help: str = '', **limits) -> Any:
   default), the config sets it when built to the recipe's value, or to ``base``
   (DARTS') where no recipe sets it."""
   return dataclasses.field(default=None, metadata={_META: Limits(help, **limits), BASE: base})
+
+
+def devices_option(what: str = 'the data-parallel mesh') -> Any:
+  """The ``devices`` leaf every runnable config has: 'all' or N devices for ``what``."""
+  return option(None, f"'all' or N: {what} (None: $JAXNAS_DEVICES, else all)",
+                check=sharding.check_devices)
+
+
+def checkpoint_every_option() -> Any:
+  """The ``checkpoint_every`` leaf of the resumable configs."""
+  return option(0, 'also checkpoint every this many steps (0: at epoch ends only)', min=0)
 
 
 def section(cls: type, help: str = '', prefix: str = '', skip: tuple[str, ...] = ()) -> Any:

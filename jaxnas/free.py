@@ -104,8 +104,7 @@ class FreeConfig:
   # FreeDARTS draws α = a·N(0, 1) with a in 1e-5..1e-2 (Zhang et al., arXiv 2106.11542)
   alpha_scale: float = option(1e-3, 'α = scale · N(0, 1)', gt=0)
   seed: int = option(0, 'random seed')
-  devices: str | None = option(None, "'all' or N: the batch split over a mesh (None: "
-                                     "$JAXNAS_DEVICES, else all)", check=sharding.check_devices)
+  devices: str | None = config_lib.devices_option('the batch split over a mesh')
   workdir: str | None = option(None, 'if given: genotype.json, genotype.txt, saliency.npz there')
   benchmark_table: str | None = option(None, "a tabular benchmark's real accuracies (nb201: "
                                              'benchmarks/nb201_test_acc_200ep.json): the '

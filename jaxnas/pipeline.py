@@ -19,14 +19,15 @@ from jaxnas.config import option, section
 from jaxnas.search import SearchConfig, search
 from jaxnas.train import TrainConfig, format_report, train
 
-# what the evaluation takes from the search rather than from its own (--train-*) flags
-TRAIN_FROM_SEARCH = ('space', 'genotype', 'dataset', 'data_dir', 'download', 'workdir', 'devices')
 # the training section's settings that are the search's, set before the section completes
 # itself with its space's recipe on its data set
 LINKS = {('train', 'space'): ('search', 'space'), ('train', 'dataset'): ('search', 'data', 'dataset'),
          ('train', 'data_dir'): ('search', 'data', 'data_dir'),
          ('train', 'download'): ('search', 'data', 'download'),
          ('train', 'devices'): ('search', 'devices')}
+# what the evaluation does not take from its own (--train-*) flags: the search's settings,
+# the genotype it derives, the stage's folder
+TRAIN_FROM_SEARCH = tuple(dst[-1] for dst in LINKS) + ('genotype', 'workdir')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,13 +39,13 @@ class RunConfig:
                                skip=TRAIN_FROM_SEARCH)
   workdir: str = option('runs/run', 'output directory: search/, train/, report.json, report.md')
 
-  LINKS = LINKS
+  LINKS = LINKS   # (read by jaxnas.config.make)
 
   def __post_init__(self):
     config_lib.validate(self)
     for dst, src in LINKS.items():
       a, b = config_lib.get(self, dst), config_lib.get(self, src)
-      if a != b and not (dst[-1] == 'devices' and b is None):
+      if a != b:
         raise ValueError(f'the training section\'s {dst[-1]} is {a!r}, the search\'s {b!r}: build '
                          f'the training for the search\'s space and data (or use '
                          f'jaxnas.config.make(RunConfig, ...), which does)')

@@ -152,11 +152,9 @@ class SearchConfig:
   optim: OptimConfig = section(OptimConfig, 'optimisers')
   warmup: WarmupConfig = section(WarmupConfig, 'label-free warm-up (multistep)', prefix='zen_warmup')
   seed: int = option(2, 'random seed (α, weights, batches)')
-  devices: str | None = option(None, "'all' or N: the data-parallel mesh (None: $JAXNAS_DEVICES, else all)",
-                               check=sharding.check_devices)
+  devices: str | None = config_lib.devices_option()
   workdir: str = option('runs/search', 'output directory')
-  checkpoint_every: int = option(0, 'also checkpoint every this many steps (0: at epoch ends only)',
-                                 min=0)
+  checkpoint_every: int = config_lib.checkpoint_every_option()
   benchmark_table: str | None = option(None, "a tabular benchmark's real accuracies (nb201: "
                                              'benchmarks/nb201_test_acc_200ep.json): the cell '
                                              "derived at each epoch's end looked up there")

@@ -71,11 +71,9 @@ class TrainConfig:
   cutout: int | None = option(None, "cutout length (0: none; None: the data set's recipe)", min=0)
   augment: bool = option(True, "the data set's crop and flip")
   seed: int = option(0, 'random seed')
-  devices: str | None = option(None, "'all' or N: the data-parallel mesh (None: $JAXNAS_DEVICES, else all)",
-                               check=sharding.check_devices)
+  devices: str | None = config_lib.devices_option()
   workdir: str = option('runs/train', 'output directory')
-  checkpoint_every: int = option(0, 'also checkpoint every this many steps (0: at epoch ends only)',
-                                 min=0)
+  checkpoint_every: int = config_lib.checkpoint_every_option()
 
   RESUMABLE_CHANGES = ('epochs', 'checkpoint_every', 'workdir', 'data_dir', 'download', 'devices')
   # Settings whose change makes another recipe apply: a built config refuses to change them.

@@ -67,8 +67,7 @@ class ZCConfig:
   via: str = option('auto', 'score through the one-hot supernet or each network', choices=VIAS)
   chunk: int = option(16, 'supernet: architectures vmapped at once', min=1)
   seed: int = option(0, 'random seed (sampling, weights, batch)')
-  devices: str | None = option(None, "'all' or N: the batch split over a mesh (None: "
-                                     "$JAXNAS_DEVICES, else all)", check=sharding.check_devices)
+  devices: str | None = config_lib.devices_option('the batch split over a mesh')
   workdir: str = option('runs/zc', 'output directory')
   benchmark_table: str | None = option(None, "a tabular benchmark's real accuracies (nb201: "
                                              'benchmarks/nb201_test_acc_200ep.json): every '
