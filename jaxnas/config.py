@@ -67,6 +67,14 @@ def checkpoint_every_option() -> Any:
   return option(0, 'also checkpoint every this many steps (0: at epoch ends only)', min=0)
 
 
+def complete(config, values: Mapping[str, Any]) -> None:
+  """Sets each field of ``config`` named in ``values`` and left None to its value: for a
+  config's ``__post_init__``, so that a built config is complete before it is frozen."""
+  for name, value in values.items():
+    if getattr(config, name) is None:
+      object.__setattr__(config, name, value)
+
+
 def section(cls: type, help: str = '', prefix: str = '', skip: tuple[str, ...] = ()) -> Any:
   """A nested config of type ``cls`` (its defaults), shown as one group of flags named
   ``--{prefix}-{leaf}`` (``--{leaf}`` with no prefix); ``skip`` lists leaves that get

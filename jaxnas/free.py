@@ -115,12 +115,10 @@ class FreeConfig:
     convention(self.convention, self.space)
     if self.benchmark_table is not None:
       benchmark_table.check_space(self.space)
-    # complete when built: the space's search sizes (on any data set), the devices
+    # the space's search sizes (on any data set), the devices
     sp = get_space(self.space)
-    for name, value in (('channels', sp.defaults['channels']), ('layers', sp.defaults['layers']),
-                        ('devices', sharding.default_devices())):
-      if getattr(self, name) is None:
-        object.__setattr__(self, name, value)
+    config_lib.complete(self, {'channels': sp.defaults['channels'], 'layers': sp.defaults['layers'],
+                               'devices': sharding.default_devices()})
 
 
 @dataclasses.dataclass
@@ -233,9 +231,10 @@ def free(config: FreeConfig, dataset: data_lib.Dataset | None = None,
   space = get_space(cfg.space)
   conv = convention(cfg.convention, cfg.space)
   ds = dataset or data_lib.load(cfg.dataset, cfg.data_dir)
-  model = space.supernet(cfg.channels, cfg.layers, ds.num_classes, relax.make('raw'))
+  raw = relax.make('raw')
+  model = space.supernet(cfg.channels, cfg.layers, ds.num_classes, raw)
   k_alpha, k_w, k_batch = jax.random.split(jax.random.key(cfg.seed), 3)
-  alpha = space.init_alpha(k_alpha, cfg.alpha_scale, relax.make('raw'))
+  alpha = space.init_alpha(k_alpha, cfg.alpha_scale, raw)
   x0 = jnp.zeros((1,) + ds.image_shape, jnp.float32)
   variables = init_variables(model, k_w, x0, alpha, programs=programs)
   idx = np.asarray(jax.random.choice(k_batch, len(ds.x_train), (min(cfg.batch_size, len(ds.x_train)),),

@@ -89,9 +89,7 @@ class TrainConfig:
               **space.sizes(self.dataset, evaluation=True),
               **EVAL_RECIPES[self.space](self.dataset == 'digits'),
               'devices': sharding.default_devices()}
-    for name, value in recipe.items():   # the one place the recipe is applied
-      if getattr(self, name) is None:
-        object.__setattr__(self, name, value)
+    config_lib.complete(self, recipe)   # the one place the recipe is applied
     if 'auxiliary' not in space.network_options and (self.auxiliary or self.drop_path):
       raise ValueError(f'the {space.title} network has no auxiliary head and no drop-path: '
                        'leave --auxiliary and --drop-path unset')

@@ -81,11 +81,9 @@ class ZCConfig:
       raise ValueError('give --samples or --candidates, not both')
     if self.benchmark_table is not None:
       benchmark_table.check_space(self.space)
-    # complete when built: the networks' sizes on the data set, the devices
-    sizes = get_space(self.space).sizes(self.dataset, evaluation=True)
-    for name, value in (*sizes.items(), ('devices', sharding.default_devices())):
-      if getattr(self, name) is None:
-        object.__setattr__(self, name, value)
+    # the networks' sizes on the data set, the devices
+    config_lib.complete(self, {**get_space(self.space).sizes(self.dataset, evaluation=True),
+                               'devices': sharding.default_devices()})
 
 
 @dataclasses.dataclass
