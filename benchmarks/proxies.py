@@ -31,8 +31,8 @@ architectures. Scores are kept in benchmarks/results/nb201_scores_<data set>.jso
 
 Full space (``--part full``): seconds for ``jaxnas zc --space nb201 --proxy
 synflow`` over all 15,625 cells, compile included, at NAS-Bench-201's size
-(the vmapped one-hot supernet; ``--chunks`` compares chunk sizes on 512 cells
-first).
+(the one-hot supernet, each edge running its chosen op; ``--chunks`` compares
+chunk sizes on 512 cells first).
 
 Speed: seconds per architecture of each proxy on a discrete network, compile
 excluded (median of 3 calls) and the compile time, on NAS-Bench-201's
@@ -66,9 +66,9 @@ DATASETS = {'cifar10': (10, 32), 'cifar100': (100, 32), 'ImageNet16-120': (120, 
 NASLIB_NAME = {'naswot': 'nwot'}  # NASLib's name where it differs; proxies NASLib lacks: none
 NASLIB_SCORES = ('synflow', 'snip', 'grasp', 'grad_norm', 'nwot', 'jacov', 'fisher')
 QUALITY_PROXIES = 'synflow,snip,grad_norm,naswot,jacov,fisher,zen,bn,grasp,ntk'  # the slowest last
-# SynFlow through the one-hot supernet (exact, one compile: ~8 cells/s); the others through
-# each network: at batch 64 of 32x32 the vmapped supernet scores SNIP at 0.3 cells/s, a
-# network compiles and scores it in 2.2 s
+# SynFlow through the one-hot supernet (exact, one compile: ~33 cells/s); the others through
+# each network, as their cached scores were (a network compiles and scores SNIP in 2.2 s at
+# batch 64 of 32x32, the one-hot supernet in 0.8 s)
 VIA = {'synflow': 'supernet'}
 NTK_BATCH = 16  # the NTK matrix costs a backward pass per image: 35 s per cell at 64 here
 

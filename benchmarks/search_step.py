@@ -4,6 +4,7 @@
     python benchmarks/search_step.py --sizes small --methods darts1,darts2
     python benchmarks/search_step.py --sizes small8,small --methods darts1,multistep-2,zen-warmup-2
     python benchmarks/search_step.py --sizes nb201-reduced --methods darts1,sge-10,sge-10-all
+    python benchmarks/search_step.py --sizes nb201,nb201-reduced --methods darts1,gdas
 
 One search step = the estimator's α gradient on a validation batch + its
 weight update(s) + the α Adam step, one jitted function (jaxnas.search.Search);
@@ -34,18 +35,21 @@ SIZES = {
     'darts': dict(space='darts', channels=16, layers=8, batch=64, image=32),
     # the reduced protocol of experiments/nb201_tables.py
     'nb201-reduced': dict(space='nb201', channels=8, layers=1, batch=64, image=32),
+    'nb201': dict(space='nb201', channels=16, layers=5, batch=64, image=32),
 }
 METHODS = {'darts1': {}, 'darts2': {}, 'darts2-fd': {}, 'multistep-2': {'multistep_n': 2},
            'multistep-5': {'multistep_n': 5},
            # zero-cost DARTS' label-free step: 2 weight steps on Gaussian inputs (16 a step)
            'zen-warmup-2': {'multistep_n': 2, 'warmup': True},
            # SGE-NAS' Q = 10: by default one perturbed run at a time on CPU; all 10 vmapped
-           'sge-10': {}, 'sge-10-all': {'sge_chunk': 10}}
+           'sge-10': {}, 'sge-10-all': {'sge_chunk': 10},
+           # DARTS first order through GDAS' supernet, whose edges run one sampled op each
+           'gdas': {'relaxation': 'gdas'}}
 
 
 def measure(size: str, method: str, steps: int) -> dict:
   name = ('multistep' if method.startswith(('multistep', 'zen-warmup'))
-          else 'sge' if method.startswith('sge') else method)
+          else 'sge' if method.startswith('sge') else 'darts1' if method == 'gdas' else method)
   return time_search_step(SIZES[size], steps, method=name, **METHODS[method])
 
 

@@ -71,32 +71,6 @@ def configure() -> None:
     os.environ['XLA_FLAGS'] = ' '.join([flags, *extra]).strip()
 
 
-def memory_budget() -> int | None:
-  """Bytes a program may use on the default device: the accelerator's limit, or on
-  CPU the host memory available now (``MemAvailable``); None where unknown."""
-  import jax
-  stats = jax.devices()[0].memory_stats()
-  if stats and stats.get('bytes_limit'):
-    return int(stats['bytes_limit'])
-  try:
-    with open('/proc/meminfo') as f:
-      for line in f:
-        if line.startswith('MemAvailable:'):
-          return int(line.split()[1]) * 1024
-  except OSError:
-    pass
-  return None
-
-
-def program_bytes(compiled) -> int:
-  """What a compiled program holds while it runs: arguments, outputs and temporaries
-  (XLA's memory analysis; 0 where the backend gives none)."""
-  m = compiled.memory_analysis()
-  if m is None:
-    return 0
-  return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes)
-
-
 def enable_compilation_cache(path: str | None = None) -> str:
   """Turns on JAX's persistent compilation cache in ``path`` (default
   ``$JAXNAS_CACHE_DIR``, else ``~/.cache/jaxnas/xla``), so that a second run's

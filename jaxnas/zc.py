@@ -3,15 +3,16 @@
 Two ways to score an architecture:
 
 * ``network``: build its discrete network (one compile per architecture);
-* ``supernet``: the raw-α supernet (output of an edge ``Σ_o α_o op_o(x)``) with
-  a one-hot α — one compile for all architectures, ``vmap``-ped over α in
-  chunks, one set of weights for all. The logits are those of the discrete
-  network with the supernet's weights (its edges' convolution biases zeroed:
-  :func:`_without_edge_biases`), and the weights of the unused ops get
-  exactly zero gradient, so the proxies built from the logits and their
-  gradients (``proxies.PROXIES[name].supernet_exact``) score exactly that network. Proxies
-  that read the network's insides (ReLU codes, BatchNorm statistics) would
-  also see the unused ops: they always go through ``network``.
+* ``supernet``: the one-hot supernet, in which each edge runs only the op its
+  one-hot α chooses (:class:`jaxnas.spaces.cells.SelectedOp`, a ``lax.switch``)
+  — one compile for all architectures, one set of weights for all, the
+  architectures run in sequence (``lax.map`` over chunks of α). The logits are
+  those of the discrete network with the supernet's weights (its edges'
+  convolution biases zeroed: :func:`_without_edge_biases`), and the weights of
+  the unused ops get zero gradient, so the proxies built from the logits and
+  their gradients (``proxies.PROXIES[name].supernet_exact``) score exactly that
+  network, at that network's cost. Proxies that read the network's insides
+  (ReLU codes, BatchNorm statistics) go through ``network``.
 
 ``via='auto'`` takes the supernet where it is exact and the space is
 NAS-Bench-201 (DARTS' supernet pools with an extra BatchNorm and its
@@ -45,6 +46,8 @@ VIAS = ('auto', 'supernet', 'network')
 # supernet follows each pooling op with a BatchNorm the network lacks, quark0/darts
 # model_search.py MixedOp).
 ONEHOT_SUPERNET_EXACT = frozenset({'nb201'})
+# raw α, one op per edge: the one-hot supernet (module docstring)
+ONE_HOT = relax.make('raw')._replace(hard=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +68,7 @@ class ZCConfig:
   layers: int | None = option(None, 'cells (darts) or cells per stage (nb201)', min=1)
   batch_size: int = option(64, 'images in the batch the proxy reads', min=1)
   via: str = option('auto', 'score through the one-hot supernet or each network', choices=VIAS)
-  chunk: int = option(16, 'supernet: architectures vmapped at once', min=1)
+  chunk: int = option(16, 'supernet: architectures scored per call', min=1)
   seed: int = option(0, 'random seed (sampling, weights, batch)')
   devices: str | None = config_lib.devices_option('the batch split over a mesh')
   workdir: str = option('runs/zc', 'output directory')
@@ -127,12 +130,13 @@ def score_batch(space, genotypes: list, proxy: str, batch, num_classes: int, cha
   """Scores of ``genotypes`` (in order) by ``proxy`` on ``batch`` = (images, labels),
   images normalised, NHWC, placed as they should be (:mod:`jaxnas.sharding`).
 
-  ``supernet``: one program, ``vmap``-ped over ``chunk`` one-hot α at a time (the
-  last chunk padded), run chunk by chunk; ``network``: one program per
+  ``supernet``: one program that scores ``chunk`` one-hot α in sequence (the last
+  chunk padded), called chunk by chunk (NAS-Bench-201 at C=16, 5 cells per stage,
+  batch 64 of 32x32: SynFlow 9.8 -> 33 cells/s, SNIP 0.31 -> 1.3 against the
+  ``vmap`` of the supernet that runs every op); ``network``: one program per
   architecture, compiled with the space's options for programs run once
-  (:data:`jaxnas.xla.RUN_ONCE_OPTIONS`: NAS-Bench-201 at C=16, 5 cells per stage,
-  batch 64 of 32x32, compile + run per architecture: SNIP 2.9 -> 2.2 s, GraSP
-  9.8 -> 7.3 s, Zen 2.6 -> 1.4 s).
+  (:data:`jaxnas.xla.RUN_ONCE_OPTIONS`: NAS-Bench-201 at the same size, compile + run
+  per architecture: SNIP 2.9 -> 2.2 s, GraSP 9.8 -> 7.3 s, Zen 2.6 -> 1.4 s).
   """
   fn = proxies.get_proxy(proxy)
   sp = get_space(space) if isinstance(space, str) else space
@@ -142,26 +146,27 @@ def score_batch(space, genotypes: list, proxy: str, batch, num_classes: int, cha
   bar = _progress(len(genotypes), f'{proxy} via {via}', progress)
   t0 = time.perf_counter()
   if via == 'supernet':
-    model = sp.supernet(channels, layers, num_classes, relax.make('raw'))
+    model = sp.supernet(channels, layers, num_classes, ONE_HOT)
     alphas = [sp.onehot(g) for g in genotypes]
     variables = _without_edge_biases(init_variables(model, key, x0, alphas[0]))
+    chunk = min(chunk, len(alphas))
 
-    def one(variables, batch, alpha):
-      return fn(proxies.supernet_apply(model, alpha), variables, batch, key, **options)
-    chunk, run = _fitting_chunk(jax.jit(jax.vmap(one, in_axes=(None, None, 0))), variables, batch,
-                                alphas[0], min(chunk, len(alphas)), proxy)
+    @jax.jit
+    def run(variables, batch, alphas):  # lax.map, not vmap: a vmapped switch runs every op
+      return jax.lax.map(
+          lambda a: fn(proxies.supernet_apply(model, a), variables, batch, key, **options), alphas)
     alphas += alphas[-1:] * (-len(alphas) % chunk)
     stacked = {k: np.stack([a[k] for a in alphas]) for k in alphas[0]}
     parts = [{k: v[i:i + chunk] for k, v in stacked.items()} for i in range(0, len(alphas), chunk)]
-    t1 = time.perf_counter()
-    scores = []
+    scores, run_seconds = [], 0.0
     for i, part in enumerate(parts):
+      t1 = time.perf_counter()
       scores.append(np.asarray(run(variables, batch, part)))
+      run_seconds += (time.perf_counter() - t1) if i else 0.0  # the first call compiles
       bar.update(min(chunk, len(genotypes) - i * chunk))
-    elapsed = time.perf_counter() - t1
     bar.close()
-    return Scores(np.concatenate(scores)[:len(genotypes)], via, time.perf_counter() - t0,
-                  len(genotypes) / elapsed)
+    rate = (len(genotypes) - chunk) / run_seconds if run_seconds else float('nan')
+    return Scores(np.concatenate(scores)[:len(genotypes)], via, time.perf_counter() - t0, rate)
   scores, run_seconds = [], 0.0
   for g in genotypes:
     net = sp.network(g, channels, layers, num_classes,
@@ -176,28 +181,6 @@ def score_batch(space, genotypes: list, proxy: str, batch, num_classes: int, cha
     bar.update(1)
   bar.close()
   return Scores(np.asarray(scores), via, time.perf_counter() - t0, len(genotypes) / run_seconds)
-
-
-def _fitting_chunk(vmapped, variables, batch, example, chunk: int, proxy: str):
-  """``(chunk, compiled)``: the vmapped scoring (``example`` one architecture's α)
-  compiled for ``chunk`` architectures at once, or, where that program would not fit
-  in memory (:func:`jaxnas.xla.memory_budget`; GraSP's Hessian-vector product at
-  NAS-Bench-201's size: 49 GiB for 16), for the largest power of two below the chunk
-  that fits, its memory taken as proportional to the chunk."""
-  def compiled(c):
-    return vmapped.lower(variables, batch, {k: np.stack([v] * c) for k, v in example.items()}).compile()
-  run, budget = compiled(chunk), xla.memory_budget()
-  need = xla.program_bytes(run)
-  if budget is None or need <= budget:
-    return chunk, run
-  fits = 1
-  while 2 * fits < chunk and 2 * fits * need / chunk <= budget:
-    fits *= 2
-  if fits * need / chunk > budget:
-    raise ValueError(f'{proxy} through the supernet needs {need / chunk / 2**30:.1f} GiB an '
-                     f'architecture, more than the {budget / 2**30:.1f} GiB available: score '
-                     f'through each network (--via network)')
-  return fits, compiled(fits)
 
 
 def _without_edge_biases(variables):

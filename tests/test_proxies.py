@@ -452,35 +452,25 @@ def test_synflow_through_the_supernet_is_finite_and_equals_the_network_at_the_be
   np.testing.assert_allclose(via_supernet, [101.13, 114.80, 113.64], atol=0.3)  # NASLib's
 
 
-def test_the_supernet_scores_in_smaller_chunks_where_a_chunk_would_not_fit_in_memory(monkeypatch):
-  # the memory of the vmapped program grows with the chunk: with a budget of ~2.5 chunks of
-  # one architecture, 8 at once become 2 at a time (the power of two below 2.5), the same
-  # scores; with less than one architecture's memory, a message that names --via network
-  from jaxnas import xla
+def test_the_supernet_scores_chunk_by_chunk_what_it_scores_one_by_one():
+  # a chunk of one-hot α runs in sequence (the last chunk padded with copies of the
+  # last architecture): the scores of 5 cells in chunks of 2 are those of each alone,
+  # and those of the mixed op of every op at the same one-hot α and weights
+  from jaxnas import zc
   from jaxnas.spaces import get_space
-  from jaxnas.zc import score_batch
+  from jaxnas.spaces.base import init_variables
   sp = get_space('nb201')
   genotypes = sp.sample_distinct(5, seed=0)
   batch = (jax.random.normal(KEY, (4, 8, 8, 3)), jnp.arange(4) % 10)
 
   def scores(chunk):
-    return score_batch(sp, genotypes, 'snip', batch, 10, 4, 1, via='supernet', chunk=chunk).scores
-  from jaxnas import zc
-  seen, chunks = [], []
-  real_bytes, real_fit = xla.program_bytes, zc._fitting_chunk
-  monkeypatch.setattr(xla, 'program_bytes', lambda c: seen.append(real_bytes(c)) or seen[-1])
-
-  def fit(*args):
-    chunk, run = real_fit(*args)
-    chunks.append(chunk)
-    return chunk, run
-  monkeypatch.setattr(zc, '_fitting_chunk', fit)
-  whole = scores(8)
-  per_architecture = seen[0] / 5   # the chunk is at most the 5 architectures
-  monkeypatch.setattr(xla, 'memory_budget', lambda: int(2.5 * per_architecture))
-  np.testing.assert_allclose(scores(8), whole, rtol=1e-5)
-  assert chunks == [5, 2]
-  monkeypatch.setattr(xla, 'memory_budget', lambda: int(0.5 * per_architecture))
-  with pytest.raises(ValueError, match=r'snip through the supernet needs .* GiB an architecture, '
-                                       r'more than the .* GiB available: .*--via network'):
-    scores(8)
+    return zc.score_batch(sp, genotypes, 'snip', batch, 10, 4, 1, via='supernet',
+                          chunk=chunk).scores
+  one_by_one = scores(1)
+  np.testing.assert_allclose(scores(2), one_by_one, rtol=1e-6)
+  mixed = sp.supernet(4, 1, 10, relax.make('raw'))
+  variables = zc._without_edge_biases(init_variables(mixed, KEY, batch[0][:1],
+                                                     sp.onehot(genotypes[0])))
+  every_op = [proxies.score('snip', proxies.supernet_apply(mixed, sp.onehot(g)), variables,
+                            batch, KEY) for g in genotypes]
+  np.testing.assert_allclose(one_by_one, every_op, rtol=1e-4)

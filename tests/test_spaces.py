@@ -223,16 +223,6 @@ def _per_op_variables(v, name, bn):
   return {'params': params, 'batch_stats': stats}
 
 
-class _PoolBN(nn.Module):
-  """DARTS' supernet pooling as its own module: pooling, then an affine-free BatchNorm."""
-  kind: str
-  stride: int
-
-  @nn.compact
-  def __call__(self, x, train):
-    return ops.batch_norm(train, False)(ops.Pool(self.kind, self.stride)(x, train))
-
-
 @pytest.mark.parametrize('hw,stride', [(8, 1), (8, 2), (9, 1), (10, 2)])
 def test_mixed_op_equals_the_sum_of_its_ops(hw, stride):
   # the fused mixed op (one stacked depthwise product / BatchNorm per block) against
@@ -257,7 +247,7 @@ def test_mixed_op_equals_the_sum_of_its_ops(hw, stride):
     if name == 'none':
       continue
     if name.endswith('pool_3x3'):
-      module = _PoolBN(name[:3], stride)
+      module = cells.PoolBN(name, stride)
     else:
       module = ops.get_op(name, c, c, stride, affine=False)
     if name == 'skip_connect':
@@ -272,6 +262,63 @@ def test_mixed_op_equals_the_sum_of_its_ops(hw, stride):
       chex.assert_trees_all_close(ref, flax.core.unfreeze(upd['batch_stats']), rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
   np.testing.assert_allclose(got_eval, want_eval, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize('select', ['chosen', 'chosen_and_rest'])
+@pytest.mark.parametrize('stride', [1, 2])
+def test_selected_op_runs_the_chosen_op_and_gives_autodls_gradients(select, stride):
+  # weights one-hot in value, as GDAS' straight-through sample is: the output is the
+  # chosen op's (its own module on the same variables), only its BatchNorms move, and the
+  # weights' gradient is <g, op_k(x)> for the chosen op and, for the others, 0 ('chosen')
+  # or Σ g ('chosen_and_rest': the scalars AutoDL adds in their place)
+  prims, c = darts.PRIMITIVES, 4
+  op = cells.SelectedOp(prims, c, stride, train=True, pool_bn=True, select=select)
+  kx, kg = jax.random.split(jax.random.key(0))
+  x = jax.random.normal(kx, (4, 8, 8, c))
+  g = jax.random.normal(kg, (4, 8 // stride, 8 // stride, c))
+  v = op.init(jax.random.key(1), x, jnp.eye(len(prims))[0])
+  for k, name in enumerate(prims):
+    w = jnp.eye(len(prims))[k]
+    (y, new), vjp = jax.vjp(lambda w: op.apply(v, x, w, mutable=['batch_stats']), w)
+    module = (cells.PoolBN(name, stride) if name.endswith('pool_3x3')
+              else ops.get_op(name, c, c, stride, affine=False))
+    mv = {'params': v['params'].get(name, {}), 'batch_stats': v['batch_stats'].get(name, {})}
+    want, upd = module.apply(mv, x, True, mutable=['batch_stats'])
+    np.testing.assert_allclose(y, want, rtol=1e-6, atol=1e-6)
+    for other, stats in v['batch_stats'].items():
+      moved = new['batch_stats'][other]
+      chex.assert_trees_all_close(moved, upd['batch_stats'] if other == name else stats,
+                                  rtol=1e-5, atol=1e-7)
+    (dw,) = vjp((g, jax.tree_util.tree_map(jnp.zeros_like, new)))
+    rest = float(jnp.sum(g)) if select == 'chosen_and_rest' else 0.0
+    expected = np.full(len(prims), rest)
+    expected[k] = float(jnp.sum(g * want))
+    np.testing.assert_allclose(dw, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_the_one_op_supernet_is_the_mixed_supernet_at_one_hot_alpha():
+  # NAS-Bench-201's supernet with one op per edge (zero-cost scoring's, GDAS' forward)
+  # against the supernet that mixes every op, on the same variables at a one-hot α:
+  # the same logits and parameter gradients, also for the cell whose nodes are all zero
+  from jaxnas import relax
+  sp = get_space('nb201')
+  mixed = sp.supernet(4, 2, 10, relax.make('raw'))
+  one_op = sp.supernet(4, 2, 10, relax.make('raw')._replace(hard=True))
+  x = jax.random.normal(jax.random.key(0), (4, 8, 8, 3))
+  genotypes = sp.sample_distinct(2, seed=0) + [sp.load_genotype(
+      '|none~0|+|none~0|none~1|+|none~0|none~1|none~2|')]
+  for genotype in genotypes:
+    alpha = sp.onehot(genotype)
+    v = init_variables(mixed, jax.random.key(1), x[:1], alpha)
+
+    def loss(model, params):
+      out, _ = model.apply({**v, 'params': params}, x, alpha, mutable=['batch_stats'])
+      return jnp.sum(out ** 2), out
+    (_, want), want_grad = jax.value_and_grad(lambda p: loss(mixed, p), has_aux=True)(v['params'])
+    (_, got), grad = jax.value_and_grad(lambda p: loss(one_op, p), has_aux=True)(v['params'])
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(grad, want_grad, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize('stride,hw', [(1, 8), (1, 10), (2, 8)])

@@ -21,7 +21,10 @@ factory (:func:`jaxnas.relax.make`):
 * ``threshold``: the derive rule keeps an op only where its weight reaches it
   (Fair DARTS);
 * ``stochastic``: ``mix`` draws from its key;
-* ``excluded_ops``: ops of the space the relaxation leaves out (Fair DARTS: ``none``).
+* ``excluded_ops``: ops of the space the relaxation leaves out (Fair DARTS: ``none``);
+* ``hard``: the supernet's edges run only the op of their largest weight
+  (:class:`jaxnas.spaces.cells.SelectedOp`), for weights one-hot in value: GDAS'
+  samples, zero-cost scoring's one-hot α.
 """
 from __future__ import annotations
 
@@ -51,13 +54,14 @@ class Relaxation(NamedTuple):
   stochastic: bool = False
   derive_fn: Callable[[Array], Array] | None = None
   excluded_ops: tuple[str, ...] = ()
+  hard: bool = False
 
   def ops(self, primitives: Sequence[str]) -> tuple[str, ...]:
     """The candidate ops of a space under this relaxation (α's columns)."""
     return tuple(p for p in primitives if p not in self.excluded_ops)
 
   def __repr__(self) -> str:  # stable across processes: part of program-cache keys
-    return f'Relaxation({self.name}, {dict(self.options)})'
+    return f'Relaxation({self.name}, {dict(self.options)}{", hard" if self.hard else ""})'
 
   def alpha_shapes(self, space_shapes, primitives: Sequence[str]) -> dict[str, tuple[int, ...]]:
     """The space's α shapes (one column per op of :meth:`ops`), plus

@@ -12,11 +12,13 @@ linearly from ``tau_max`` to ``tau_min`` over the search,
 scripts pass τ_max = 10, τ_min = 0.1). Without a key (deriving, scoring at fixed
 α) the weights are ``softmax(α)``, the rule AutoDL's ``genotype()`` reads.
 
-AutoDL's cells run only the sampled op and add the other ops' weights as
-scalars, which saves compute; jaxnas' mixed op runs every op and multiplies
-the unchosen ones by an exact 0. The forward pass is the same; the α gradient
-is the textbook straight-through one (through every op's output), not
-AutoDL's cheaper stand-in, and a step costs what a DARTS step costs.
+As in AutoDL, each edge runs only its sampled op (``hard``: the supernet's
+edges are :class:`jaxnas.spaces.cells.SelectedOp`), so a step costs about one
+network's step, not the supernet's: the α gradient reaches the sampled op's
+weight through its output, and, on NAS-Bench-201, the other ops' weights
+through the scalars AutoDL adds in their place (the rule is each space's
+``HARD_SELECT``), not through every op's output as the textbook
+straight-through estimator would.
 """
 from __future__ import annotations
 
@@ -47,4 +49,5 @@ def gdas(*, tau_max: Annotated[float, Limits('Gumbel temperature at the first ep
       return jax.nn.softmax(a, axis=-1)
     done = 1.0 if progress is None else progress
     return gumbel_hard(a, key, tau_max - (tau_max - tau_min) * done)
-  return Relaxation('gdas', mix, (('tau_max', tau_max), ('tau_min', tau_min)), stochastic=True)
+  return Relaxation('gdas', mix, (('tau_max', tau_max), ('tau_min', tau_min)), stochastic=True,
+                    hard=True)

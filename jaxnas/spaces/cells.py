@@ -144,6 +144,78 @@ class MixedOp(nn.Module):
       rows, x = rows[:go_on], x[:go_on]
 
 
+class PoolBN(nn.Module):
+  """A pooling (``kind``: ``max_pool_3x3``, ``avg_pool_3x3``) followed by an
+  affine-free BatchNorm, as DARTS' supernet pools (:class:`MixedOp`)."""
+  kind: str
+  stride: int
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    return ops.BatchNorm(train, False)(_POOLS[self.kind](x, self.stride))
+
+
+class SelectedOp(nn.Module):
+  """``y = w_k·op_k(x)`` (``select='chosen'``) or ``y = w_k·op_k(x) + Σ_{o≠k} w_o``
+  (``'chosen_and_rest'``), ``k = argmax_o w_o``: only the chosen op runs.
+
+  The mixed op of a relaxation whose weights are one-hot in value (GDAS' hard
+  sample, a one-hot α): every edge runs one op (a ``lax.switch``), as AutoDL's
+  GDAS does (D-X-Y/AutoDL-Projects ``xautodl/models/cell_searchs/search_cells.py``:
+  ``NAS201SearchCell.forward_gdas`` adds the unchosen weights, 0 in value, as
+  scalars, so that each gets the sum of the output's cotangent as its gradient;
+  the DARTS space's ``MixedOp.forward_gdas`` does not). Either is AutoDL's
+  stand-in for the straight-through gradient through every op's output, at the
+  cost of one op per edge. The ops are
+  those of :class:`MixedOp`, one module each, named as there (where MixedOp
+  runs an op by itself, the two share its variables). Under ``vmap`` over the weights
+  the switch becomes a select that runs every op: call it per architecture.
+  """
+  primitives: Sequence[str]
+  channels: int
+  stride: int
+  train: bool
+  pool_bn: bool = False
+  select: str = 'chosen'
+
+  @nn.compact
+  def __call__(self, x, weights, edge_weight=None):
+    if edge_weight is not None:
+      raise ValueError('edge normalisation (PC-DARTS) does not combine with one op per edge')
+    def branch(name):  # the op built inside the branch, so that its BatchNorms update there
+      def run(mdl, x):
+        if self.pool_bn and name in _POOLS:
+          return PoolBN(name, self.stride, name=name)(x, self.train)
+        return ops.get_op(name, self.channels, self.channels, self.stride, affine=False,
+                          name=name)(x, self.train)
+      return run
+    branches = [branch(n) for n in self.primitives]
+    k = jax.lax.argmax(weights, 0, jnp.int32)  # int32 under SynFlow's float64 too
+    if self.is_initializing():  # every op's variables, whichever is chosen
+      y = jnp.stack([b(self, x) for b in branches])[k]
+    else:
+      y = nn.switch(k, branches, self, x)
+    y = weights[k] * y
+    if self.select == 'chosen_and_rest':
+      y = y + jnp.sum(jnp.where(jnp.arange(weights.shape[-1]) == k, 0, weights))
+    return y.astype(x.dtype)
+
+
+SELECT = (None, 'chosen', 'chosen_and_rest')
+
+
+def edge_op(primitives, channels, stride, train, pool_bn, partial, select, name):
+  """The op of one edge: :class:`MixedOp` where ``select`` is None, else
+  :class:`SelectedOp` with that rule."""
+  if select not in SELECT:
+    raise ValueError(f'select must be one of {SELECT}, got {select!r}')
+  if select is None:
+    return MixedOp(primitives, channels, stride, train, pool_bn, partial, name=name)
+  if partial > 1:
+    raise ValueError('partial channels (PC-DARTS) do not combine with one op per edge')
+  return SelectedOp(primitives, channels, stride, train, pool_bn, select, name=name)
+
+
 class _InputEdge(nn.Module):
   """One edge from a cell input, as a scan body: the inputs are a broadcast
   constant, so the scan keeps no per-edge residual but its index."""
@@ -153,13 +225,14 @@ class _InputEdge(nn.Module):
   train: bool
   pool_bn: bool
   partial: int
+  select: str | None
 
   @nn.compact
   def __call__(self, carry, inputs, edge):
     src, weights, edge_weight = edge
     x = jax.lax.dynamic_index_in_dim(inputs, src, keepdims=False)
-    return carry, MixedOp(self.primitives, self.channels, self.stride, self.train, self.pool_bn,
-                          self.partial, name='op')(x, weights, edge_weight)
+    return carry, edge_op(self.primitives, self.channels, self.stride, self.train, self.pool_bn,
+                          self.partial, self.select, 'op')(x, weights, edge_weight)
 
 
 # A stride-1 cell on maps of at most this many pixels runs all its edges in one
@@ -179,6 +252,7 @@ class _NodeEdge(nn.Module):
   train: bool
   pool_bn: bool
   partial: int
+  select: str | None
 
   @nn.compact
   def __call__(self, nodes, inputs, edge):
@@ -190,8 +264,8 @@ class _NodeEdge(nn.Module):
       x = jnp.where(src < n_in,
                     jax.lax.dynamic_index_in_dim(inputs, jnp.minimum(src, n_in - 1), keepdims=False),
                     jax.lax.dynamic_index_in_dim(nodes, jnp.maximum(src - n_in, 0), keepdims=False))
-    y = MixedOp(self.primitives, self.channels, 1, self.train, self.pool_bn, self.partial,
-                name='op')(x, weights, edge_weight)
+    y = edge_op(self.primitives, self.channels, 1, self.train, self.pool_bn, self.partial,
+                self.select, 'op')(x, weights, edge_weight)
     return nodes.at[dst].add(y), None
 
 
@@ -220,7 +294,8 @@ class MixedCell(nn.Module):
 
   ``weights`` has shape (n_edges, n_ops), rows in :func:`edge_list` order;
   ``edge_weights`` (n_edges,), if given, scales each edge (PC-DARTS), and
-  ``partial`` K > 1 sends 1/K of the channels through the ops (:class:`MixedOp`).
+  ``partial`` K > 1 sends 1/K of the channels through the ops (:class:`MixedOp`);
+  ``select`` runs only each edge's op of the largest weight (:class:`SelectedOp`).
   Input edges have stride ``stride``; edges between nodes have stride 1.
   Parameters are stacked per edge group, in α row order: with stride 1 on
   small maps ``all_edges`` (n_edges, ...); else ``input_edges``
@@ -235,6 +310,7 @@ class MixedCell(nn.Module):
   pool_bn: bool = False
   remat: bool = True
   partial: int = 1
+  select: str | None = None
 
   @nn.compact
   def __call__(self, inputs: Sequence[jax.Array], weights: jax.Array, edge_weights=None):
@@ -252,7 +328,7 @@ class MixedCell(nn.Module):
       raise ValueError(f'partial channels: {self.channels} channels do not split into '
                        f'{self.partial} groups')
     x = jnp.stack(list(inputs))
-    options = (self.primitives, self.channels, self.train, self.pool_bn, self.partial)
+    options = (self.primitives, self.channels, self.train, self.pool_bn, self.partial, self.select)
     if self.stride == 1 and x.shape[2] * x.shape[3] <= ONE_SCAN_PIXELS:
       src, dst = (np.array(v, np.int32) for v in zip(*edges))
       scan = _edge_scan(_NodeEdge, self.remat, len(edges))
@@ -262,7 +338,7 @@ class MixedCell(nn.Module):
       return nodes
     scan = _edge_scan(_InputEdge, self.remat, len(in_rows))
     _, y = scan(self.primitives, self.channels, self.stride, self.train, self.pool_bn, self.partial,
-                name='input_edges')((), x, (in_src, weights[in_rows],
+                self.select, name='input_edges')((), x, (in_src, weights[in_rows],
                                               _rows(edge_weights, in_rows)))
     nodes = jnp.sum(y.reshape((self.n_nodes, self.n_in) + y.shape[1:]), axis=1)
     if inner:

@@ -26,6 +26,9 @@ from jaxnas.spaces.cells import MixedCell, edge_list
 
 PRIMITIVES = ('none', 'max_pool_3x3', 'avg_pool_3x3', 'skip_connect',
               'sep_conv_3x3', 'sep_conv_5x5', 'dil_conv_3x3', 'dil_conv_5x5')
+# How an edge runs under a hard relaxation (cells.SelectedOp): the chosen op alone
+# (D-X-Y/AutoDL-Projects xautodl/models/cell_searchs/search_cells.py MixedOp.forward_gdas)
+HARD_SELECT = 'chosen'
 N_INPUTS, N_NODES = 2, 4
 EDGES = edge_list(N_INPUTS, N_NODES)  # 14 (source, node) pairs
 
@@ -251,6 +254,7 @@ class SearchCell(nn.Module):
   primitives: Sequence[str] = PRIMITIVES
   remat: bool = True
   partial: int = 1
+  select: str | None = None
 
   @nn.compact
   def __call__(self, s0, s1, weights, edge_weights=None):
@@ -262,7 +266,7 @@ class SearchCell(nn.Module):
     s1 = ops.ReLUConvBN(c, affine=False, name='preprocess1')(s1, self.train)
     nodes = MixedCell(self.primitives, c, N_INPUTS, N_NODES, 2 if self.reduction else 1,
                       self.train, pool_bn=True, remat=self.remat, partial=self.partial,
-                      name='edges')([s0, s1], weights, edge_weights)
+                      select=self.select, name='edges')([s0, s1], weights, edge_weights)
     return jnp.concatenate(list(nodes), axis=-1)
 
 
@@ -296,7 +300,8 @@ class Supernet(nn.Module):
       reduction = i in _reduction_layers(self.layers)
       c_curr = c_curr * 2 if reduction else c_curr
       cell = SearchCell(c_curr, reduction, reduction_prev, train, tuple(self.primitives),
-                        self.remat, r.partial_channels, name=f'cell{i}')
+                        self.remat, r.partial_channels,
+                        HARD_SELECT if r.hard else None, name=f'cell{i}')
       kind = 'reduce' if reduction else 'normal'
       s0, s1 = s1, cell(s0, s1, weights[kind], edge_weights[kind])
       reduction_prev = reduction

@@ -25,6 +25,10 @@ from jaxnas.spaces.base import CellDrawing, SearchSpace, check_op
 from jaxnas.spaces.cells import MixedCell, edge_list
 
 PRIMITIVES = ('none', 'skip_connect', 'nor_conv_1x1', 'nor_conv_3x3', 'avg_pool_3x3')
+# How an edge runs under a hard relaxation (cells.SelectedOp): the chosen op, plus the
+# unchosen weights as scalars (D-X-Y/AutoDL-Projects
+# xautodl/models/cell_searchs/search_cells.py NAS201SearchCell.forward_gdas)
+HARD_SELECT = 'chosen_and_rest'
 N_INPUTS, N_NODES = 1, 3
 EDGES = edge_list(N_INPUTS, N_NODES)  # (0,0) (0,1) (1,1) (0,2) (1,2) (2,2) = 1<-0 2<-0 2<-1 3<-0 3<-1 3<-2
 
@@ -140,13 +144,14 @@ class _SearchCellStep(nn.Module):
   train: bool
   remat: bool
   partial: int
+  select: str | None
 
   @nn.compact
   def __call__(self, x, weights):
     weights, edge_weights = weights
     nodes = MixedCell(self.primitives, self.channels, N_INPUTS, N_NODES, 1, self.train,
-                      remat=self.remat, partial=self.partial, name='edges')([x], weights,
-                                                                            edge_weights)
+                      remat=self.remat, partial=self.partial, select=self.select,
+                      name='edges')([x], weights, edge_weights)
     return nodes[-1], None
 
 
@@ -201,7 +206,8 @@ class Supernet(nn.Module):
     x = _stem(x, self.channels, train)
     x = _stages(x, self.channels, self.layers, train,
                 _SearchCellStep,
-                lambda c: (tuple(self.primitives), c, train, self.remat, r.partial_channels),
+                lambda c: (tuple(self.primitives), c, train, self.remat, r.partial_channels,
+                           HARD_SELECT if r.hard else None),
                 (weights, edge_weights))
     return _head(self, x, self.num_classes, train)
 
