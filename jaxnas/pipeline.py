@@ -15,6 +15,7 @@ import time
 
 from jaxnas import config as config_lib
 from jaxnas import data as data_lib
+from jaxnas import sharding
 from jaxnas.config import option, section
 from jaxnas.search import SearchConfig, search
 from jaxnas.train import TrainConfig, format_report, train
@@ -60,8 +61,9 @@ def _done(folder: str) -> dict | None:
 
 
 def _mark_done(folder: str, info: dict) -> None:
-  with open(os.path.join(folder, 'done.json'), 'w') as f:
-    json.dump(info, f, indent=1)
+  if sharding.is_main_process():  # only process 0 writes
+    with open(os.path.join(folder, 'done.json'), 'w') as f:
+      json.dump(info, f, indent=1)
 
 
 def run(config: RunConfig, resume: bool = False, progress: bool = True,
@@ -71,7 +73,9 @@ def run(config: RunConfig, resume: bool = False, progress: bool = True,
   (:func:`jaxnas.xla.program_dir`)."""
   workdir = config.workdir
   search_dir, train_dir = os.path.join(workdir, 'search'), os.path.join(workdir, 'train')
-  if not resume and os.path.isdir(workdir) and os.listdir(workdir):
+  # every process looks before any writes (a collective: on several hosts process 0 would
+  # otherwise make the folders before another has looked)
+  if sharding.any_process(not resume and os.path.isdir(workdir) and bool(os.listdir(workdir))):
     raise ValueError(f'{workdir} is not empty: pass --resume to continue that run, or choose '
                      f'another --workdir')
   os.makedirs(workdir, exist_ok=True)
@@ -97,6 +101,8 @@ def run(config: RunConfig, resume: bool = False, progress: bool = True,
   report = {**done['report'], 'method': scfg.method, 'relaxation': scfg.relaxation,
             'search_seconds': info['seconds'], 'search_epochs': info['config']['size']['epochs'],
             **({'benchmark': info['benchmark']} if info.get('benchmark') else {})}
+  if not sharding.is_main_process():
+    return report
   with open(os.path.join(workdir, 'report.json'), 'w') as f:
     json.dump(report, f, indent=1)
   text = format_report(report)

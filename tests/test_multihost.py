@@ -3,6 +3,7 @@ CPU devices each, joined by JAX's coordination service and Gloo's collectives ov
 loopback, against one process with 8 devices (this test process, conftest)."""
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -133,42 +134,54 @@ def checkpointed_state(job, workdir):
 
 
 def assert_only_process_0_writes(procs):
-  """Process 0 wrote the logs and pictures; the others wrote nothing but their part of
-  orbax' protocol (a list of the arrays they hold: no array data, since the arrays are
-  replicated and their one saved copy is process 0's)."""
+  """Process 0 wrote the logs, pictures and reports of both stages of ``jaxnas run``; the
+  others wrote nothing but their part of orbax' protocol (a list of the arrays they hold:
+  no array data, since the arrays are replicated and their one saved copy is process 0's)."""
   writes = [json.load(open(p.logs['writes'])) for p in procs]
-  outputs = {'metrics.jsonl', 'config.json', 'curves.png'}
-  assert outputs <= set(writes[0]) and ({'alpha.npz', 'cell.png'} <= set(writes[0]) or
-                                        'report.json' in writes[0]), writes[0]
-  for i, w in enumerate(writes[1:], 1):
-    assert w and all(p.startswith('checkpoints/') and p.endswith(f'array_metadatas/process_{i}')
-                     for p in w), w
+  outputs = {f'{stage}/{name}' for stage in ('search', 'train')
+             for name in ('metrics.jsonl', 'config.json', 'curves.png')}
+  outputs |= {'search/alpha.npz', 'search/cell.png', 'train/report.json', 'report.json'}
+  assert outputs <= set(writes[0]), writes[0]
+  for i, w in enumerate(writes[1:], 1):  # (and each makes the stages' folders it runs in)
+    assert w and all(re.fullmatch(f'(search|train)/checkpoints/.*array_metadatas/process_{i}', p)
+                     or p in ('search', 'train') for p in w), w
   out1 = tail(procs[1], 'out')
   assert 'written to' not in out1 and 'genotype' not in out1, out1
 
 
-def test_two_processes_search_as_one_process_with_eight_devices_and_resume_in_one(
+def test_two_processes_search_and_train_as_one_process_with_eight_devices_and_resume_in_one(
     tmp_path, capsys, npz):
+  # jaxnas run: the search, then the training of the cell it derives, as 2 processes and
+  # as this process on its 8 devices: the same α trajectory, metrics, reports and
+  # checkpoints; then the 2 processes' search goes on in 1 process as the 1-process one does
   two, one = tmp_path / 'two', tmp_path / 'one'
-  procs = launch([*SEARCH, '--dataset', f'npz:{npz}', '--epochs', 1], two)
+  argv = ['run', *SEARCH[1:], '--dataset', f'npz:{npz}', '--epochs', 1, '--train-channels', 4,
+          '--train-layers', 1, '--train-batch-size', 16, '--train-epochs', 1]
+  procs = launch(argv, two)
   assert wait(procs) == [0, 0], tail(procs[0]) + tail(procs[1])
   assert_only_process_0_writes(procs)
-  assert 'genotype: ' in tail(procs[0], 'out')
-  # the same search in this process, on its 8 devices
-  run_here(capsys, *SEARCH, '--dataset', f'npz:{npz}', '--epochs', 1, '--devices', 'all',
-           '--workdir', one, '--no-progress')
-  assert_workdirs_equal(two, one)
-  job = Search(config_lib.make(SearchConfig, dataset=f'npz:{npz}', space='nb201', channels=4,
-                               layers=1, batch_size=16, alpha_optimizer='sgd', alpha_lr=0.1,
-                               epochs=1, devices='all', workdir=str(one)))
-  (state_two, meta_two), (state_one, meta_one) = (checkpointed_state(job, d) for d in (two, one))
-  assert meta_two == meta_one
-  chex.assert_trees_all_close(state_two, state_one, rtol=1e-4, atol=1e-6)
-  # the checkpoint of the 2 processes goes on in 1, as the 1-process one does
+  run_here(capsys, *argv, '--devices', 'all', '--workdir', one, '--no-progress')
+  assert_workdirs_equal(two / 'search', one / 'search')
+  reports = [json.load(open(d / 'report.json')) for d in (two, one)]
+  assert reports[0]['genotype'] == reports[1]['genotype']
+  for k, v in reports[1].items():
+    if isinstance(v, float) and 'second' not in k and 'time' not in k:
+      np.testing.assert_allclose(reports[0][k], v, rtol=1e-4, err_msg=k)
+  search_job = Search(config_lib.make(
+      SearchConfig, dataset=f'npz:{npz}', space='nb201', channels=4, layers=1, batch_size=16,
+      alpha_optimizer='sgd', alpha_lr=0.1, epochs=1, devices='all'))
+  train_job = Trainer(config_lib.make(
+      TrainConfig, space='nb201', genotype=reports[1]['genotype'], channels=4, layers=1,
+      batch_size=16, dataset=f'npz:{npz}', epochs=1, devices='all'))
+  for job, stage in ((search_job, 'search'), (train_job, 'train')):
+    (state_two, meta_two), (state_one, meta_one) = (checkpointed_state(job, d / stage)
+                                                    for d in (two, one))
+    assert meta_two == meta_one, stage
+    chex.assert_trees_all_close(state_two, state_one, rtol=1e-4, atol=1e-6)
   for d in (two, one):
     run_here(capsys, *SEARCH, '--dataset', f'npz:{npz}', '--epochs', 2, '--devices', 'all',
-             '--workdir', d, '--resume', '--no-progress')
-  assert_workdirs_equal(two, one)
+             '--workdir', d / 'search', '--resume', '--no-progress')
+  assert_workdirs_equal(two / 'search', one / 'search')
 
 
 def test_a_signal_to_one_process_stops_both_at_the_same_step(tmp_path, capsys, npz):
@@ -208,24 +221,6 @@ def test_killing_one_process_ends_the_other_with_a_message(tmp_path, npz):
     assert 'inside jaxnas' not in err
   # what was saved is whole
   assert Checkpointer(str(two)).latest_step() >= 1
-
-
-def test_two_processes_train_as_one_process_with_eight_devices(tmp_path, capsys, npz):
-  two, one = tmp_path / 'two', tmp_path / 'one'
-  argv = ['train', *DATA, '--genotype', 'NB201_BEST', '--dataset', f'npz:{npz}', '--epochs', 1]
-  procs = launch(argv, two)
-  assert wait(procs) == [0, 0], tail(procs[0]) + tail(procs[1])
-  assert_only_process_0_writes(procs)
-  run_here(capsys, *argv, '--devices', 'all', '--workdir', one, '--no-progress')
-  reports = [json.load(open(d / 'report.json')) for d in (two, one)]
-  for k, v in reports[1].items():
-    if isinstance(v, float) and 'second' not in k and 'time' not in k:
-      np.testing.assert_allclose(reports[0][k], v, rtol=1e-4, err_msg=k)
-  job = Trainer(config_lib.make(TrainConfig, space='nb201', genotype='NB201_BEST', channels=4,
-                                layers=1, batch_size=16, dataset=f'npz:{npz}', epochs=1,
-                                devices='all', workdir=str(one)))
-  (state_two, _), (state_one, _) = (checkpointed_state(job, d) for d in (two, one))
-  chex.assert_trees_all_close(state_two, state_one, rtol=1e-4, atol=1e-6)
 
 
 def test_a_bad_heartbeat_timeout_is_refused_before_jax_starts_its_service(monkeypatch):
