@@ -307,15 +307,18 @@ def test_the_one_op_supernet_is_the_mixed_supernet_at_one_hot_alpha():
   x = jax.random.normal(jax.random.key(0), (4, 8, 8, 3))
   genotypes = sp.sample_distinct(2, seed=0) + [sp.load_genotype(
       '|none~0|+|none~0|none~1|+|none~0|none~1|none~2|')]
-  for genotype in genotypes:
-    alpha = sp.onehot(genotype)
-    v = init_variables(mixed, jax.random.key(1), x[:1], alpha)
+  v = init_variables(mixed, jax.random.key(1), x[:1], sp.onehot(genotypes[0]))
 
-    def loss(model, params):
+  def value_and_grad(model):  # one trace per model, α an argument
+    def loss(params, alpha):
       out, _ = model.apply({**v, 'params': params}, x, alpha, mutable=['batch_stats'])
       return jnp.sum(out ** 2), out
-    (_, want), want_grad = jax.value_and_grad(lambda p: loss(mixed, p), has_aux=True)(v['params'])
-    (_, got), grad = jax.value_and_grad(lambda p: loss(one_op, p), has_aux=True)(v['params'])
+    return jax.jit(jax.value_and_grad(loss, has_aux=True))
+  mixed_fn, one_op_fn = value_and_grad(mixed), value_and_grad(one_op)
+  for genotype in genotypes:
+    alpha = sp.onehot(genotype)
+    (_, want), want_grad = mixed_fn(v['params'], alpha)
+    (_, got), grad = one_op_fn(v['params'], alpha)
     assert np.all(np.isfinite(got))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     chex.assert_trees_all_close(grad, want_grad, rtol=1e-4, atol=1e-6)
