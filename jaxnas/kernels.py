@@ -26,6 +26,8 @@ These are functions of arrays; the Flax layers that hold their weights are in
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import os
 
@@ -38,11 +40,30 @@ Array = jax.Array
 KERNEL_PATHS = ('cpu', 'xla')
 
 
+_PATH: contextvars.ContextVar[str | None] = contextvars.ContextVar('jaxnas_kernels', default=None)
+
+
+@contextlib.contextmanager
+def use(path: str):
+  """Within the block, ops are traced on kernel path ``path`` ('cpu' or 'xla'),
+  whatever ``$JAXNAS_KERNELS`` and the backend say. A function traced under one
+  path keeps it when called later (as JAX keeps any trace): choose before tracing."""
+  if path not in KERNEL_PATHS:
+    raise ValueError(f'kernel path {path!r}: must be one of {", ".join(KERNEL_PATHS)}')
+  token = _PATH.set(path)
+  try:
+    yield
+  finally:
+    _PATH.reset(token)
+
+
 def kernel_path() -> str:
-  """``$JAXNAS_KERNELS`` if set ('cpu' or 'xla'), else 'cpu' on the CPU backend and
-  'xla' on every other (GPU, TPU). Read when an op is traced: set it before the
-  first trace (JAX reuses a scan body's trace, whatever the variable says later)."""
-  path = os.environ.get('JAXNAS_KERNELS', '')
+  """The kernel path ops are traced on now: the innermost :func:`use` block's, else
+  ``$JAXNAS_KERNELS`` if set ('cpu' or 'xla'), else 'cpu' on the CPU backend and
+  'xla' on every other (GPU, TPU). Read when an op is traced; the caches of traced
+  pieces (:func:`jaxnas.spaces.cells.edge_scan`, the program cache) hold it in
+  their keys."""
+  path = _PATH.get() or os.environ.get('JAXNAS_KERNELS', '')
   if path:
     if path not in KERNEL_PATHS:
       raise ValueError(f'JAXNAS_KERNELS={path!r}: must be one of {", ".join(KERNEL_PATHS)}')

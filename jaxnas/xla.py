@@ -98,13 +98,26 @@ def program_dir(cache: str) -> str:
   return os.path.join(cache, 'programs')
 
 
-@functools.lru_cache(maxsize=None)
 def program_fingerprint() -> str:
   """What every traced program depends on besides its own arguments: jaxnas'
   sources, the versions of the libraries that trace it, XLA's flags, JAX's
-  numerics switches and the backend."""
+  numerics switches, the backend and the kernel path."""
   import jax
   from jaxnas import kernels
+  devices = jax.devices()
+  h = hashlib.sha256(_installation_fingerprint().encode())
+  h.update(json.dumps({
+      'XLA_FLAGS': os.environ.get('XLA_FLAGS', ''), 'x64': jax.config.jax_enable_x64,
+      'matmul_precision': str(jax.config.jax_default_matmul_precision),
+      'backend': jax.default_backend(), 'devices': [len(devices), devices[0].device_kind],
+      'kernels': kernels.kernel_path(),
+  }, sort_keys=True).encode())
+  return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def _installation_fingerprint() -> str:
+  """jaxnas' sources and the versions of the libraries that trace its programs."""
   h = hashlib.sha256()
   root = os.path.dirname(os.path.abspath(__file__))
   for dirpath, dirnames, filenames in os.walk(root):
@@ -122,14 +135,7 @@ def program_fingerprint() -> str:
       versions[dist] = metadata.version(dist)
     except metadata.PackageNotFoundError:
       versions[dist] = None
-  devices = jax.devices()
-  h.update(json.dumps({
-      'versions': versions, 'XLA_FLAGS': os.environ.get('XLA_FLAGS', ''),
-      'x64': jax.config.jax_enable_x64,
-      'matmul_precision': str(jax.config.jax_default_matmul_precision),
-      'backend': jax.default_backend(), 'devices': [len(devices), devices[0].device_kind],
-      'kernels': kernels.kernel_path(),
-  }, sort_keys=True).encode())
+  h.update(json.dumps(versions, sort_keys=True).encode())
   return h.hexdigest()
 
 

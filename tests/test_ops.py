@@ -218,13 +218,13 @@ def test_every_op_keeps_or_halves_shape(name):
 # --- the two kernel paths (kernels.kernel_path): the same numbers -----------------
 
 def _on_each_path(monkeypatch, fn):
-  """``{path: fn()}`` with JAXNAS_KERNELS forcing each path (traced afresh: JAX keeps
-  the traces of scan bodies, keyed by function, not by the path)."""
+  """``{path: fn()}``, each path forced (:func:`kernels.use`) and traced afresh (JAX keeps
+  the traces of the functions ``fn`` jits, keyed by function, not by the path)."""
   out = {}
   for path in kernels.KERNEL_PATHS:
-    monkeypatch.setenv('JAXNAS_KERNELS', path)
-    jax.clear_caches()
-    out[path] = fn()
+    with kernels.use(path):
+      jax.clear_caches()
+      out[path] = fn()
   return out
 
 
@@ -303,6 +303,27 @@ def test_a_supernet_and_its_second_derivatives_are_the_same_on_both_kernel_paths
                              jax.tree_util.tree_leaves(exact)[0], rtol=1e-4, atol=1e-7)
 
 
+def test_a_model_traced_on_each_kernel_path_in_one_process_runs_that_path():
+  # the edge scans are cached per kernel path: the same supernet traced on 'cpu', then
+  # on 'xla', then on 'cpu' again, caches kept, holds the hand-written VJPs exactly when
+  # traced on 'cpu'
+  from jaxnas.spaces import get_space
+  from jaxnas.spaces.base import init_variables
+  sp = get_space('nb201')
+  model = sp.supernet(4, 1, 10)
+  alpha = sp.init_alpha(jax.random.key(1))
+  x = jax.random.normal(jax.random.key(2), (2, 8, 8, 3))
+  v = init_variables(model, jax.random.key(0), x[:1], alpha)
+
+  def program(path):
+    with kernels.use(path):
+      return str(jax.make_jaxpr(lambda p: model.apply(dict(v, params=p), x, alpha, train=True,
+                                                      mutable=['batch_stats']))(v['params']))
+  on_cpu, on_xla, on_cpu_again = program('cpu'), program('xla'), program('cpu')
+  assert 'custom_vjp' in on_cpu and 'custom_vjp' not in on_xla
+  assert on_cpu_again == on_cpu
+
+
 def test_kernel_path_by_backend_and_override(monkeypatch):
   monkeypatch.delenv('JAXNAS_KERNELS', raising=False)
   assert kernels.kernel_path() == 'cpu'
@@ -310,9 +331,15 @@ def test_kernel_path_by_backend_and_override(monkeypatch):
   assert kernels.kernel_path() == 'xla'
   monkeypatch.setenv('JAXNAS_KERNELS', 'cpu')
   assert kernels.kernel_path() == 'cpu'
+  with kernels.use('xla'):   # the block's path first
+    assert kernels.kernel_path() == 'xla'
+  assert kernels.kernel_path() == 'cpu'
   monkeypatch.setenv('JAXNAS_KERNELS', 'cudnn')
   with pytest.raises(ValueError, match="JAXNAS_KERNELS='cudnn': must be one of cpu, xla"):
     kernels.kernel_path()
+  with pytest.raises(ValueError, match="kernel path 'cudnn': must be one of cpu, xla"):
+    with kernels.use('cudnn'):
+      pass
 
 
 def test_no_cpu_flags_or_compile_options_on_an_accelerator(monkeypatch):

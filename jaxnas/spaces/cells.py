@@ -278,12 +278,17 @@ _STACKED = dict(variable_axes={'params': 0, 'batch_stats': 0, ops.RELU_CODES: 0}
                 split_rngs={'params': True})
 
 
-@functools.lru_cache(maxsize=None)
-def _edge_scan(body, remat: bool, length: int):
+def edge_scan(body, remat: bool, length: int):
   """The scan over one edge group as a lifted ``jit``, built once per (body, remat,
-  length): the cells whose edge groups match in shapes and options then share one
-  trace (JAX caches the jaxpr and its derivatives by function and input types), so
-  tracing costs per distinct group, not per cell."""
+  length, kernel path): the cells whose edge groups match in shapes and options then
+  share one trace (JAX caches the jaxpr and its derivatives by function and input
+  types), so tracing costs per distinct group, not per cell; a model traced on the
+  other kernel path (:func:`jaxnas.kernels.use`) gets a scan of its own."""
+  return _edge_scan(body, remat, length, kernels.kernel_path())
+
+
+@functools.lru_cache(maxsize=None)
+def _edge_scan(body, remat: bool, length: int, kernel_path: str):
   in_axes = (nn.broadcast, 0)
   return nn.jit(nn.scan(nn.remat(body) if remat else body, in_axes=in_axes, length=length,
                         **_STACKED))
@@ -331,19 +336,19 @@ class MixedCell(nn.Module):
     options = (self.primitives, self.channels, self.train, self.pool_bn, self.partial, self.select)
     if self.stride == 1 and x.shape[2] * x.shape[3] <= ONE_SCAN_PIXELS:
       src, dst = (np.array(v, np.int32) for v in zip(*edges))
-      scan = _edge_scan(_NodeEdge, self.remat, len(edges))
+      scan = edge_scan(_NodeEdge, self.remat, len(edges))
       nodes, _ = scan(*options, name='all_edges')(
           jnp.zeros((self.n_nodes,) + x.shape[1:], x.dtype), x,
           (src, dst, weights, edge_weights))
       return nodes
-    scan = _edge_scan(_InputEdge, self.remat, len(in_rows))
+    scan = edge_scan(_InputEdge, self.remat, len(in_rows))
     _, y = scan(self.primitives, self.channels, self.stride, self.train, self.pool_bn, self.partial,
                 self.select, name='input_edges')((), x, (in_src, weights[in_rows],
                                               _rows(edge_weights, in_rows)))
     nodes = jnp.sum(y.reshape((self.n_nodes, self.n_in) + y.shape[1:]), axis=1)
     if inner:
       src, dst, rows = (np.array(v, np.int32) for v in zip(*inner))
-      scan = _edge_scan(_NodeEdge, self.remat, len(inner))
+      scan = edge_scan(_NodeEdge, self.remat, len(inner))
       nodes, _ = scan(*options, name='inner_edges')(
           nodes, None, (src, dst, weights[rows], _rows(edge_weights, rows)))
     return nodes
