@@ -274,7 +274,8 @@ def test_unknown_proxy_and_statistic():
   assert proxies.bind_options('zen', {'gamma': 0.1}) == {'gamma': 0.1, 'variance': 'running'}
   assert [proxies.sign('ntk'), proxies.sign('ntk', {'statistic': 'trace'}), proxies.sign('zen')] == [-1, 1, 1]
   assert proxies.names(of_alpha=True) == ('synflow', 'snip', 'grasp')
-  assert set(proxies.names(supernet_exact=True)) == {'ntk', 'synflow', 'snip', 'grasp', 'grad_norm'}
+  assert set(proxies.names(supernet_exact=True)) == {'ntk', 'synflow', 'snip', 'grasp', 'grad_norm',
+                                                    'jacov'}
 
 
 # A NAS-Bench-201 cell with three convolutions (edges 1<-0, 2<-0, 3<-1) and one node
@@ -450,6 +451,27 @@ def test_synflow_through_the_supernet_is_finite_and_equals_the_network_at_the_be
     got = proxies.score('synflow', proxies.network_apply(net), nv, batch, KEY)
     np.testing.assert_allclose(got, expected, rtol=1e-6)
   np.testing.assert_allclose(via_supernet, [101.13, 114.80, 113.64], atol=0.3)  # NASLib's
+
+
+@pytest.mark.parametrize('proxy', ['jacov', 'snip'])
+def test_a_supernet_exact_proxy_through_the_supernet_equals_the_network(proxy):
+  # on a real-valued batch, BatchNorm in training mode: the one-hot supernet's score of
+  # each cell is its discrete network's on the same weights (ZERO: a node no op reaches)
+  from jaxnas.spaces import get_space
+  from jaxnas.spaces.base import init_variables
+  from jaxnas.zc import score_batch
+  sp = get_space('nb201')
+  genotypes = [sp.load_genotype(a) for a in (CELL, ZERO)]
+  batch = (jax.random.normal(jax.random.key(1), (8, 8, 8, 3)), jnp.arange(8) % 10)
+  via_supernet = score_batch(sp, genotypes, proxy, batch, 10, 4, 1, via='supernet').scores
+  sv = init_variables(sp.supernet(4, 1, 10, relax.make('raw')), KEY, batch[0][:1],
+                      sp.onehot(genotypes[0]))
+  for g, expected in zip(genotypes, via_supernet):
+    net = sp.network(g, 4, 1, 10, **{k: False for k in sp.network_options})
+    nv = init_variables(net, KEY, batch[0][:1])
+    nv = dict(nv, params=_network_with_supernet_weights(g, sv['params'], nv['params']))
+    got = proxies.score(proxy, proxies.network_apply(net), nv, batch, KEY)
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
 
 
 def test_the_supernet_scores_chunk_by_chunk_what_it_scores_one_by_one():

@@ -70,7 +70,7 @@ PROXIES: dict[str, ProxySpec] = {
     'grasp': ProxySpec(grasp, supernet_exact=True, of_alpha=True),
     'grad_norm': ProxySpec(grad_norm, supernet_exact=True),
     'naswot': ProxySpec(naswot),
-    'jacov': ProxySpec(jacov),
+    'jacov': ProxySpec(jacov, supernet_exact=True),
     'fisher': ProxySpec(fisher),
 }
 
