@@ -10,7 +10,8 @@ linearly from ``tau_max`` to ``tau_min`` over the search,
 ``τ_e = τ_max − (τ_max − τ_min)·e/(E − 1)`` (D-X-Y/AutoDL-Projects
 ``exps/NAS-Bench-201-algos/GDAS.py``, ``search_model.set_tau``; its NAS-Bench-201
 scripts pass τ_max = 10, τ_min = 0.1). Without a key (deriving, scoring at fixed
-α) the weights are ``softmax(α)``, the rule AutoDL's ``genotype()`` reads.
+α) the weights are ``softmax(α)``, the rule AutoDL's ``genotype()`` reads (a
+supernet pass without a key runs each edge's most likely op, at its weight).
 
 As in AutoDL, each edge runs only its sampled op (``hard``: the supernet's
 edges are :class:`jaxnas.spaces.cells.SelectedOp`), so a step costs about one

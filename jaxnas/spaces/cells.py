@@ -166,10 +166,10 @@ class SelectedOp(nn.Module):
   scalars, so that each gets the sum of the output's cotangent as its gradient;
   the DARTS space's ``MixedOp.forward_gdas`` does not). Either is AutoDL's
   stand-in for the straight-through gradient through every op's output, at the
-  cost of one op per edge. The ops are
-  those of :class:`MixedOp`, one module each, named as there (where MixedOp
-  runs an op by itself, the two share its variables). Under ``vmap`` over the weights
-  the switch becomes a select that runs every op: call it per architecture.
+  cost of one op per edge. The ops are those of :class:`MixedOp`, one module
+  each, named as there (where MixedOp runs an op by itself, the two share its
+  variables). Under ``vmap`` over the weights the switch becomes a select that
+  runs every op: call it per architecture.
   """
   primitives: Sequence[str]
   channels: int
@@ -343,8 +343,8 @@ class MixedCell(nn.Module):
       return nodes
     scan = edge_scan(_InputEdge, self.remat, len(in_rows))
     _, y = scan(self.primitives, self.channels, self.stride, self.train, self.pool_bn, self.partial,
-                self.select, name='input_edges')((), x, (in_src, weights[in_rows],
-                                              _rows(edge_weights, in_rows)))
+                self.select, name='input_edges')(
+        (), x, (in_src, weights[in_rows], _rows(edge_weights, in_rows)))
     nodes = jnp.sum(y.reshape((self.n_nodes, self.n_in) + y.shape[1:]), axis=1)
     if inner:
       src, dst, rows = (np.array(v, np.int32) for v in zip(*inner))
