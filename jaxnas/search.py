@@ -211,9 +211,8 @@ class Search:
                          tuple(self.data.mean), tuple(self.data.std), cfg.warmup,
                          self.data.image_shape, cfg.size.compute_dtype)
     # data parallel: the batch split over the mesh, everything else replicated
-    self.mesh = sharding.make_mesh(cfg.devices)
-    self.layout = sharding.describe(self.mesh, cfg.size.batch_size)
-    self.replicated = sharding.replicated(self.mesh)
+    self.mesh, self.layout, self.replicated = sharding.data_parallel(cfg.devices,
+                                                                     cfg.size.batch_size)
     train_sh, val_sh = sharding.batch_sharding(self.mesh, 1), sharding.batch_sharding(self.mesh, 0)
     self.batch_shardings = {'train_x': train_sh, 'train_y': train_sh, 'val_x': val_sh,
                             'val_y': val_sh}

@@ -24,7 +24,7 @@ rows (:func:`process_rows`) and hands them to
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -169,3 +169,18 @@ def describe(mesh: Mesh, global_batch: int) -> dict:
   return {'devices': mesh.devices.size, 'platform': mesh.devices.flat[0].platform,
           'processes': jax.process_count(), 'global_batch': global_batch,
           'per_device_batch': per_device}
+
+
+class DataParallel(NamedTuple):
+  """A data-parallel job's layout: the batch split over ``mesh``, everything else
+  ``replicated``; ``layout`` is what the run reports (:func:`describe`)."""
+  mesh: Mesh
+  layout: dict
+  replicated: NamedSharding
+
+
+def data_parallel(devices: str | int | None, global_batch: int) -> DataParallel:
+  """The layout of a job over ``devices`` (:func:`make_mesh`) with batches of
+  ``global_batch`` examples; raises unless the devices divide the batch."""
+  mesh = make_mesh(devices)
+  return DataParallel(mesh, describe(mesh, global_batch), replicated(mesh))

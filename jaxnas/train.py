@@ -158,9 +158,8 @@ class Trainer:
                           dataclasses.replace(base, cutout=cfg.cutout), tuple(self.data.mean),
                           tuple(self.data.std))
     # data parallel: the batch split over the mesh, everything else replicated
-    self.mesh = sharding.make_mesh(cfg.devices)
-    self.layout = sharding.describe(self.mesh, cfg.batch_size)
-    repl, batch = sharding.replicated(self.mesh), sharding.batch_sharding(self.mesh)
+    self.mesh, self.layout, repl = sharding.data_parallel(cfg.devices, cfg.batch_size)
+    batch = sharding.batch_sharding(self.mesh)
     self.replicated, self.batch_sharding = repl, batch
     key = repr(self.spec)
     self.train_step = xla.persistent_jit(functools.partial(train_step, self.spec),
