@@ -151,22 +151,22 @@ def score_batch(space, genotypes: list, proxy: str, batch, num_classes: int, cha
     variables = _without_edge_biases(init_variables(model, key, x0, alphas[0]))
     chunk = min(chunk, len(alphas))
 
-    @jax.jit
-    def run(variables, batch, alphas):  # lax.map, not vmap: a vmapped switch runs every op
+    def score(variables, batch, alphas):  # lax.map, not vmap: a vmapped switch runs every op
       return jax.lax.map(
           lambda a: fn(proxies.supernet_apply(model, a), variables, batch, key, **options), alphas)
     alphas += alphas[-1:] * (-len(alphas) % chunk)
     stacked = {k: np.stack([a[k] for a in alphas]) for k in alphas[0]}
     parts = [{k: v[i:i + chunk] for k, v in stacked.items()} for i in range(0, len(alphas), chunk)]
-    scores, run_seconds = [], 0.0
+    run = jax.jit(score).lower(variables, batch, parts[0]).compile()
+    t1 = time.perf_counter()
+    scores = []
     for i, part in enumerate(parts):
-      t1 = time.perf_counter()
       scores.append(np.asarray(run(variables, batch, part)))
-      run_seconds += (time.perf_counter() - t1) if i else 0.0  # the first call compiles
       bar.update(min(chunk, len(genotypes) - i * chunk))
+    elapsed = time.perf_counter() - t1
     bar.close()
-    rate = (len(genotypes) - chunk) / run_seconds if run_seconds else float('nan')
-    return Scores(np.concatenate(scores)[:len(genotypes)], via, time.perf_counter() - t0, rate)
+    return Scores(np.concatenate(scores)[:len(genotypes)], via, time.perf_counter() - t0,
+                  len(genotypes) / elapsed)
   scores, run_seconds = [], 0.0
   for g in genotypes:
     net = sp.network(g, channels, layers, num_classes,
