@@ -166,21 +166,32 @@ def _read(path: str, what: str):
     return None
 
 
+_SHAPES: dict = {}   # persistent_eval_shape's results in this process
+
+
 def persistent_eval_shape(fun: Callable, key: Any, *args, programs: str | None = None):
-  """``jax.eval_shape(fun, *args)``, kept on disk in the folder ``programs`` beside
-  :class:`persistent_jit`'s programs (the DARTS supernet's ``init`` takes 1.5 s to
-  trace); None: not kept."""
+  """``jax.eval_shape(fun, *args)``, kept in memory for the process (a search and its
+  evaluation, or a test suite, init the same model many times) and, with a folder
+  ``programs``, on disk beside :class:`persistent_jit`'s programs (the DARTS
+  supernet's ``init`` takes 1.5 s to trace). ``key`` names ``fun`` completely (its
+  module and configuration); the arguments' shapes, dtypes and shardings, the kernel
+  path and JAX's x64 switch complete it."""
   import jax
-  if programs is None:
-    return jax.eval_shape(fun, *args)
+  from jaxnas import kernels
   leaves, in_tree = jax.tree_util.tree_flatten(args)
-  path = _cache_path(programs, json.dumps(key, sort_keys=True, default=str), in_tree,
-                     [_leaf_spec(x) for x in leaves], '.shapes')
-  out = _read(path, 'shapes')
-  if out is not None:
-    return out
-  out = jax.eval_shape(fun, *args)
-  _write(path, pickle.dumps(out))
+  specs = [_leaf_spec(x) for x in leaves]
+  name = json.dumps(key, sort_keys=True, default=str)
+  memo = (name, str(in_tree), repr([(s.shape, str(s.dtype), str(s.sharding)) for s in specs]),
+          kernels.kernel_path(), bool(jax.config.jax_enable_x64))
+  path = None if programs is None else _cache_path(programs, name, in_tree, specs, '.shapes')
+  out = _SHAPES.get(memo)
+  if out is None and path is not None:
+    out = _read(path, 'shapes')
+  if out is None:
+    out = jax.eval_shape(fun, *args)
+  if path is not None and not os.path.exists(path):
+    _write(path, pickle.dumps(out))
+  _SHAPES[memo] = out
   return out
 
 
