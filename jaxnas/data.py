@@ -20,7 +20,8 @@ normalised with the per-channel mean and std of the data set.
 
 Order: the batch at (seed, epoch, step) is a pure function of those numbers
 (:func:`batch_indices`), so a run resumed at any step sees exactly the
-batches an uninterrupted run sees.
+batches an uninterrupted run sees. (One module over 300 lines: the data sets, the
+split and the order together are what a run reads, and a resumed run relies on all three.)
 """
 from __future__ import annotations
 
