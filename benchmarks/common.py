@@ -50,7 +50,7 @@ def compile_and_time(lowered, step, steps: int) -> dict:
 def time_search_step(size: dict, steps: int, warmup: bool = False, **config) -> dict:
   """Compiles and times one search step (jaxnas.search.Search) at ``size`` (space,
   channels, layers, batch, image) on random images, with ``config`` settings (spelt
-  as jaxnas.config.make takes them) on top; with ``warmup``, the label-free Zen(F) warm-up step instead (multistep).
+  as jaxnas.config.build takes them) on top; with ``warmup``, the label-free Zen(F) warm-up step instead (multistep).
   Returns :func:`compile_and_time`'s figures."""
   import numpy as np
   import jaxnas.xla
@@ -65,8 +65,8 @@ def time_search_step(size: dict, steps: int, warmup: bool = False, **config) -> 
   y = rng.integers(0, 10, n)
   ds = data.from_arrays(x, y, x[:8], y[:8], num_classes=10)  # random CIFAR-shaped images
   if warmup:
-    config = dict(config, zen_warmup_epochs=1)
-  cfg = config_lib.make(SearchConfig, space=size['space'], channels=size['channels'],
+    config = {**config, 'zen_warmup.epochs': 1}
+  cfg = config_lib.build(SearchConfig, space=size['space'], channels=size['channels'],
                         layers=size['layers'], batch_size=size['batch'], epochs=2 if warmup else 1,
                         dataset='cifar10', **config)
   run = Search(cfg, ds)

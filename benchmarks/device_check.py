@@ -196,7 +196,7 @@ def bf16_rows(sizes: dict):
   for space in ('darts', 'nb201'):
     grads = {}
     for dtype in ('float32', 'bfloat16'):
-      run = Search(config_lib.make(
+      run = Search(config_lib.build(
           SearchConfig, space=space, channels=8, layers=3 if space == 'darts' else 1,
           batch_size=32, epochs=1, compute_dtype=dtype, alpha_optimizer='sgd', alpha_lr=1.0,
           alpha_weight_decay=0.0, workdir=os.devnull), ds)

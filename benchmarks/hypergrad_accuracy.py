@@ -129,7 +129,7 @@ def ridge_rows(eta, n, seeds):
 def _nb201_setup(batch_size, warmup_steps):
   from jaxnas import config as config_lib
   from jaxnas.search import Search, SearchConfig
-  cfg = config_lib.make(SearchConfig, space='nb201', channels=8, layers=1, batch_size=batch_size,
+  cfg = config_lib.build(SearchConfig, space='nb201', channels=8, layers=1, batch_size=batch_size,
                         epochs=1, workdir='/tmp/unused')
   run = Search(cfg)
   state = run.init_state()

@@ -51,7 +51,7 @@ def find_genotype(entry: dict, cfg: dict, seed: int, workdir: str, ds, programs:
   (genotype text, compiled search seconds, wall seconds)."""
   kind = entry['kind']
   options = {k: v for k, v in entry.items() if k not in ('name', 'kind')}
-  scfg = config_lib.make(SearchConfig, space=cfg['space'], dataset=cfg['dataset'], seed=seed,
+  scfg = config_lib.build(SearchConfig, space=cfg['space'], dataset=cfg['dataset'], seed=seed,
                          workdir=workdir, **cfg.get('search', {}),
                          **(options if kind == 'search' else {}))
   t0 = time.perf_counter()

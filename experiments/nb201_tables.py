@@ -86,7 +86,7 @@ def find_cell(row: dict, protocol: dict, seed: int, workdir: str, dataset: str, 
                   dataset=ds, progress=True)
     return str(r.best), samples / r.archs_per_second, []
   if kind == 'search':
-    cfg = config_lib.make(SearchConfig, space='nb201', dataset=dataset, seed=seed, workdir=workdir,
+    cfg = config_lib.build(SearchConfig, space='nb201', dataset=dataset, seed=seed, workdir=workdir,
                           benchmark_table=table.path, **protocol, **options)
     has_ckpt = os.path.isdir(os.path.join(workdir, 'checkpoints'))
     r = search(cfg, resume=has_ckpt, progress=True, dataset=ds, programs=programs)

@@ -1,7 +1,9 @@
 """The ``jaxnas`` command line: one table of sub-commands.
 
-Each sub-command is a config class (every field a flag, :mod:`jaxnas.config`),
-the library function that runs it and the text that reports its result.
+Each sub-command is a config class (every field a flag: tyro reads the
+dataclass, :mod:`jaxnas.config`), the library function that runs it and the
+text that reports its result. jaxnas' own flags (``--distributed``,
+``--debug``) come before the command and are argparse's.
 Errors a user can cause are one message and a non-zero exit status;
 ``--debug`` (or ``JAXNAS_DEBUG=1``) shows the traceback instead.
 """
@@ -9,28 +11,39 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import os
 import sys
 import textwrap
-from typing import Any, Callable, NamedTuple
+import types
+from typing import Annotated, Any, Callable, NamedTuple
+
+import tyro
 
 from jaxnas import benchmark_table
 from jaxnas import config as config_lib
 from jaxnas import free, pipeline, search, spaces, train, xla, zc
 from jaxnas.checkpoint import Interrupted
-from jaxnas.config import option
+from jaxnas.config import Limits
 
 
 @dataclasses.dataclass(frozen=True)
 class ParamsConfig:
   """What ``jaxnas params`` counts (:func:`jaxnas.spaces.count_network_params`)."""
-  space: str = option('darts', 'search space', choices=lambda: spaces.SPACES)
-  genotype: str | None = option(None, 'published name (e.g. DARTS_V2), JSON file, or genotype string')
-  channels: int | None = option(None, "initial channels C (None: the space's)", min=1)
-  layers: int | None = option(None, 'cells (darts) or cells per stage (nb201)', min=1)
-  classes: int = option(10, 'classes of the classifier', min=1)
-  supernet: bool = option(False, 'count the search supernet instead')
+  space: Annotated[str, Limits(choices=lambda: spaces.SPACES)] = 'darts'
+  """search space"""
+  genotype: str | None = None
+  """published name (e.g. DARTS_V2), JSON file, or genotype string"""
+  channels: Annotated[int | None, Limits(min=1)] = None
+  """initial channels C (None: the space's)"""
+  layers: Annotated[int | None, Limits(min=1)] = None
+  """cells (darts) or cells per stage (nb201)"""
+  classes: Annotated[int, Limits(min=1)] = 10
+  """classes of the classifier"""
+  supernet: bool = False
+  """count the search supernet instead"""
 
+  @config_lib.checked
   def __post_init__(self):
     config_lib.validate(self)
 
@@ -38,14 +51,14 @@ class ParamsConfig:
 class Command(NamedTuple):
   config: type                                   # the config dataclass; its fields are the flags
   run: Callable[..., Any]                        # (config[, resume=][, progress=][, programs=]) -> result
-  report: Callable[[Any, argparse.Namespace], str]
+  report: Callable[[Any, Any], str]              # (result, the config's fields and the extra flags)
   help: str
   description: str = ''
   resumable: bool = False                        # --resume (and --no-progress)
   progress: bool = False                         # --no-progress
   programs: bool = False                         # keeps its traced programs (programs=)
-  extra_flags: tuple = ()                        # (flag, argparse keywords) not in the config
-  epilog: Callable[[], str] | None = None        # text after the flags in --help
+  extra_flags: tuple = ()                        # (name, type, default, help): flags not in the config
+  epilog: Callable[[], str] | None = None        # text after the description in --help
 
 
 def _recipes_epilog() -> str:
@@ -142,7 +155,7 @@ COMMANDS: dict[str, Command] = {
     'run': Command(
         pipeline.RunConfig, pipeline.run, _report_run,
         'search, derive, train and report in one resumable run',
-        'The search flags as for jaxnas search, the evaluation flags as --train-*; stages go to '
+        'The search flags as for jaxnas search, the evaluation flags as --train.*; stages go to '
         'WORKDIR/search and WORKDIR/train, the report to WORKDIR/report.json and report.md.',
         resumable=True, programs=True, epilog=_recipes_epilog),
     'zc': Command(
@@ -152,31 +165,58 @@ COMMANDS: dict[str, Command] = {
         '--via supernet scores NAS-Bench-201 cells through the one-hot supernet, vmapped '
         '(auto: where exact).',
         progress=True,
-        extra_flags=(('--show', dict(type=int, default=10, help='rows of the ranking to print')),)),
+        extra_flags=(('show', int, 10, 'rows of the ranking to print'),)),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog='jaxnas', description='Differentiable neural architecture search in JAX.')
+def command_flags(name: str) -> Callable[..., dict]:
+  """The function whose keyword parameters tyro makes command ``name``'s flags: its
+  config's fields (flat) and the command's own flags; it returns them as a dict."""
+  cmd = COMMANDS[name]
+  extra = list(cmd.extra_flags)
+  if cmd.resumable:
+    extra.append(('resume', bool, False, 'continue the run in --workdir'))
+  if cmd.resumable or cmd.progress:
+    extra.append(('progress', bool, True, 'show a progress bar'))
+  params = [inspect.Parameter('config', inspect.Parameter.KEYWORD_ONLY)]
+  hints = {'config': Annotated[cmd.config, config_lib.FLAT]}
+  for flag, kind, default, text in extra:
+    params.append(inspect.Parameter(flag, inspect.Parameter.KEYWORD_ONLY, default=default))
+    hints[flag] = Annotated[kind, tyro.conf.arg(help=text)]
+
+  def flags(**values) -> dict:
+    return values
+  flags.__signature__ = inspect.Signature(params, return_annotation=dict)
+  flags.__annotations__ = {**hints, 'return': dict}
+  return flags
+
+
+def top_parser() -> argparse.ArgumentParser:
+  """jaxnas' own flags, the command and the command's flags (unparsed: :func:`parse_command`)."""
+  p = argparse.ArgumentParser(
+      prog='jaxnas', description='Differentiable neural architecture search in JAX.',
+      epilog='commands:\n' + '\n'.join(f'  {n:8s}{c.help}' for n, c in COMMANDS.items())
+             + '\n\njaxnas COMMAND --help shows its flags.',
+      formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--distributed', action='store_true',
                  help='multi-host: jax.distributed.initialize from JAX_COORDINATOR_ADDRESS, '
                       'JAX_NUM_PROCESSES, JAX_PROCESS_ID (auto-detected on TPU, SLURM, Open MPI); '
                       'give it before the command, on every host')
   p.add_argument('--debug', action='store_true',
                  help='show the traceback of an error (also JAXNAS_DEBUG=1)')
-  sub = p.add_subparsers(dest='command', required=True)
-  for name, cmd in COMMANDS.items():
-    sp = sub.add_parser(name, help=cmd.help, description=textwrap.fill(cmd.description, 79),
-                        epilog=cmd.epilog() if cmd.epilog else None,
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    config_lib.add_flags(sp, cmd.config)
-    if cmd.resumable:
-      sp.add_argument('--resume', action='store_true', help='continue the run in --workdir')
-    if cmd.resumable or cmd.progress:
-      sp.add_argument('--no-progress', action='store_true', help='no progress bar')
-    for flag, kw in cmd.extra_flags:
-      sp.add_argument(flag, **kw)
+  p.add_argument('command', choices=COMMANDS, metavar='COMMAND', help=', '.join(COMMANDS))
+  p.add_argument('flags', nargs=argparse.REMAINDER, help="the command's flags")
   return p
+
+
+def parse_command(args: argparse.Namespace) -> dict:
+  """The command's config (``'config'``) and its own flags, parsed by tyro."""
+  cmd = COMMANDS[args.command]
+  description = textwrap.fill(f'{cmd.help[0].upper()}{cmd.help[1:]}. {cmd.description}', 79)
+  if cmd.epilog:
+    description += '\n\n' + cmd.epilog()
+  return config_lib.parse(command_flags(args.command), args.flags,
+                          prog=f'jaxnas {args.command}', description=description)
 
 
 # Errors a user causes (bad values, missing or corrupt files, a diverged run): the message
@@ -185,25 +225,28 @@ USER_ERRORS = (ValueError, OSError, FloatingPointError)
 
 
 def main(argv=None) -> int:
-  args = build_parser().parse_args(argv)
+  args = top_parser().parse_args(sys.argv[1:] if argv is None else argv)
   debug = args.debug or os.environ.get('JAXNAS_DEBUG', '') not in ('', '0')
   cmd = COMMANDS[args.command]
   try:
-    xla.configure()  # before JAX starts its backend
+    xla.configure()  # before JAX starts its backend (building a config reads the devices)
     if args.distributed:
       from jaxnas import sharding
       sharding.initialize_distributed()
       if not sharding.is_main_process():  # one process speaks for all
         sys.stdout = open(os.devnull, 'w')
-    config = config_lib.from_args(cmd.config, args)
-    kwargs = {'resume': args.resume} if cmd.resumable else {}
+    flags = parse_command(args)
+    config = flags.pop('config')
+    kwargs = {'resume': flags.pop('resume')} if cmd.resumable else {}
     if args.command != 'params':
       cache = xla.enable_compilation_cache()
       if cmd.programs:   # traced programs too: a second run neither traces nor lowers
         kwargs['programs'] = xla.program_dir(cache)
     if cmd.resumable or cmd.progress:
-      kwargs['progress'] = not args.no_progress
-    print(cmd.report(cmd.run(config, **kwargs), args))
+      kwargs['progress'] = flags.pop('progress')
+    shown = types.SimpleNamespace(**{f.name: getattr(config, f.name)
+                                     for f in dataclasses.fields(config)}, **flags)
+    print(cmd.report(cmd.run(config, **kwargs), shown))
   except Interrupted as e:
     print(f'jaxnas {args.command}: {e}', file=sys.stderr)
     return 130

@@ -1,70 +1,139 @@
-"""Configurations: frozen dataclasses whose fields carry their help, their limits and their flag.
+"""Configurations: frozen dataclasses, turned into command lines by tyro.
 
-A config is a frozen dataclass of three kinds of field:
+A config's field is written as tyro reads it: its type, its default, and its help
+as the docstring under it. Its limits ride in the type, ``Annotated[int,
+Limits(min=1)] = 16`` (:class:`jaxnas.options.Limits`); a field that a recipe may
+set is ``Annotated[float | None, RecipeBase(0.025)] = None`` (None: the recipe's
+value, else the base). A field whose type is a config class is a *section*: its
+flags carry no prefix (``tyro.conf.arg(name='')``: ``--channels``) unless the
+field names one (``--zen-warmup.epochs``). The options of a registry entry
+chosen by another field (the method's, the relaxation's, the proxy's) are a dict
+field whose flags are ``--{entry}-{option}`` (:func:`registry_field`).
 
-* a *leaf* (a str, int, float or bool, possibly None), declared with
-  :func:`option`, which puts the help text and the limits beside the default;
-* a *section*, a nested config, declared with :func:`section`;
-* the *options* of a registry entry chosen by another field (the method's, the
-  relaxation's), declared with :func:`registry_options`. Those options are the
-  keyword parameters of the entry's function, their defaults in its signature
-  and their limits in ``Annotated[type, Limits(...)]`` (:func:`signature_options`):
-  each default is written once, beside the code it configures.
+Tyro parses; this module checks, for every config:
 
-One function of this module does each job for every config:
+* :func:`parse`: the config of a class from command-line flags (the command line,
+  the experiments and the tests spell a config the same way);
+* :func:`validate`: every field of a config and of its sections against its
+  limits, the error naming the field's flag (a root config calls it from
+  ``__post_init__``; sections are checked by the config that holds them);
+* :func:`recipe_values` and :func:`complete`: what a config left None, set when it
+  is built, so that a built config is complete;
+* :func:`to_json` / :func:`from_json`: ``config.json``.
 
-* :func:`validate` checks every leaf against its limits (each config calls it
-  from ``__post_init__``, so the library API and the command line get the
-  same checks, once, where the config is built); :func:`bind_options` checks
-  a registry entry's options and fills in their defaults;
-* :func:`add_flags` makes one ``--flag`` per leaf, grouped by section in
-  ``--help``, and ``--{entry}-{option}`` for every option of every entry of a
-  registry; :func:`from_args` builds the config back from the parsed flags;
-* :func:`to_json` / :func:`from_json` write and read it (``config.json``).
-
-A leaf's flag is its name with ``-`` for ``_``, after its section's prefix
-(``section(TrainConfig, prefix='train')``: ``--train-lr``; prefix ``''``: the
-section's flags are the leaves' own names).
+(One module over 300 lines: what every config needs besides tyro, in one place.)
 """
 from __future__ import annotations
 
-import argparse
+import contextvars
 import dataclasses
+import functools
+import inspect
+import sys
+import types
 import typing
-from typing import Any, Callable, Iterator, Mapping, NamedTuple
+from typing import Annotated, Any, Callable, Mapping, NamedTuple, Sequence
+
+import tyro
 
 from jaxnas import sharding
-
-# the options of registered functions, re-exported: what a config's fields are checked with
-from jaxnas.options import (ConfigError, Limits, Recipe, Setting, _kind,  # noqa: F401
-                            bind_options, flag_name, option_flag, violation)
-
-_META = 'jaxnas'
-BASE = 'jaxnas_recipe_base'   # a recipe leaf's metadata: its value where no recipe sets it
+# what a config's fields are declared and checked with (the core declares its options so too)
+from jaxnas.options import (ConfigError, Limits, Recipe, Setting, bind_options,  # noqa: F401
+                            option_flag, violation)
 
 
-def option(default: Any, help: str = '', **limits) -> Any:
-  """A config leaf: its default, its help and its :class:`Limits`. None is always
-  allowed where the default is None (it means "resolved later")."""
-  return dataclasses.field(default=default, metadata={_META: Limits(help, **limits)})
+class RecipeBase(NamedTuple):
+  """A field a recipe may set: None (its default) is set when the config is built to the
+  recipe's value (:func:`recipe_values`), or to ``value`` (DARTS') where no recipe sets it."""
+  value: Any
 
 
-def recipe_option(base: Any, help: str = '', **limits) -> Any:
-  """A config leaf that a recipe may set (:func:`recipe_values`): given None (its
-  default), the config sets it when built to the recipe's value, or to ``base``
-  (DARTS') where no recipe sets it."""
-  return dataclasses.field(default=None, metadata={_META: Limits(help, **limits), BASE: base})
+# The fields every runnable config has (each declares them, with its own help).
+Devices = Annotated[str | None, Limits(check=sharding.check_devices)]
+CheckpointEvery = Annotated[int, Limits(min=0)]
+FLAT = tyro.conf.arg(name='')   # a section whose flags have no prefix
+# a bool | None field (None: the recipe's) as --flag / --no-flag
+FlagPair = tyro.conf.DisallowNone
 
 
-def devices_option(what: str = 'the data-parallel mesh') -> Any:
-  """The ``devices`` leaf every runnable config has: 'all' or N devices for ``what``."""
-  return option(None, f"'all' or N: {what} (None: $JAXNAS_DEVICES, else all)",
-                check=sharding.check_devices)
+def _hints(cls: type) -> dict[str, Any]:
+  # the module's namespace as globals: without it a lambda in an annotation
+  # (``Limits(choices=lambda: spaces.SPACES)``) would see the class' namespace as its globals
+  return typing.get_type_hints(cls, vars(sys.modules[cls.__module__]), include_extras=True)
 
 
-def checkpoint_every_option() -> Any:
-  """The ``checkpoint_every`` leaf of the resumable configs."""
-  return option(0, 'also checkpoint every this many steps (0: at epoch ends only)', min=0)
+def _meta(hint, kind: type):
+  return next((m for m in getattr(hint, '__metadata__', ()) if isinstance(m, kind)), None)
+
+
+def _base_type(hint):
+  """``int`` of ``Annotated[int | None, ...]``."""
+  if hasattr(hint, '__metadata__'):
+    hint = typing.get_args(hint)[0]
+  if typing.get_origin(hint) in (typing.Union, types.UnionType):
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if len(args) == 1 else hint
+  return hint
+
+
+def sections(cls: type) -> dict[str, tuple[type, str]]:
+  """{field: (config class, flag prefix)} of the sections of config class ``cls``."""
+  out = {}
+  for name, hint in _hints(cls).items():
+    base = _base_type(hint)
+    if dataclasses.is_dataclass(base):
+      arg = next((m for m in getattr(hint, '__metadata__', ()) if type(m).__name__ == '_ArgConfig'), None)
+      prefix = name if arg is None or arg.name is None else arg.name
+      out[name] = (base, f'{prefix}.' if prefix else '')
+  return out
+
+
+def flag(name: str, prefix: str = '') -> str:
+  return f'--{prefix}{name.replace("_", "-")}'
+
+
+def validate(config, prefix: str = '') -> None:
+  """Raises :class:`ConfigError` (a ValueError) naming the field and its flag for the
+  first field of ``config`` or of its sections that breaks its limits."""
+  hints, inner = _hints(type(config)), sections(type(config))
+  for f in dataclasses.fields(config):
+    value = getattr(config, f.name)
+    if f.name in inner:
+      validate(value, prefix + inner[f.name][1])
+      continue
+    limits = _meta(hints[f.name], Limits)
+    problem = value is not None and limits is not None and violation(value, limits)
+    if problem:
+      raise ConfigError(f.name, problem, value, flag=flag(f.name, prefix))
+
+
+def recipe_base(cls: type) -> dict[str, Any]:
+  """{field: base value} of the recipe fields of config class ``cls``."""
+  return {name: base.value for name, hint in _hints(cls).items()
+          if (base := _meta(hint, RecipeBase)) is not None}
+
+
+def recipe_values(cls: type, section, recipe: Recipe, epochs: int, name: str) -> dict[str, Any]:
+  """The values of the recipe fields of ``section`` (an instance of config class ``cls``,
+  the section ``name`` of its config) left None: the recipe's (``recipe`` keyed
+  ``'{name}.{field}'``), else the field's base; an epoch count is scaled to ``epochs``
+  (:class:`Setting`). A recipe key of this section that is no recipe field is an error."""
+  bases = recipe_base(cls)
+  mine = {k.split('.', 1)[1]: s for k, s in recipe.items() if k.split('.', 1)[0] == name}
+  unknown = sorted(set(mine) - set(bases))
+  if unknown:
+    raise ValueError(f'a recipe sets {", ".join(f"{name}.{u}" for u in unknown)}, which no recipe '
+                     f'may set; recipe settings of {name}: {", ".join(sorted(bases))}')
+  values = {}
+  for key, base in bases.items():
+    if getattr(section, key) is not None:
+      continue
+    setting = mine.get(key)
+    value = base if setting is None else setting.value
+    if setting is not None and setting.of_epochs:
+      value = int(round(value * epochs / setting.of_epochs))
+    values[key] = value
+  return values
 
 
 def complete(config, values: Mapping[str, Any]) -> None:
@@ -75,272 +144,191 @@ def complete(config, values: Mapping[str, Any]) -> None:
       object.__setattr__(config, name, value)
 
 
-def section(cls: type, help: str = '', prefix: str = '', skip: tuple[str, ...] = ()) -> Any:
-  """A nested config of type ``cls`` (its defaults), shown as one group of flags named
-  ``--{prefix}-{leaf}`` (``--{leaf}`` with no prefix); ``skip`` lists leaves that get
-  no flag (set by the enclosing command instead)."""
-  return dataclasses.field(default_factory=cls, metadata={
-      _META: {'section': True, 'help': help, 'prefix': prefix, 'skip': skip}})
-
-
-def registry_options(name_field: str, registry: Callable[[], Mapping[str, Any]], help: str = '') -> Any:
-  """The options (a dict) of the entry of ``registry()`` that field ``name_field`` names.
-  Each entry has ``options``, a dict of :class:`Param`; the flag of option ``o`` of
-  entry ``e`` is ``--e-o``, and giving it while another entry is chosen is an error."""
-  return dataclasses.field(default_factory=dict, metadata={
-      _META: {'registry': registry, 'name_field': name_field, 'help': help}})
-
-
-def _meta(f: dataclasses.Field):
-  return f.metadata.get(_META, Limits())
-
-
-def _is(f: dataclasses.Field, kind: str) -> bool:
-  meta = _meta(f)
-  return isinstance(meta, dict) and kind in meta
-
-
 # ----------------------------------------------------------------------------
-# Checking values
+# Registry options: --{entry}-{option}
 # ----------------------------------------------------------------------------
 
-def validate(config) -> None:
-  """Raises :class:`ConfigError` (a ValueError) naming the field, its flag and its limit
-  for the first leaf of ``config`` that breaks its limits, and checks the options of
-  every registry entry it names (:func:`bind_options`). Sections check themselves
-  when they are built."""
-  for f in dataclasses.fields(config):
-    value = getattr(config, f.name)
-    if _is(f, 'registry'):
-      meta = _meta(f)
-      bind_options(meta['registry'](), getattr(config, meta['name_field']), value, meta['name_field'])
-    elif not _is(f, 'section') and value is not None:
-      problem = violation(value, _meta(f))
-      if problem:
-        raise ConfigError(f.name, problem, value)
-
-
-# ----------------------------------------------------------------------------
-# Flags
-# ----------------------------------------------------------------------------
-
-class Leaf(NamedTuple):
-  path: tuple[str, ...]      # field names from the top config down
-  flag: str                  # --flag-name
-  kind: type                 # str, int, float or bool
-  default: Any
-  help: str
-  group: str                 # the section's title ('' at the top)
-  recipe: bool = False       # a recipe sets it (:func:`recipe_option`)
-  base: Any = None           # its value where no recipe sets it
-
-
-def leaves(cls: type, prefix: str = '', path: tuple[str, ...] = (), group: str = '',
-           skip: tuple[str, ...] = ()) -> Iterator[Leaf]:
-  """Every leaf of config class ``cls`` (depth first), with its flag."""
-  hints = typing.get_type_hints(cls)
-  for f in dataclasses.fields(cls):
-    if f.name in skip or _is(f, 'registry'):
-      continue
-    if _is(f, 'section'):
-      meta = _meta(f)
-      sub_prefix = '_'.join(p for p in (prefix, meta['prefix']) if p)
-      yield from leaves(hints[f.name], sub_prefix, path + (f.name,), meta['help'] or f.name,
-                        meta['skip'])
-      continue
-    default = f.default if f.default is not dataclasses.MISSING else None
-    yield Leaf(path + (f.name,), flag_name(f.name, prefix), _kind(hints[f.name]), default,
-               _meta(f).help, group, BASE in f.metadata, f.metadata.get(BASE))
-
-
-def _registries(cls: type, path: tuple[str, ...] = ()):
-  """(path of the options field, path of the name field, its metadata) of every registry field."""
-  hints = typing.get_type_hints(cls)
-  for f in dataclasses.fields(cls):
-    if _is(f, 'section'):
-      yield from _registries(hints[f.name], path + (f.name,))
-    elif _is(f, 'registry'):
-      yield path + (f.name,), path + (_meta(f)['name_field'],), _meta(f)
-
-
-def _parse(kind: type):
-  def parse(text: str):
-    if text.lower() == 'none':
-      return None
-    if kind is bool:  # bool('false') is True
-      if text.lower() not in ('true', 'false', '1', '0', 'yes', 'no'):
-        raise argparse.ArgumentTypeError(f'expected true or false, got {text!r}')
-      return text.lower() in ('true', '1', 'yes')
-    try:
-      return kind(text)
-    except ValueError:
-      raise argparse.ArgumentTypeError(f'expected {kind.__name__}, got {text!r}') from None
-  parse.__name__ = kind.__name__  # argparse names the type in its error messages
-  return parse
-
-
-def _help(text: str, default, leaf: Leaf | None = None) -> str:
-  if leaf is not None and leaf.recipe:
-    shown = f"the recipe's (README: Recipes), else {leaf.base}"
-  else:
-    shown = 'None (resolved by data set, space and method)' if default is None else default
-  return f'{text} (default: {shown})' if text else f'default: {shown}'
-
-
-def add_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = '',
-              skip: tuple[str, ...] = ()) -> None:
-  """One ``--flag`` per leaf of ``cls``, the leaves of each section in one argument group,
-  and ``--{entry}-{option}`` for the options of every registry entry, a group per entry."""
-  groups: dict[str, Any] = {}
-  for leaf in leaves(cls, prefix, skip=skip):
-    if leaf.group not in groups:
-      groups[leaf.group] = parser.add_argument_group(leaf.group) if leaf.group else parser
-    target, dest = groups[leaf.group], '.'.join(leaf.path)
-    if leaf.kind is bool:
-      target.add_argument(leaf.flag, dest=dest, action=argparse.BooleanOptionalAction,
-                          default=leaf.default, help=_help(leaf.help, leaf.default, leaf))
-    else:
-      target.add_argument(leaf.flag, dest=dest, type=_parse(leaf.kind), default=leaf.default,
-                          metavar=leaf.kind.__name__.upper(), help=_help(leaf.help, leaf.default, leaf))
-  for options_path, name_path, meta in _registries(cls):
-    for entry, spec in meta['registry']().items():
-      if not spec.options:
-        continue
-      group = parser.add_argument_group(f'{name_path[-1]} {entry}')
+def registry_field(registry: Callable[[], Mapping[str, Any]], what: str):
+  """The type of a dict field holding the options of the ``what`` (method, relaxation,
+  proxy) entry of ``registry()`` that another field chooses: on the command line one
+  flag ``--{entry}-{option}`` per option of every entry, gathered as ``{entry:
+  {option: value}}`` (:func:`chosen_options` keeps the chosen entry's)."""
+  def flags():
+    params, hints, owner = [], {}, {}
+    for entry, spec in registry().items():
       for key, param in spec.options.items():
-        group.add_argument(option_flag(entry, key), dest=':'.join(['.'.join(options_path), entry, key]),
-                           type=_parse(param.kind), default=argparse.SUPPRESS,
-                           metavar=param.kind.__name__.upper(),
-                           help=_help(param.limits.help, param.default))
+        name = f'{entry}_{key}'.replace('-', '_')   # the flag: option_flag(entry, key)
+        # a bool option is a flag pair (--unroll-remat / --no-unroll-remat) from its default;
+        # any other is None until given
+        default = param.default if param.kind is bool else None
+        owner[name] = entry, key, default
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default))
+        hints[name] = Annotated[param.kind if param.kind is bool else param.kind | None,
+                                tyro.conf.arg(help=f'{param.limits.help} ({what} {entry}; default: '
+                                                   f'{param.default})'.lstrip(),
+                                              help_behavior_hint='')]
+
+    def given(**values) -> dict:
+      out: dict[str, dict] = {}
+      for name, value in values.items():
+        entry, key, default = owner[name]
+        if value != default:
+          out.setdefault(entry, {})[key] = value
+      return out
+    given.__signature__ = inspect.Signature(params, return_annotation=dict)
+    given.__annotations__ = {**hints, 'return': dict}
+    return given
+  return Annotated[dict, tyro.conf.arg(name='', constructor_factory=flags),
+                   tyro.conf.OmitArgPrefixes]
 
 
-def _build(cls: type, values: dict[tuple[str, ...], Any], path: tuple[str, ...] = (),
-           prefix: str = ''):
-  # a leaf another leaf decides (the class' LINKS: RunConfig's training takes the search's
-  # space and data), set before its section is built, since a section completes itself
-  links = getattr(cls, 'LINKS', {})
-  if links:
-    defaults = {leaf.path: leaf.default for leaf in leaves(cls)}
-    values = {**values, **{path + dst: values.get(path + src, defaults.get(src))
-                           for dst, src in links.items()}}
-  hints = typing.get_type_hints(cls)
-  kwargs = {}
-  for f in dataclasses.fields(cls):
-    if _is(f, 'section'):
-      sub_prefix = '_'.join(p for p in (prefix, _meta(f)['prefix']) if p)
-      kwargs[f.name] = _build(hints[f.name], values, path + (f.name,), sub_prefix)
-    elif path + (f.name,) in values:
-      kwargs[f.name] = values[path + (f.name,)]
-  try:
-    return cls(**kwargs)
-  except ConfigError as e:  # name the flag as the command line spells it
-    if e.flag:
-      raise
-    raise ConfigError(e.field, e.problem, e.value, prefix) from None
-
-
-def _flat_registry_options(cls: type, prefix: str = '', skip: tuple[str, ...] = ()):
-  """{flat name: (options path, name path, entry, option)} of every registry option."""
-  out = {}
-  for options_path, name_path, meta in _registries(cls):
-    if options_path[0] in skip:
-      continue
-    for entry, spec in meta['registry']().items():
-      for key in spec.options:
-        out[option_flag(entry, key)[2:].replace('-', '_')] = (options_path, name_path, entry, key)
-  return out
-
-
-def make(cls: type, prefix: str = '', skip: tuple[str, ...] = (), **flat):
-  """The config of class ``cls`` from its settings spelt as on the command line
-  (``make(SearchConfig, channels=4, sge_q=3)`` is ``--channels 4 --sge-q 3``): a
-  section's leaves by their flag names, a registry entry's options as
-  ``{entry}_{option}``. An option of a registry entry other than the chosen one is
-  an error (it would do nothing)."""
-  by_flag = {leaf.flag[2:].replace('-', '_'): leaf.path for leaf in leaves(cls, prefix, skip=skip)}
-  registry = _flat_registry_options(cls, prefix, skip)
-  unknown = sorted(set(flat) - set(by_flag) - set(registry))
-  if unknown:
-    raise ValueError(f'{cls.__name__} has no setting {", ".join(unknown)}')
-  values = {by_flag[k]: v for k, v in flat.items() if k in by_flag}
-  defaults = {leaf.path: leaf.default for leaf in leaves(cls, prefix, skip=skip)}
-  for options_path, name_path, _ in _registries(cls):
-    values.setdefault(options_path, {})
-  for k, v in flat.items():
-    if k in registry:
-      options_path, name_path, entry, key = registry[k]
-      chosen = values.get(name_path, defaults.get(name_path))
+def chosen_options(registry: Mapping[str, Any], chosen: str, given: Mapping[str, Any],
+                   what: str) -> dict[str, Any]:
+  """The options of entry ``chosen``: ``given`` as the command line gathers them
+  (``{entry: {option: value}}``, where an option of another entry is an error: it
+  would do nothing) or as the chosen entry's own ``{option: value}``; checked, with
+  the defaults of the rest (:func:`bind_options`)."""
+  if given and all(k in registry and isinstance(v, Mapping) for k, v in given.items()):
+    for entry, options in given.items():
       if entry != chosen:
-        raise ValueError(f'{option_flag(entry, key)} is an option of {name_path[-1]} {entry}, '
-                         f'but the {name_path[-1]} is {chosen}: it would do nothing')
-      values[options_path] = {**values[options_path], key: v}
-  return _build(cls, values, prefix=prefix)
+        raise ValueError(f'{option_flag(entry, next(iter(options)))} is an option of {what} '
+                         f'{entry}, but the {what} is {chosen}: it would do nothing')
+    given = given.get(chosen, {})
+  return bind_options(registry, chosen, given, what)
 
 
-def to_flat(config, prefix: str = '') -> dict[str, Any]:
-  """The settings of ``config`` as :func:`make` takes them."""
-  out = {leaf.flag[2:].replace('-', '_'): get(config, leaf.path) for leaf in leaves(type(config), prefix)}
-  for options_path, name_path, _ in _registries(type(config)):
-    entry = get(config, name_path)
-    for key, value in get(config, options_path).items():
-      out[option_flag(entry, key)[2:].replace('-', '_')] = value
+def field_docs(cls: type) -> dict[str, str]:
+  """{field: the docstring under it} of a dataclass written in a module (tyro's help)."""
+  import ast
+  import textwrap
+  tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+  body, out = tree.body[0].body, {}
+  for st, nxt in zip(body, body[1:]):
+    if (isinstance(st, ast.AnnAssign) and isinstance(nxt, ast.Expr)
+        and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+      out[st.target.id] = inspect.cleandoc(nxt.value.value)
   return out
 
 
-def replace(config, **flat):
-  """``config`` with some settings changed, spelt as for :func:`make`. A setting that
-  chooses a recipe (the class' ``RECIPE_KEYS``: the method, the space...) cannot change:
-  the built config holds its recipe's values, so build a new config instead."""
-  old = to_flat(config)
-  by_flag = {leaf.flag[2:].replace('-', '_'): '.'.join(leaf.path) for leaf in leaves(type(config))}
-  keys = getattr(type(config), 'RECIPE_KEYS', ())
-  fixed = sorted(k for k, v in flat.items() if by_flag.get(k) in keys and v != old[k])
-  if fixed:
-    raise ValueError(f'{", ".join(fixed)} chooses a recipe, applied when the config was built: '
-                     f'build a new config (jaxnas.config.make) instead of replacing it')
-  return make(type(config), **{**old, **flat})
-
-
-def recipe_values(cls: type, section, recipe: Recipe, epochs: int, name: str) -> dict[str, Any]:
-  """The values of the recipe leaves of ``section`` (an instance of config class ``cls``,
-  the section ``name`` of its config) left None: the recipe's (``recipe`` keyed
-  ``'{name}.{leaf}'``), else the leaf's base; an epoch count is scaled to ``epochs``
-  (:class:`Setting`). A recipe key of this section that is no recipe leaf is an error."""
-  recipe_leaves = {f.name: f for f in dataclasses.fields(cls) if BASE in f.metadata}
-  mine = {k.split('.', 1)[1]: s for k, s in recipe.items() if k.split('.', 1)[0] == name}
-  unknown = sorted(set(mine) - set(recipe_leaves))
-  if unknown:
-    raise ValueError(f'a recipe sets {", ".join(f"{name}.{u}" for u in unknown)}, which no recipe '
-                     f'may set; recipe settings of {name}: {", ".join(sorted(recipe_leaves))}')
-  values = {}
-  for key, f in recipe_leaves.items():
-    if getattr(section, key) is not None:
+@functools.lru_cache(maxsize=None)
+def flags_of(cls: type, skip: tuple[str, ...] = ()) -> type:
+  """A dataclass with the fields of config class ``cls`` but ``skip``, their help, and no
+  ``__post_init__``: the settings of a config that another config builds (``jaxnas
+  run`` builds its training for the search's space and data). ``cls(**fields)``
+  builds the config from an instance (:func:`settings`)."""
+  hints, docs, out = _hints(cls), field_docs(cls), []
+  for f in dataclasses.fields(cls):
+    if f.name in skip:
       continue
-    setting = mine.get(key)
-    value = f.metadata[BASE] if setting is None else setting.value
-    if setting is not None and setting.of_epochs:
-      value = int(round(value * epochs / setting.of_epochs))
-    values[key] = value
-  return values
+    hint = Annotated[hints[f.name], tyro.conf.arg(help=docs.get(f.name, ''))]
+    default = ({'default_factory': f.default_factory} if f.default_factory is not dataclasses.MISSING
+               else {'default': f.default})
+    out.append((f.name, hint, dataclasses.field(**default)))
+  return dataclasses.make_dataclass(f'{cls.__name__}Flags', out, frozen=True)
 
 
-def get(config, path):
-  """The value at ``path`` (field names from the top) of ``config``."""
+def settings(flags) -> dict[str, Any]:
+  """The fields of an instance of a :func:`flags_of` class, as keywords of its config."""
+  return {f.name: getattr(flags, f.name) for f in dataclasses.fields(flags)}
+
+
+# ----------------------------------------------------------------------------
+# Parsing
+# ----------------------------------------------------------------------------
+
+class _Invalid(Exception):
+  """A config's ValueError on its way through tyro (which would draw its own box around it)."""
+
+
+_PARSING = contextvars.ContextVar('jaxnas_parsing', default=False)
+
+
+def checked(post_init: Callable) -> Callable:
+  """Decorates a config's ``__post_init__`` so that its errors reach :func:`parse`'s
+  caller as they are, not as tyro's message box."""
+  @functools.wraps(post_init)
+  def run(self):
+    try:
+      post_init(self)
+    except ValueError as e:
+      if _PARSING.get():
+        raise _Invalid(e) from e
+      raise
+  return run
+
+
+def parse(cls: type | Callable, args: Sequence[str], **tyro_kwargs):
+  """The config of class ``cls`` (or what function ``cls`` returns) from command-line
+  flags, by tyro. A config's own error is raised as it is (a ValueError); a
+  malformed flag is tyro's message and SystemExit(2)."""
+  token = _PARSING.set(True)
+  try:
+    return tyro.cli(cls, args=[str(a) for a in args], **tyro_kwargs)
+  except _Invalid as e:
+    raise e.args[0] from None
+  finally:
+    _PARSING.reset(token)
+
+
+def flags(**settings) -> list[str]:
+  """Command-line flags for settings spelt as Python names (``batch_size=16`` is
+  ``--batch-size 16``, ``remat=False`` is ``--no-remat``; ``None`` is ``None``)."""
+  out = []
+  for name, value in settings.items():
+    text = name.replace('_', '-')
+    if isinstance(value, bool):
+      out.append(f'--{text}' if value else f'--no-{text}')
+    else:
+      out += [f'--{text}', str(value)]
+  return out
+
+
+def _path(cls: type, key: str) -> tuple[str, ...] | None:
+  """The field path of setting ``key``, spelt as its flag is (``lr``, ``zen_warmup.epochs``)."""
+  names = {f.name for f in dataclasses.fields(cls)}
+  head, _, rest = key.partition('.')
+  for name, (inner, prefix) in sections(cls).items():
+    if rest and prefix.rstrip('.').replace('-', '_') == head:
+      sub = _path(inner, rest)
+      return None if sub is None else (name, *sub)
+    if not prefix and not rest and (sub := _path(inner, key)) is not None:
+      return (name, *sub)
+  return (key,) if key in names and key not in sections(cls) else None
+
+
+def replace(config, **changes):
+  """``config`` with settings changed, spelt as their flags are (``lr=0.1``,
+  ``**{'zen_warmup.epochs': 2}``), built again. A setting that chooses a recipe (the
+  class' ``RECIPE_KEYS``: the method, the space...) cannot change: the built config
+  holds its recipe's values, so build a new config instead."""
+  cls, fixed = type(config), getattr(type(config), 'RECIPE_KEYS', ())
+  values = dataclasses.asdict(config)
+  for key, value in changes.items():
+    path = _path(cls, key)
+    if path is None:
+      raise ValueError(f'{cls.__name__} has no setting {key}')
+    if '.'.join(path) in fixed and value != _get(config, path):
+      raise ValueError(f'{key} chooses a recipe, applied when the config was built: build a new '
+                       'config instead of replacing it')
+    *head, last = path
+    node = values
+    for name in head:
+      node = node[name]
+    node[last] = value
+  return from_json(cls, values)
+
+
+def _get(config, path):
   for name in path:
     config = getattr(config, name)
   return config
 
 
-def from_args(cls: type, args: argparse.Namespace, prefix: str = '', skip: tuple[str, ...] = ()):
-  """The config of class ``cls`` from flags added by :func:`add_flags` (same prefix and skip)."""
-  ns = vars(args)
-  flat = {leaf.flag[2:].replace('-', '_'): ns['.'.join(leaf.path)]
-          for leaf in leaves(cls, prefix, skip=skip) if '.'.join(leaf.path) in ns}
-  for dest, value in ns.items():
-    parts = dest.split(':')
-    if len(parts) == 3:
-      flat[option_flag(*parts[1:])[2:].replace('-', '_')] = value
-  return make(cls, prefix, skip, **flat)
+def build(cls: type, **settings):
+  """The config of class ``cls`` from settings spelt as its flags are (``build(SearchConfig,
+  channels=4, sge_q=3)`` is ``--channels 4 --sge-q 3``; a prefixed section's as
+  ``**{'zen_warmup.epochs': 2}``): :func:`parse` of :func:`flags`."""
+  return parse(cls, flags(**settings))
 
 
 # ----------------------------------------------------------------------------
@@ -354,10 +342,9 @@ def to_json(config) -> dict[str, Any]:
 
 def from_json(cls: type, data: dict[str, Any]):
   """Inverse of :func:`to_json`; unknown keys are an error naming them."""
-  hints = typing.get_type_hints(cls)
-  fields = {f.name: f for f in dataclasses.fields(cls)}
-  unknown = sorted(set(data) - set(fields))
+  fields = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(data) - fields)
   if unknown:
     raise ValueError(f'{cls.__name__} has no field {", ".join(unknown)}')
-  return cls(**{k: from_json(hints[k], v) if _is(fields[k], 'section') else v
-                for k, v in data.items()})
+  inner = sections(cls)
+  return cls(**{k: from_json(inner[k][0], v) if k in inner else v for k, v in data.items()})

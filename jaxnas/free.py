@@ -41,7 +41,7 @@ import concurrent.futures
 import dataclasses
 import os
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import jax
 import jax.numpy as jnp
@@ -52,7 +52,7 @@ from jaxnas import benchmark_table
 from jaxnas import config as config_lib
 from jaxnas import data as data_lib
 from jaxnas import optim, outputs, proxies, relax, sharding, spaces, xla
-from jaxnas.config import option
+from jaxnas.config import Limits
 from jaxnas.hypergrad.base import grad_and_hvp
 from jaxnas.proxies import saliency
 from jaxnas.proxies.saliency import SaliencyConvention
@@ -90,26 +90,36 @@ def convention(name: str, space: str) -> SaliencyConvention:
 
 @dataclasses.dataclass(frozen=True)
 class FreeConfig:
-  space: str = option('darts', 'search space', choices=lambda: spaces.SPACES)
-  saliency: str = option('synflow', 'saliency of α', choices=SALIENCIES)
-  dataset: str = option('digits', 'digits, a tensorflow-datasets name, or npz:PATH',
-                        check=data_lib.check_name)
-  data_dir: str | None = option(None, 'tensorflow-datasets directory')
-  channels: int | None = option(None, "initial channels C (None: the space's search size, 16)", min=1)
-  layers: int | None = option(None, "cells (None: the space's search size: DARTS 8, "
-                                    "NAS-Bench-201 5 per stage)", min=1)
-  batch_size: int = option(64, 'images in the batch the saliency reads', min=1)
-  convention: str = option('paper', "paper: the paper's formulas; code: the authors' notebooks "
-                                    '(jaxnas.free docstring)', choices=CONVENTIONS)
+  space: Annotated[str, Limits(choices=lambda: spaces.SPACES)] = 'darts'
+  """search space"""
+  saliency: Annotated[str, Limits(choices=SALIENCIES)] = 'synflow'
+  """saliency of α"""
+  dataset: Annotated[str, Limits(check=data_lib.check_name)] = 'digits'
+  """digits, a tensorflow-datasets name, or npz:PATH"""
+  data_dir: str | None = None
+  """tensorflow-datasets directory"""
+  channels: Annotated[int | None, Limits(min=1)] = None
+  """initial channels C (None: the space's search size, 16)"""
+  layers: Annotated[int | None, Limits(min=1)] = None
+  """cells (None: the space's search size: DARTS 8, NAS-Bench-201 5 per stage)"""
+  batch_size: Annotated[int, Limits(min=1)] = 64
+  """images in the batch the saliency reads"""
+  convention: Annotated[str, Limits(choices=CONVENTIONS)] = 'paper'
+  """paper: the paper's formulas; code: the authors' notebooks (jaxnas.free docstring)"""
   # FreeDARTS draws α = a·N(0, 1) with a in 1e-5..1e-2 (Zhang et al., arXiv 2106.11542)
-  alpha_scale: float = option(1e-3, 'α = scale · N(0, 1)', gt=0)
-  seed: int = option(0, 'random seed')
-  devices: str | None = config_lib.devices_option('the batch split over a mesh')
-  workdir: str | None = option(None, 'if given: genotype.json, genotype.txt, saliency.npz there')
-  benchmark_table: str | None = option(None, "a tabular benchmark's real accuracies (nb201: "
-                                             'benchmarks/nb201_test_acc_200ep.json): the '
-                                             'derived cell looked up there')
+  alpha_scale: Annotated[float, Limits(gt=0)] = 1e-3
+  """α = scale · N(0, 1)"""
+  seed: int = 0
+  """random seed"""
+  devices: config_lib.Devices = None
+  """'all' or N: the batch split over a mesh (None: $JAXNAS_DEVICES, else all)"""
+  workdir: str | None = None
+  """if given: genotype.json, genotype.txt, saliency.npz there"""
+  benchmark_table: str | None = None
+  """a tabular benchmark's real accuracies (nb201: benchmarks/nb201_test_acc_200ep.json): the
+  derived cell looked up there"""
 
+  @config_lib.checked
   def __post_init__(self):
     config_lib.validate(self)
     convention(self.convention, self.space)

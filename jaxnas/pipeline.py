@@ -12,44 +12,59 @@ import dataclasses
 import json
 import os
 import time
+from typing import Annotated
+
+import tyro
 
 from jaxnas import config as config_lib
 from jaxnas import data as data_lib
 from jaxnas import sharding
-from jaxnas.config import option, section
 from jaxnas.search import SearchConfig, search
 from jaxnas.train import TrainConfig, format_report, train
 
-# the training section's settings that are the search's, set before the section completes
-# itself with its space's recipe on its data set
-LINKS = {('train', 'space'): ('search', 'space'), ('train', 'dataset'): ('search', 'data', 'dataset'),
-         ('train', 'data_dir'): ('search', 'data', 'data_dir'),
-         ('train', 'download'): ('search', 'data', 'download'),
-         ('train', 'devices'): ('search', 'devices')}
-# what the evaluation does not take from its own (--train-*) flags: the search's settings,
-# the genotype it derives, the stage's folder
-TRAIN_FROM_SEARCH = tuple(dst[-1] for dst in LINKS) + ('genotype', 'workdir')
+# what the evaluation training takes from the search (its space, data and devices), the
+# genotype the search derives and the stage's folder: no --train.* flag
+FROM_SEARCH = ('space', 'dataset', 'data_dir', 'download', 'devices')
+TRAIN_FROM_SEARCH = FROM_SEARCH + ('genotype', 'workdir')
+
+
+def _from_search(search: SearchConfig) -> dict:
+  return {'space': search.space, 'dataset': search.data.dataset, 'data_dir': search.data.data_dir,
+          'download': search.data.download, 'devices': search.devices}
 
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
   """The search (its flags as for ``jaxnas search``), then the evaluation training of the
-  derived genotype (``--train-*``; space, data and devices are the search's)."""
-  search: SearchConfig = section(SearchConfig, 'search', skip=('workdir',))
-  train: TrainConfig = section(TrainConfig, 'evaluation training', prefix='train',
-                               skip=TRAIN_FROM_SEARCH)
-  workdir: str = option('runs/run', 'output directory: search/, train/, report.json, report.md')
+  derived genotype (``--train.*``; space, data and devices are the search's). On the
+  command line each section is parsed as its settings (:func:`jaxnas.config.flags_of`)
+  and built here, the training for the search's space and data."""
+  search: Annotated[SearchConfig, tyro.conf.arg(
+      name='', constructor=config_lib.flags_of(SearchConfig, ('workdir',)))]
+  """the search"""
+  train: Annotated[TrainConfig, tyro.conf.arg(
+      name='train', constructor=config_lib.flags_of(TrainConfig, TRAIN_FROM_SEARCH))] = None
+  """the evaluation training (None: its recipe for the search's space and data)"""
+  workdir: str = 'runs/run'
+  """output directory: search/, train/, report.json, report.md"""
 
-  LINKS = LINKS   # (read by jaxnas.config.make)
-
+  @config_lib.checked
   def __post_init__(self):
     config_lib.validate(self)
-    for dst, src in LINKS.items():
-      a, b = config_lib.get(self, dst), config_lib.get(self, src)
-      if a != b:
-        raise ValueError(f'the training section\'s {dst[-1]} is {a!r}, the search\'s {b!r}: build '
-                         f'the training for the search\'s space and data (or use '
-                         f'jaxnas.config.make(RunConfig, ...), which does)')
+    search, train = self.search, self.train
+    if not isinstance(search, SearchConfig):
+      search = SearchConfig(**config_lib.settings(search), workdir=os.path.join(self.workdir, 'search'))
+    if train is None or not isinstance(train, TrainConfig):
+      given = {} if train is None else config_lib.settings(train)
+      train = TrainConfig(**given, **_from_search(search), workdir=os.path.join(self.workdir, 'train'))
+    mismatch = {k: (getattr(train, k), v) for k, v in _from_search(search).items()
+                if getattr(train, k) != v}
+    if mismatch:
+      k, (a, b) = next(iter(mismatch.items()))
+      raise ValueError(f"the training section's {k} is {a!r}, the search's {b!r}: build the training "
+                       "for the search's space and data (leave it None: RunConfig does)")
+    object.__setattr__(self, 'search', search)
+    object.__setattr__(self, 'train', train)
 
 
 def _done(folder: str) -> dict | None:

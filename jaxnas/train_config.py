@@ -10,12 +10,12 @@ on a CPU), before the config is frozen.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Annotated, Any
 
 from jaxnas import config as config_lib
 from jaxnas import data as data_lib
 from jaxnas import sharding, spaces
-from jaxnas.config import option
+from jaxnas.config import Limits
 from jaxnas.spaces import get_space
 
 def darts_recipe(small: bool) -> dict:
@@ -49,36 +49,60 @@ class TrainConfig:
   by the space's evaluation recipe on the data set (the module docstring) before the
   config is frozen. The genotype may be left for later (``jaxnas run`` sets it from
   the search); training needs one."""
-  space: str = option('darts', 'search space of the genotype', choices=lambda: spaces.SPACES)
-  genotype: str | None = option(None, 'published name, genotype.json file or genotype string')
-  dataset: str = option('digits', 'digits, a tensorflow-datasets name, or npz:PATH',
-                        check=data_lib.check_name)
-  data_dir: str | None = option(None, 'tensorflow-datasets directory')
-  download: bool = option(False, 'let tensorflow-datasets download (needs TensorFlow and a connection)')
-  epochs: int | None = option(None, 'epochs', min=1)
-  batch_size: int | None = option(None, 'images per batch', min=1)
-  channels: int | None = option(None, 'initial channels C', min=1)
-  layers: int | None = option(None, 'cells (darts) or cells per stage (nb201)', min=1)
-  lr: float | None = option(None, 'learning rate (cosine per epoch)', gt=0)
-  lr_min: float = option(0.0, "the cosine schedule's final learning rate", min=0)
-  momentum: float = option(0.9, 'SGD momentum', min=0, lt=1)
-  nesterov: bool | None = option(None, 'Nesterov momentum')
-  weight_decay: float | None = option(None, 'weight decay (L2 added to the gradient)', min=0)
-  grad_clip: float | None = option(None, 'global gradient-norm clip (0: none)', min=0)
-  auxiliary: bool | None = option(None, 'darts: auxiliary head')
-  auxiliary_weight: float = option(0.4, 'darts: weight of the auxiliary loss', min=0)
-  drop_path: float | None = option(None, 'darts: final drop-path probability', min=0, lt=1)
-  cutout: int | None = option(None, "cutout length (0: none; None: the data set's recipe)", min=0)
-  augment: bool = option(True, "the data set's crop and flip")
-  seed: int = option(0, 'random seed')
-  devices: str | None = config_lib.devices_option()
-  workdir: str = option('runs/train', 'output directory')
-  checkpoint_every: int = config_lib.checkpoint_every_option()
+  space: Annotated[str, Limits(choices=lambda: spaces.SPACES)] = 'darts'
+  """search space of the genotype"""
+  genotype: str | None = None
+  """published name, genotype.json file or genotype string"""
+  dataset: Annotated[str, Limits(check=data_lib.check_name)] = 'digits'
+  """digits, a tensorflow-datasets name, or npz:PATH"""
+  data_dir: str | None = None
+  """tensorflow-datasets directory"""
+  download: bool = False
+  """let tensorflow-datasets download (needs TensorFlow and a connection)"""
+  epochs: Annotated[int | None, Limits(min=1)] = None
+  """epochs"""
+  batch_size: Annotated[int | None, Limits(min=1)] = None
+  """images per batch"""
+  channels: Annotated[int | None, Limits(min=1)] = None
+  """initial channels C"""
+  layers: Annotated[int | None, Limits(min=1)] = None
+  """cells (darts) or cells per stage (nb201)"""
+  lr: Annotated[float | None, Limits(gt=0)] = None
+  """learning rate (cosine per epoch)"""
+  lr_min: Annotated[float, Limits(min=0)] = 0.0
+  """the cosine schedule's final learning rate"""
+  momentum: Annotated[float, Limits(min=0, lt=1)] = 0.9
+  """SGD momentum"""
+  nesterov: Annotated[bool | None, config_lib.FlagPair] = None
+  """Nesterov momentum"""
+  weight_decay: Annotated[float | None, Limits(min=0)] = None
+  """weight decay (L2 added to the gradient)"""
+  grad_clip: Annotated[float | None, Limits(min=0)] = None
+  """global gradient-norm clip (0: none)"""
+  auxiliary: Annotated[bool | None, config_lib.FlagPair] = None
+  """darts: auxiliary head"""
+  auxiliary_weight: Annotated[float, Limits(min=0)] = 0.4
+  """darts: weight of the auxiliary loss"""
+  drop_path: Annotated[float | None, Limits(min=0, lt=1)] = None
+  """darts: final drop-path probability"""
+  cutout: Annotated[int | None, Limits(min=0)] = None
+  """cutout length (0: none; None: the data set's recipe)"""
+  augment: bool = True
+  """the data set's crop and flip"""
+  seed: int = 0
+  """random seed"""
+  devices: config_lib.Devices = None
+  """'all' or N: the data-parallel mesh (None: $JAXNAS_DEVICES, else all)"""
+  workdir: str = 'runs/train'
+  """output directory"""
+  checkpoint_every: config_lib.CheckpointEvery = 0
+  """also checkpoint every this many steps (0: at epoch ends only)"""
 
   RESUMABLE_CHANGES = ('epochs', 'checkpoint_every', 'workdir', 'data_dir', 'download', 'devices')
   # Settings whose change makes another recipe apply: a built config refuses to change them.
   RECIPE_KEYS = ('space', 'dataset')
 
+  @config_lib.checked
   def __post_init__(self):
     config_lib.validate(self)
     space = get_space(self.space)

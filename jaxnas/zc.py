@@ -24,7 +24,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +34,7 @@ from jaxnas import benchmark_table
 from jaxnas import config as config_lib
 from jaxnas import data as data_lib
 from jaxnas import outputs, proxies, relax, sharding, spaces, xla
-from jaxnas.config import option, registry_options
+from jaxnas.config import Limits
 from jaxnas.spaces import get_space
 from jaxnas.spaces.base import init_variables
 
@@ -50,35 +50,51 @@ ONEHOT_SUPERNET_EXACT = frozenset({'nb201'})
 ONE_HOT = relax.make('raw')._replace(hard=True)
 
 
+ProxyOptions = config_lib.registry_field(lambda: proxies.PROXIES, 'proxy')
+
+
 @dataclasses.dataclass(frozen=True)
 class ZCConfig:
-  space: str = option('nb201', 'search space', choices=lambda: spaces.SPACES)
-  proxy: str = option('synflow', 'zero-cost proxy', choices=lambda: proxies.PROXIES)
-  proxy_options: dict = registry_options('proxy', lambda: proxies.PROXIES)
-  samples: int | None = option(None, 'architectures to sample and score (None: 100, or the '
-                                      'candidates)', min=1)
-  candidates: str | None = option(None, 'a file of architectures to rank instead of sampling: '
-                                        'one genotype per line, or a JSON list or object keyed '
-                                        'by genotype')
-  dataset: str = option('digits', 'digits, a tensorflow-datasets name, or npz:PATH',
-                        check=data_lib.check_name)
-  data_dir: str | None = option(None, 'tensorflow-datasets directory')
-  channels: int | None = option(None, "initial channels C (None: 8 on digits, else the space's "
-                                      "evaluation size)", min=1)
-  layers: int | None = option(None, 'cells (darts) or cells per stage (nb201)', min=1)
-  batch_size: int = option(64, 'images in the batch the proxy reads', min=1)
-  via: str = option('auto', 'score through the one-hot supernet or each network', choices=VIAS)
-  chunk: int = option(16, 'supernet: architectures scored per call', min=1)
-  seed: int = option(0, 'random seed (sampling, weights, batch)')
-  devices: str | None = config_lib.devices_option('the batch split over a mesh')
-  workdir: str = option('runs/zc', 'output directory')
-  benchmark_table: str | None = option(None, "a tabular benchmark's real accuracies (nb201: "
-                                             'benchmarks/nb201_test_acc_200ep.json): every '
-                                             'ranked cell looked up there')
+  space: Annotated[str, Limits(choices=lambda: spaces.SPACES)] = 'nb201'
+  """search space"""
+  proxy: Annotated[str, Limits(choices=lambda: proxies.PROXIES)] = 'synflow'
+  """zero-cost proxy"""
+  proxy_options: ProxyOptions = dataclasses.field(default_factory=dict)
+  """the proxy's options (--{proxy}-{option})"""
+  samples: Annotated[int | None, Limits(min=1)] = None
+  """architectures to sample and score (None: 100, or the candidates)"""
+  candidates: str | None = None
+  """a file of architectures to rank instead of sampling: one genotype per line, or a JSON
+  list or object keyed by genotype"""
+  dataset: Annotated[str, Limits(check=data_lib.check_name)] = 'digits'
+  """digits, a tensorflow-datasets name, or npz:PATH"""
+  data_dir: str | None = None
+  """tensorflow-datasets directory"""
+  channels: Annotated[int | None, Limits(min=1)] = None
+  """initial channels C (None: 8 on digits, else the space's evaluation size)"""
+  layers: Annotated[int | None, Limits(min=1)] = None
+  """cells (darts) or cells per stage (nb201)"""
+  batch_size: Annotated[int, Limits(min=1)] = 64
+  """images in the batch the proxy reads"""
+  via: Annotated[str, Limits(choices=VIAS)] = 'auto'
+  """score through the one-hot supernet or each network"""
+  chunk: Annotated[int, Limits(min=1)] = 16
+  """supernet: architectures scored per call"""
+  seed: int = 0
+  """random seed (sampling, weights, batch)"""
+  devices: config_lib.Devices = None
+  """'all' or N: the batch split over a mesh (None: $JAXNAS_DEVICES, else all)"""
+  workdir: str = 'runs/zc'
+  """output directory"""
+  benchmark_table: str | None = None
+  """a tabular benchmark's real accuracies (nb201: benchmarks/nb201_test_acc_200ep.json):
+  every ranked cell looked up there"""
 
+  @config_lib.checked
   def __post_init__(self):
     config_lib.validate(self)
-    object.__setattr__(self, 'proxy_options', proxies.bind_options(self.proxy, self.proxy_options))
+    object.__setattr__(self, 'proxy_options', config_lib.chosen_options(
+        proxies.PROXIES, self.proxy, self.proxy_options, 'proxy'))
     resolve_via(get_space(self.space), self.proxy, self.via)
     if self.samples is not None and self.candidates is not None:
       raise ValueError('give --samples or --candidates, not both')

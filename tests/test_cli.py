@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import table_row
-from jaxnas import cli, config as config_lib
+from jaxnas import cli, config as config_lib, search
+from jaxnas.options import option_flag
 from jaxnas.spaces import get_space
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -131,8 +132,8 @@ def test_train(tmp_path, capsys):
 
 def test_run(tmp_path, capsys, nb201_table):
   wd = tmp_path / 'run'
-  argv = ['run', *TINY, '--epochs', 1, '--train-channels', 4, '--train-layers', 1,
-          '--train-batch-size', 32, '--train-epochs', 1, '--workdir', wd, '--no-progress',
+  argv = ['run', *TINY, '--epochs', 1, '--train.channels', 4, '--train.layers', 1,
+          '--train.batch-size', 32, '--train.epochs', 1, '--workdir', wd, '--no-progress',
           '--benchmark-table', nb201_table]
   status, out, err = run_cli(capsys, *argv)
   assert status == 0, err
@@ -206,7 +207,7 @@ def test_user_errors_are_one_message_and_exit_2(tmp_path, capsys):
       (['search', '--epochs', '0'], 'epochs (--epochs) must be >= 1, got 0'),
       (['search', '--method', 'darts3'], "method (--method) must be one of darts1, "),
       (['free', '--alpha-scale', '0'], 'alpha_scale (--alpha-scale) must be > 0, got 0.0'),
-      (['run', '--train-lr', '-1'], 'lr (--train-lr) must be > 0, got -1.0'),
+      (['run', '--train.lr', '-1'], 'lr (--train.lr) must be > 0, got -1.0'),
       (['search', '--sge-q', '5'], '--sge-q is an option of method sge, but the method is darts1: '
                                   'it would do nothing'),
       (['search', '--method', 'sge', '--sge-q', '0'], 'q (--sge-q) must be >= 1, got 0'),
@@ -231,28 +232,35 @@ def test_user_errors_are_one_message_and_exit_2(tmp_path, capsys):
     assert status == 2, (argv, err)
     assert err.startswith(f'jaxnas {argv[0]}: error: ') and message in err, (argv, err)
     assert 'Traceback' not in err and out == ''
-  # argparse's own refusals: a value of the wrong type, an unknown flag
-  for argv in (['search', '--epochs', 'ten'], ['search', '--no-such-flag']):
+  # the parser's own refusals (tyro's): a value of the wrong type, an unknown flag
+  for argv, message in ((['search', '--epochs', 'ten'], '--epochs'),
+                        (['search', '--no-such-flag'], 'Unrecognized options: --no-such-flag')):
     with pytest.raises(SystemExit) as e:
       cli.main(argv)
     assert e.value.code == 2
-  assert 'expected int' in capsys.readouterr().err
+    assert message in capsys.readouterr().err
 
 
-def test_search_help_groups_the_flags_by_section(capsys):
+def test_search_help_lists_every_flag_with_its_help_and_the_recipes(capsys, monkeypatch):
+  monkeypatch.setenv('COLUMNS', '200')   # one line per flag
   with pytest.raises(SystemExit):
     cli.main(['search', '--help'])
   out = capsys.readouterr().out
-  sections = [line.rstrip(':') for line in out.splitlines() if line and not line.startswith(' ')
-              and line.endswith(':')]
-  for group in ('data', 'sizes', 'optimisers', 'label-free warm-up (multistep)', 'method sge',
-                'method multistep', 'relaxation pc', 'relaxation gdas'):
-    assert group in sections, (group, sections)
-  assert re.search(r'--sge-q INT\s+Gaussian directions Q \(SGE-NAS: 10\) \(default: 10\)', out)
-  assert '--zen-warmup-epochs' in out and '--channels' in out
-  # the recipes, after the flags
+  flags = set(re.findall(r'(--[a-z0-9.-]+)', out))
+  # every section's fields, flat; the warm-up's under its prefix; every registry option
+  for field in ('dataset', 'channels', 'lr', 'alpha_lr', 'seed', 'checkpoint_every'):
+    assert config_lib.flag(field) in flags, field
+  assert {'--zen-warmup.epochs', '--zen-warmup.moves', '--no-remat', '--resume', '--no-progress'} <= flags
+  for registry in (search.hypergrad.ESTIMATORS, search.relax.RELAXATIONS):
+    for entry, spec in registry.items():
+      assert {option_flag(entry, key) for key in spec.options} <= flags, entry
+  assert re.search(r'--sge-q \{None\}\|INT\s+Gaussian directions Q \(SGE-NAS: 10\) \(method sge; '
+                   r'default: 10\)', out)
+  assert re.search(r'--lr \{None\}\|FLOAT\s+weight learning rate \(cosine per epoch\) \(None: the '
+                   r"recipe's, else 0.025\)", out)
+  # the recipes, in the description
   assert re.search(r'--relaxation pc: --batch-size 256, --lr 0.1, --lr-min 0.0, --alpha-lr 0.0006,'
-                   r'\s+--alpha-warmup-epochs 15', out)
+                   r'\s+--alpha-warmup-epochs 15', ' '.join(out.replace('│', ' ').split()))
 
 
 def test_an_internal_error_is_a_message_and_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
@@ -288,13 +296,12 @@ def _readme_commands():
 def test_every_readme_command_parses_and_builds_its_config():
   commands = list(_readme_commands())
   assert {argv[0] if argv[0] != '--distributed' else argv[1] for _, argv in commands} >= set(cli.COMMANDS)
-  parser = cli.build_parser()
   for source, argv in commands:
+    args = cli.top_parser().parse_args(argv)
     try:
-      args = parser.parse_args(argv)
+      cli.parse_command(args)   # the command's flags, names and limits checked
     except SystemExit:
       pytest.fail(f'{source}: jaxnas {" ".join(argv)} is refused by the parser')
-    config_lib.from_args(cli.COMMANDS[args.command].config, args)  # names and limits checked
 
 
 def test_importing_jaxnas_changes_nothing_global(tmp_path):
@@ -330,23 +337,22 @@ def test_the_readme_recipe_table_is_what_each_recipe_resolves_to():
   assert len(rows) >= 15
   assert {(r[0], r[1]) for r in rows} == {(r[0], r[1]) for r in recipe_rows()}  # both ways
   sources = {(r[0], r[1]): r[4] for r in recipe_rows()}
-  leaves = {leaf.flag: leaf for leaf in config_lib.leaves(SearchConfig)}
+  paths = {config_lib.flag(field): (section, field)
+           for section, (cls, _) in config_lib.sections(SearchConfig).items()
+           for field in config_lib.recipe_base(cls)}
+  plain = config_lib.build(SearchConfig, dataset='cifar10', devices='1')
   for recipe, flag, value, darts_value, source in rows:
     assert source == sources[recipe, flag]
-    leaf = leaves[flag]
-    assert darts_value == str(leaf.base), (flag, darts_value, leaf.base)
+    section, field = paths[flag]
+    base = config_lib.recipe_base(config_lib.sections(SearchConfig)[section][0])[field]
+    assert darts_value == str(base), (flag, darts_value, base)
     # what a run of that recipe resolves to, on real data's 50 epochs
     kind, name = recipe.split()
-    args = cli.build_parser().parse_args(['search', kind, name, '--dataset', 'cifar10', '--devices', '1'])
-    got = config_lib.from_args(SearchConfig, args)
-    for part in leaf.path:
-      got = getattr(got, part)
-    assert str(got) == value, (recipe, flag, got, value)
+    got = cli.parse_command(cli.top_parser().parse_args(
+        ['search', kind, name, '--dataset', 'cifar10', '--devices', '1']))['config']
+    assert str(getattr(getattr(got, section), field)) == value, (recipe, flag, got, value)
     # and a run of DARTS resolves to DARTS' value
-    plain = config_lib.make(SearchConfig, dataset='cifar10', devices='1')
-    for part in leaf.path:
-      plain = getattr(plain, part)
-    assert plain == leaf.base
+    assert getattr(getattr(plain, section), field) == base
 
 
 def test_a_pc_darts_run_records_its_recipe(tmp_path, capsys):

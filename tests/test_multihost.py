@@ -155,8 +155,8 @@ def test_two_processes_search_and_train_as_one_process_with_eight_devices_and_re
   # as this process on its 8 devices: the same α trajectory, metrics, reports and
   # checkpoints; then the 2 processes' search goes on in 1 process as the 1-process one does
   two, one = tmp_path / 'two', tmp_path / 'one'
-  argv = ['run', *SEARCH[1:], '--dataset', f'npz:{npz}', '--epochs', 1, '--train-channels', 4,
-          '--train-layers', 1, '--train-batch-size', 16, '--train-epochs', 1]
+  argv = ['run', *SEARCH[1:], '--dataset', f'npz:{npz}', '--epochs', 1, '--train.channels', 4,
+          '--train.layers', 1, '--train.batch-size', 16, '--train.epochs', 1]
   procs = launch(argv, two)
   assert wait(procs) == [0, 0], tail(procs[0]) + tail(procs[1])
   assert_only_process_0_writes(procs)
@@ -167,10 +167,10 @@ def test_two_processes_search_and_train_as_one_process_with_eight_devices_and_re
   for k, v in reports[1].items():
     if isinstance(v, float) and 'second' not in k and 'time' not in k:
       np.testing.assert_allclose(reports[0][k], v, rtol=1e-4, err_msg=k)
-  search_job = Search(config_lib.make(
+  search_job = Search(config_lib.build(
       SearchConfig, dataset=f'npz:{npz}', space='nb201', channels=4, layers=1, batch_size=16,
       alpha_optimizer='sgd', alpha_lr=0.1, epochs=1, devices='all'))
-  train_job = Trainer(config_lib.make(
+  train_job = Trainer(config_lib.build(
       TrainConfig, space='nb201', genotype=reports[1]['genotype'], channels=4, layers=1,
       batch_size=16, dataset=f'npz:{npz}', epochs=1, devices='all'))
   for job, stage in ((search_job, 'search'), (train_job, 'train')):

@@ -29,7 +29,7 @@ def config(tmp_path, **kw):
   """A tiny search, its settings spelt as on the command line (``sge_q`` is ``--sge-q``)."""
   base = dict(space='nb201', channels=4, layers=1, epochs=2, batch_size=32,
               workdir=str(tmp_path / 'run'))
-  return config_lib.make(SearchConfig, **{**base, **kw})
+  return config_lib.build(SearchConfig, **{**base, **kw})
 
 
 @pytest.mark.parametrize('method,weight_steps', [('darts1', 1), ('sge', 2)])
@@ -179,15 +179,15 @@ def test_unknown_names_and_bad_values_are_refused_when_the_config_is_built(tmp_p
       (dict(lr=float('nan')), r'lr \(--lr\) must be a finite number'),
       (dict(dataset='cifar11'), r'dataset \(--dataset\) must be one of digits, cifar10'),
       (dict(devices='two'), r"devices \(--devices\) must be 'all' or a number"),
-      (dict(zen_warmup_epochs=1), 'belongs to method multistep'),
-      (dict(method='multistep', zen_warmup_beta1=2.0), r'--zen-warmup-beta1 sets the Zen\(F\) warm-up, '
+      ({'zen_warmup.epochs': 1}, 'belongs to method multistep'),
+      ({'method': 'multistep', 'zen_warmup.beta1': 2.0}, r'--zen-warmup.beta1 sets the Zen\(F\) warm-up, '
                                                        'but it has no epochs')]:
     with pytest.raises(ValueError, match=message):
       config(tmp_path, **kw)
   # limits that depend on the recipes and sizes, checked as the config completes itself
   for kw, message in [
-      (dict(method='multistep', zen_warmup_epochs=1, alpha_warmup_epochs=1),
-       r'the warm-ups \(--zen-warmup-epochs 1, --alpha-warmup-epochs 1\) must leave epochs that move '
+      ({'method': 'multistep', 'zen_warmup.epochs': 1, 'alpha_warmup_epochs': 1},
+       r'the warm-ups \(--zen-warmup.epochs 1, --alpha-warmup-epochs 1\) must leave epochs that move '
        r'α: at most epochs - 1 = 1 together'),
       (dict(lr_min=0.1), r'lr_min \(--lr-min\) 0.1 is above lr \(--lr\) 0.025'),
       (dict(method='sge', lr=0.0005), r'lr_min \(--lr-min\) 0.001 is above lr \(--lr\) 0.0005'),
@@ -210,7 +210,7 @@ def test_a_config_is_complete_when_built(tmp_path):
   from jaxnas.search_config import DataConfig, OptimConfig, SizeConfig
   assert not config(tmp_path, momentum=0.0).optim.nesterov   # NAS-Bench-201's Nesterov needs momentum
   for kw in (dict(method='sge'), dict(relaxation='pc', channels=8), dict(momentum=0.0),
-             dict(method='multistep', zen_warmup_epochs=1), dict(space='darts')):
+             {'method': 'multistep', 'zen_warmup.epochs': 1}, dict(space='darts')):
     cfg = config(tmp_path, **kw)
     flat = flatten(cfg.to_json())
     # (None is a value of its own for benchmark_table, data_dir, and options such as sge's chunk)
@@ -311,8 +311,8 @@ def test_zen_warmup_reads_no_labels(tmp_path, tiny, programs):
   rng = np.random.default_rng(0)
   corrupted = data.from_arrays(tiny.x_train, rng.permutation((tiny.y_train + 3) % 10),
                                tiny.x_test, tiny.y_test, name='digits', num_classes=10)
-  kw = dict(method='multistep', multistep_n=2, zen_warmup_epochs=1, epochs=2,
-            zen_warmup_batch_size=8)
+  kw = {'method': 'multistep', 'multistep_n': 2, 'zen_warmup.epochs': 1, 'epochs': 2,
+        'zen_warmup.batch_size': 8}
   clean = search(config(tmp_path / 'clean', **kw), progress=False, dataset=tiny,
                  programs=programs)
   assert 'zen_f' in clean.history[0] and 'train_loss' not in clean.history[0]
@@ -338,7 +338,7 @@ def test_zen_warmup_reads_no_labels(tmp_path, tiny, programs):
     values.append(float(m['zen_f']))
   assert values[-1] > values[0] and run.traces == 1
   with pytest.raises(ValueError, match='must be one of w, alpha, both'):
-    config(tmp_path, **{**kw, 'zen_warmup_moves': 'beta'})
+    config(tmp_path, **{**kw, 'zen_warmup.moves': 'beta'})
 
 
 def test_program_cache_skips_the_trace_and_keeps_the_numbers(tmp_path, tiny):

@@ -30,7 +30,7 @@ def tiny():
 def search_config(tmp_path, **kw):
   # α by plain SGD: Adam's first steps divide by |g| and would magnify the float
   # noise of near-zero hypergradient entries into visible differences
-  return config_lib.make(SearchConfig, **{
+  return config_lib.build(SearchConfig, **{
       **dict(space='nb201', channels=4, layers=1, epochs=2, batch_size=16, augment=True,
              alpha_optimizer='sgd', alpha_lr=0.1, workdir=str(tmp_path / 'run')), **kw})
 

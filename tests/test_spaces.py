@@ -430,7 +430,7 @@ def test_a_new_space_is_its_module_and_one_registration(monkeypatch, tmp_path):
   from jaxnas import config as config_lib, free, search_config, train, xla, zc
   new = dataclasses.replace(nb201.SPACE, name='new', title='New')
   monkeypatch.setitem(spaces.SPACES, 'new', new)
-  cfg = config_lib.make(search_config.SearchConfig, space='new', workdir=str(tmp_path))
+  cfg = config_lib.build(search_config.SearchConfig, space='new', workdir=str(tmp_path))
   assert cfg.optim.weight_decay == 3e-4 and not cfg.optim.nesterov   # DARTS' (nb201's: 5e-4, Nesterov)
   assert zc.resolve_via(new, 'synflow', 'auto') == 'network'        # nb201: supernet
   assert xla.run_once_options('new') == {'xla_backend_optimization_level': 0}

@@ -142,8 +142,8 @@ def test_pipeline_runs_and_resumes_as_a_whole(tmp_path):
   from jaxnas.pipeline import RunConfig, run
   ds = _small_data(n_train=256, n_test=64)
   # the search of test_search's config(): its compiled step is in the shared cache
-  cfg = config_lib.make(RunConfig, space='nb201', channels=4, layers=1, epochs=2, batch_size=32,
-                        train_channels=4, train_layers=1, train_batch_size=32, train_epochs=1,
+  cfg = config_lib.build(RunConfig, space='nb201', channels=4, layers=1, epochs=2, batch_size=32,
+                        **{'train.channels': 4, 'train.layers': 1, 'train.batch_size': 32, 'train.epochs': 1},
                         workdir=str(tmp_path / 'run'))
   # the training section is built for the search's space: NAS-Bench-201's recipe
   assert (cfg.train.space, cfg.train.nesterov, cfg.train.lr, cfg.train.channels) == ('nb201', True, 0.1, 4)
