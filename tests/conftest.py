@@ -13,9 +13,14 @@ for flag in _FLAGS:
 # other tests' batches need not split over 8, and they compile without SPMD.
 os.environ.setdefault('JAXNAS_DEVICES', '1')
 
+import jax  # noqa: E402
+
 from jaxnas import xla  # noqa: E402
 
 xla.configure()  # jaxnas' XLA flags, as the command line applies them
+# no Python tracebacks in the lowered programs' locations: less to lower, same numbers
+jax.config.update('jax_include_full_tracebacks_in_locations', False)
+jax.config.update('jax_traceback_in_locations_limit', 0)
 
 
 import pytest  # noqa: E402
