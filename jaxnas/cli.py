@@ -178,17 +178,13 @@ def command_flags(name: str) -> Callable[..., dict]:
     extra.append(('resume', bool, False, 'continue the run in --workdir'))
   if cmd.resumable or cmd.progress:
     extra.append(('progress', bool, True, 'show a progress bar'))
-  params = [inspect.Parameter('config', inspect.Parameter.KEYWORD_ONLY)]
-  hints = {'config': Annotated[cmd.config, config_lib.FLAT]}
-  for flag, kind, default, text in extra:
-    params.append(inspect.Parameter(flag, inspect.Parameter.KEYWORD_ONLY, default=default))
-    hints[flag] = Annotated[kind, tyro.conf.arg(help=text)]
+  params = [('config', Annotated[cmd.config, config_lib.FLAT], inspect.Parameter.empty)]
+  params += [(flag, Annotated[kind, tyro.conf.arg(help=text)], default)
+             for flag, kind, default, text in extra]
 
-  def flags(**values) -> dict:
+  def flags(**values) -> dict:   # (a named function: tyro does not read a lambda's signature)
     return values
-  flags.__signature__ = inspect.Signature(params, return_annotation=dict)
-  flags.__annotations__ = {**hints, 'return': dict}
-  return flags
+  return config_lib.keyword_function(flags, params)
 
 
 def top_parser() -> argparse.ArgumentParser:

@@ -148,13 +148,23 @@ def complete(config, values: Mapping[str, Any]) -> None:
 # Registry options: --{entry}-{option}
 # ----------------------------------------------------------------------------
 
+def keyword_function(fn: Callable, params: Sequence[tuple[str, Any, Any]]) -> Callable:
+  """``fn(**values)`` with the keyword-only parameters ``(name, type, default)`` (default
+  ``inspect.Parameter.empty``: required) as its signature: what tyro reads flags from."""
+  fn.__signature__ = inspect.Signature(
+      [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
+       for name, _, default in params], return_annotation=dict)
+  fn.__annotations__ = {**{name: hint for name, hint, _ in params}, 'return': dict}
+  return fn
+
+
 def registry_field(registry: Callable[[], Mapping[str, Any]], what: str):
   """The type of a dict field holding the options of the ``what`` (method, relaxation,
   proxy) entry of ``registry()`` that another field chooses: on the command line one
   flag ``--{entry}-{option}`` per option of every entry, gathered as ``{entry:
   {option: value}}`` (:func:`chosen_options` keeps the chosen entry's)."""
   def flags():
-    params, hints, owner = [], {}, {}
+    params, owner = [], {}
     for entry, spec in registry().items():
       for key, param in spec.options.items():
         name = f'{entry}_{key}'.replace('-', '_')   # the flag: option_flag(entry, key)
@@ -162,11 +172,9 @@ def registry_field(registry: Callable[[], Mapping[str, Any]], what: str):
         # any other is None until given
         default = param.default if param.kind is bool else None
         owner[name] = entry, key, default
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default))
-        hints[name] = Annotated[param.kind if param.kind is bool else param.kind | None,
-                                tyro.conf.arg(help=f'{param.limits.help} ({what} {entry}; default: '
-                                                   f'{param.default})'.lstrip(),
-                                              help_behavior_hint='')]
+        help_ = f'{param.limits.help} ({what} {entry}; default: {param.default})'.lstrip()
+        params.append((name, Annotated[param.kind if param.kind is bool else param.kind | None,
+                                       tyro.conf.arg(help=help_, help_behavior_hint='')], default))
 
     def given(**values) -> dict:
       out: dict[str, dict] = {}
@@ -175,9 +183,7 @@ def registry_field(registry: Callable[[], Mapping[str, Any]], what: str):
         if value != default:
           out.setdefault(entry, {})[key] = value
       return out
-    given.__signature__ = inspect.Signature(params, return_annotation=dict)
-    given.__annotations__ = {**hints, 'return': dict}
-    return given
+    return keyword_function(given, params)
   return Annotated[dict, tyro.conf.arg(name='', constructor_factory=flags),
                    tyro.conf.OmitArgPrefixes]
 

@@ -9,6 +9,7 @@ checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -22,15 +23,17 @@ from jaxnas import sharding
 from jaxnas.search import SearchConfig, search
 from jaxnas.train import TrainConfig, format_report, train
 
-# what the evaluation training takes from the search (its space, data and devices), the
-# genotype the search derives and the stage's folder: no --train.* flag
-FROM_SEARCH = ('space', 'dataset', 'data_dir', 'download', 'devices')
-TRAIN_FROM_SEARCH = FROM_SEARCH + ('genotype', 'workdir')
+# what the evaluation training takes from the search (its space, data and devices): the
+# training's setting -> where the search config holds it
+FROM_SEARCH = {'space': ('space',), 'dataset': ('data', 'dataset'), 'data_dir': ('data', 'data_dir'),
+               'download': ('data', 'download'), 'devices': ('devices',)}
+# the training settings with no --train.* flag: those, the genotype the search derives and
+# the stage's folder
+TRAIN_FROM_SEARCH = (*FROM_SEARCH, 'genotype', 'workdir')
 
 
 def _from_search(search: SearchConfig) -> dict:
-  return {'space': search.space, 'dataset': search.data.dataset, 'data_dir': search.data.data_dir,
-          'download': search.data.download, 'devices': search.devices}
+  return {k: functools.reduce(getattr, path, search) for k, path in FROM_SEARCH.items()}
 
 
 @dataclasses.dataclass(frozen=True)
