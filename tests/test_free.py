@@ -211,10 +211,7 @@ def test_the_code_convention_is_what_the_authors_notebooks_compute(tiny, space_n
     assert not np.allclose(flat(paper), flat(sal['grasp']), rtol=1e-2, atol=0)
 
 
-def test_the_code_convention_runs_end_to_end_and_is_refused_where_it_does_not_exist(tiny, tmp_path):
-  cfg = free.FreeConfig(space='nb201', saliency='grasp', convention='code', channels=4, layers=1,
-                        batch_size=16)
-  result = free.free(cfg, tiny)
-  assert np.isfinite(result.saliency['cell']).all()
+def test_an_unknown_convention_is_refused():
+  # (the code convention end to end: tests/test_cli.py::test_free)
   with pytest.raises(ValueError, match=r"convention \(--convention\) must be one of paper, code"):
     free.FreeConfig(convention='notebook')
