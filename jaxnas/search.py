@@ -39,7 +39,7 @@ from jaxnas import benchmark_table
 from jaxnas import data as data_lib
 from jaxnas import hypergrad, loop, optim, outputs, plot, relax, sharding, warmup, xla
 from jaxnas.search_config import SearchConfig
-from jaxnas.spaces import get_space
+from jaxnas.spaces import cells, get_space
 from jaxnas.spaces.base import forward_over_reverse, init_variables
 
 
@@ -173,9 +173,11 @@ class SearchResult:
 
 
 def _counting(counter: list, fn):
-  """``fn`` that counts its traces in ``counter[0]`` (a jitted function runs it at trace time only)."""
+  """``fn`` that counts its traces in ``counter[0]`` (a jitted function runs it at trace
+  time only), each trace on fresh edge scans (:func:`jaxnas.spaces.cells.fresh_edge_scans`)."""
   def counted(*args):
     counter[0] += 1
+    cells.fresh_edge_scans()
     return fn(*args)
   return counted
 

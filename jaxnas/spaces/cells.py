@@ -288,6 +288,15 @@ def edge_scan(body, remat: bool, length: int):
   return _edge_scan(body, remat, length, kernels.kernel_path())
 
 
+def fresh_edge_scans():
+  """Forget the edge scans built so far, at the start of a program's trace: the
+  program then lowers the same whatever this process traced before, and JAX's
+  persistent compilation cache finds it. (A scan's lifted ``jit`` keeps its traces,
+  and a kept trace lowers its constants otherwise than a fresh one: the same search
+  step traced second in a process missed the cache of the first.)"""
+  _edge_scan.cache_clear()
+
+
 @functools.lru_cache(maxsize=None)
 def _edge_scan(body, remat: bool, length: int, kernel_path: str):
   in_axes = (nn.broadcast, 0)
