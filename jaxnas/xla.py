@@ -195,12 +195,14 @@ def persistent_eval_shape(fun: Callable, key: Any, *args, programs: str | None =
   return out
 
 
-def _leaf_spec(x):
+def _leaf_spec(x, sharding=None):
+  """``x``'s shape, dtype and ``sharding`` (None: its own, where it is committed)."""
   import jax
   import numpy as np
-  sharding = getattr(x, 'sharding', None)
+  if sharding is None and getattr(x, 'committed', True):
+    sharding = getattr(x, 'sharding', None)
   return jax.ShapeDtypeStruct(np.shape(x), getattr(x, 'dtype', None) or np.result_type(x),
-                              sharding=sharding if getattr(x, 'committed', True) else None)
+                              sharding=sharding)
 
 
 class persistent_jit:
@@ -225,9 +227,18 @@ class persistent_jit:
     self._programs: dict[Any, Any] = {}  # signature -> jitted call of the exported program
 
   def _signature(self, args):
+    """The arguments' tree and leaf specs, each leaf at its declared ``in_shardings``
+    where there is one: NumPy arrays and arrays already placed there run one program."""
     import jax
     leaves, tree = jax.tree_util.tree_flatten(args)
-    return tree, tuple(_leaf_spec(x) for x in leaves)
+    declared = self._kwargs.get('in_shardings')
+    if declared is None:
+      shardings = [None] * len(leaves)
+    else:
+      is_none = lambda x: x is None  # noqa: E731  (None: no declared sharding, a leaf here)
+      shardings = jax.tree_util.tree_leaves(jax.tree.broadcast(declared, args, is_leaf=is_none),
+                                            is_leaf=is_none)
+    return tree, tuple(_leaf_spec(x, sh) for x, sh in zip(leaves, shardings, strict=True))
 
   def _jitted(self, args):
     if self._dir is None:

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxnas import config as config_lib, xla
+from jaxnas import config as config_lib, sharding, xla
 from jaxnas import data
 from jaxnas.checkpoint import Checkpointer
 from jaxnas.loop import Interrupted
@@ -356,6 +356,10 @@ def test_program_cache_skips_the_trace_and_keeps_the_numbers(tmp_path, tiny):
   first, alpha1, w1 = cached(cfg)
   assert first.traces == 1 and len(list(programs.glob('*.jaxprogram'))) == 1
   assert len(list(programs.glob('*.shapes'))) == 1  # the supernet's init, traced once
+  # a batch placed on its declared shardings runs the program of the NumPy batch
+  first.step_fn(first.init_state(), sharding.put(first.batch(0, 0), first.batch_shardings),
+                first.epochs)
+  assert first.traces == 1 and len(list(programs.glob('*.jaxprogram'))) == 1
   # a later run of the same program (another workdir, seed and length do not change it:
   # a run resumed for more epochs runs the program it ran) reads it back
   again, alpha2, w2 = cached(config_lib.replace(cfg, workdir=str(tmp_path / 'other'), seed=5,
