@@ -52,9 +52,11 @@ RUN_ONCE_OPTIONS = {'darts': {'xla_backend_optimization_level': 0},
 def run_once_options(space: str) -> dict:
   """The compile options of a program the supernet of the space named ``space`` runs
   once (:data:`RUN_ONCE_OPTIONS`, level 0 for a space it lacks) on the CPU backend;
-  none elsewhere."""
+  none elsewhere, and none where ``XLA_FLAGS`` sets the optimisation level: the
+  user's level is kept (as :func:`configure` keeps the user's flags)."""
   import jax
-  if jax.default_backend() != 'cpu':
+  if (jax.default_backend() != 'cpu'
+      or '--xla_backend_optimization_level' in os.environ.get('XLA_FLAGS', '')):
     return {}
   return dict(RUN_ONCE_OPTIONS.get(space, {'xla_backend_optimization_level': 0}))
 

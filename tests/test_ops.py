@@ -344,6 +344,9 @@ def test_kernel_path_by_backend_and_override(monkeypatch):
 
 def test_no_cpu_flags_or_compile_options_on_an_accelerator(monkeypatch):
   from jaxnas import xla
+  flags = os.environ['XLA_FLAGS']   # conftest's, which set the optimisation level: kept
+  assert '--xla_backend_optimization_level=0' in flags and xla.run_once_options('nb201') == {}
+  monkeypatch.setenv('XLA_FLAGS', flags.replace('--xla_backend_optimization_level=0', ''))
   assert xla.run_once_options('nb201') == {'xla_backend_optimization_level': 1}
   assert xla.run_once_options('a new space') == {'xla_backend_optimization_level': 0}
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')

@@ -433,6 +433,7 @@ def test_a_new_space_is_its_module_and_one_registration(monkeypatch, tmp_path):
   cfg = config_lib.build(search_config.SearchConfig, space='new', workdir=str(tmp_path))
   assert cfg.optim.weight_decay == 3e-4 and not cfg.optim.nesterov   # DARTS' (nb201's: 5e-4, Nesterov)
   assert zc.resolve_via(new, 'synflow', 'auto') == 'network'        # nb201: supernet
+  monkeypatch.setenv('XLA_FLAGS', '')   # (conftest's sets the level, which would be kept)
   assert xla.run_once_options('new') == {'xla_backend_optimization_level': 0}
   assert free.convention('paper', 'new') == free.convention('paper', 'nb201')
   with pytest.raises(ValueError, match="notebooks do not cover the new space"):

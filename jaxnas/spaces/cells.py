@@ -275,8 +275,11 @@ def _rows(edge_weights, rows):
   return None if edge_weights is None else edge_weights[rows]
 
 
+# No constancy check: it traces each scan body once more to verify that broadcast
+# inputs stay loop invariant, which the edge bodies' broadcasts (a cell input, the op
+# options) are by construction; a darts2 step's trace 6.0 -> 4.5 s.
 _STACKED = dict(variable_axes={'params': 0, 'batch_stats': 0, ops.RELU_CODES: 0},
-                split_rngs={'params': True})
+                split_rngs={'params': True}, check_constancy_invariants=False)
 
 
 def edge_scan(body, remat: bool, length: int):
