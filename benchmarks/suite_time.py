@@ -11,10 +11,8 @@ plugin that records the tests (``-p suite_time``; JAX's duration events, per tes
 the file ``$SUITE_TIME_OUT``).
 """
 import collections
-import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -54,14 +52,6 @@ def pytest_runtest_protocol(item, nextitem):
 
 
 # -- the runner --------------------------------------------------------------------
-
-def _cpu() -> str:
-  try:
-    return next(line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo')
-                if line.startswith('model name'))
-  except (OSError, StopIteration):
-    return platform.processor() or platform.machine()
-
 
 def main(argv):
   here = os.path.dirname(os.path.abspath(__file__))
@@ -105,16 +95,9 @@ def main(argv):
   for t in sorted(tests, key=lambda t: -t['wall'])[:15]:
     print(f'  {t["wall"]:7.1f} s  (trace {t["trace"]:.1f}, lower {t["lower"]:.1f}, '
           f'compile {t["compile"]:.1f})  {t["test"]}')
-  import jax
-  out = os.path.join(here, 'results', 'suite_time.json')
-  os.makedirs(os.path.dirname(out), exist_ok=True)
-  with open(out, 'w') as f:
-    json.dump({'date': datetime.datetime.now().isoformat(timespec='minutes'),
-               'machine': f'{_cpu()}, {os.cpu_count()} cores',
-               'jax': jax.__version__, 'pytest_args': argv, 'exit': status,
-               'wall_s': round(wall, 1), 'total': total, 'files': files,
-               'tests': tests}, f, indent=1)
-  print(f'written to {os.path.relpath(out, root)}')
+  import common
+  common.write_results(os.path.join(common.RESULTS, 'suite_time.json'),
+                       [{'file': name, **c} for name, c in files.items()] + tests)
   return status
 
 

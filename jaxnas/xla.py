@@ -49,14 +49,18 @@ RUN_ONCE_OPTIONS = {'darts': {'xla_backend_optimization_level': 0},
                     'nb201': {'xla_backend_optimization_level': 1}}
 
 
+def _user_sets(flag: str) -> bool:
+  """Whether ``XLA_FLAGS`` sets ``flag`` (its name, without a value)."""
+  return flag in os.environ.get('XLA_FLAGS', '')
+
+
 def run_once_options(space: str) -> dict:
   """The compile options of a program the supernet of the space named ``space`` runs
   once (:data:`RUN_ONCE_OPTIONS`, level 0 for a space it lacks) on the CPU backend;
   none elsewhere, and none where ``XLA_FLAGS`` sets the optimisation level: the
   user's level is kept (as :func:`configure` keeps the user's flags)."""
   import jax
-  if (jax.default_backend() != 'cpu'
-      or '--xla_backend_optimization_level' in os.environ.get('XLA_FLAGS', '')):
+  if jax.default_backend() != 'cpu' or _user_sets('--xla_backend_optimization_level'):
     return {}
   return dict(RUN_ONCE_OPTIONS.get(space, {'xla_backend_optimization_level': 0}))
 
@@ -68,7 +72,7 @@ def configure() -> None:
   if expected_backend() != 'cpu':
     return
   flags = os.environ.get('XLA_FLAGS', '')
-  extra = [f for f in CPU_FLAGS if f.split('=')[0] not in flags]
+  extra = [f for f in CPU_FLAGS if not _user_sets(f.split('=')[0])]
   if extra:
     os.environ['XLA_FLAGS'] = ' '.join([flags, *extra]).strip()
 
