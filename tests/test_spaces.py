@@ -187,11 +187,11 @@ def test_alpha_shape_is_checked():
 def test_cells_of_one_shape_share_one_trace(monkeypatch):
   # 8 cells hold the same 5 kinds of input-edge group and 3 of inner-edge group as
   # 5 cells (normal C, reduce, normal 2C, reduce, normal 4C): with the edge scans
-  # shared, the mixed op is traced as often for 8 cells as for 5. (Different channel
+  # shared, an edge's op is traced as often for 8 cells as for 5. (Different channel
   # counts, so that the second model finds nothing in the first one's trace cache.)
   traced = []
-  call = cells.MixedOp.__call__
-  monkeypatch.setattr(cells.MixedOp, '__call__', lambda self, *a, **k: traced.append(1) or call(self, *a, **k))
+  edge_op = cells.edge_op
+  monkeypatch.setattr(cells, 'edge_op', lambda *a, **k: traced.append(1) or edge_op(*a, **k))
   counts = {}
   for layers, c in ((5, 2), (8, 3)):
     traced.clear()
@@ -357,6 +357,39 @@ def test_mixed_cell_equals_edge_by_edge_loop(stride, hw):
       total = total + y
     states.append(total)
   np.testing.assert_allclose(got, jnp.stack(states[n_in:]), rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize('select', [None, 'chosen_and_rest'])
+@pytest.mark.parametrize('stride,hw', [(1, 8), (2, 8)])
+def test_a_rematerialised_cell_has_the_variables_values_and_gradients_of_a_plain_one(
+    select, stride, hw):
+  # remat (of each edge's op) changes what the backward pass keeps, not what it computes:
+  # the same variables, nodes, BatchNorm statistics, and gradients in the weights, the op
+  # weights and the inputs
+  prims, c, n_in, n_nodes = darts.PRIMITIVES, 4, 2, 3
+  kx, kw = jax.random.split(jax.random.key(0))
+  xs = [jax.random.normal(k, (2, hw, hw, c)) for k in jax.random.split(kx, n_in)]
+  w = jax.random.normal(kw, (len(cells.edge_list(n_in, n_nodes)), len(prims)))
+  if select is not None:  # one-hot in value, as GDAS' hard sample
+    w = jax.nn.one_hot(jnp.argmax(w, -1), len(prims)) + w - jax.lax.stop_gradient(w)
+  out = {}
+  for remat in (False, True):
+    cell = cells.MixedCell(prims, c, n_in, n_nodes, stride, train=True, pool_bn=True,
+                           remat=remat, select=select)
+    v = cell.init(jax.random.key(1), xs, w)
+
+    def loss(params, xs, w):
+      nodes, stats = cell.apply({**v, 'params': params}, xs, w, mutable=['batch_stats'])
+      return jnp.sum(nodes * jnp.cos(nodes)), (nodes, stats)
+    out[remat] = v, jax.jit(jax.value_and_grad(loss, (0, 1, 2), has_aux=True))(v['params'], xs, w)
+  (v0, ((_, (nodes0, stats0)), grads0)), (v1, ((_, (nodes1, stats1)), grads1)) = out[False], out[True]
+  chex.assert_trees_all_equal_shapes_and_dtypes(v0, v1)
+  chex.assert_trees_all_close(v0, v1)
+  np.testing.assert_allclose(nodes1, nodes0, rtol=1e-5, atol=1e-5)
+  chex.assert_trees_all_close(stats1, stats0, rtol=1e-5, atol=1e-5)
+  for a, b in zip(jax.tree_util.tree_leaves(grads0), jax.tree_util.tree_leaves(grads1)):
+    # float32 rounding of sums in another order: relative to each gradient's scale
+    assert np.abs(np.asarray(b) - np.asarray(a)).max() <= 1e-5 * np.abs(np.asarray(a)).max()
 
 
 # --- forward passes ---

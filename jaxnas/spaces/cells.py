@@ -205,16 +205,28 @@ class SelectedOp(nn.Module):
 SELECT = (None, 'chosen', 'chosen_and_rest')
 
 
-def edge_op(primitives, channels, stride, train, pool_bn, partial, select, name):
+# The op of an edge is rematerialised, not the scan body around it: the body's
+# inputs include the node buffer (every node of the cell), which a rematerialised
+# body keeps once per edge; the op's input is one node. NAS-Bench-201 at C=16, N=5,
+# batch 64: GDAS' first stage kept 5x3x3 node maps of 64x32x32x16 (189 MB, zeroed and
+# written every step) where 5x3 suffice.
+_REMAT = {MixedOp: nn.remat(MixedOp), SelectedOp: nn.remat(SelectedOp)}
+
+
+def edge_op(primitives, channels, stride, train, pool_bn, partial, select, remat, name):
   """The op of one edge: :class:`MixedOp` where ``select`` is None, else
-  :class:`SelectedOp` with that rule."""
+  :class:`SelectedOp` with that rule; rematerialised in the backward pass with
+  ``remat``."""
   if select not in SELECT:
     raise ValueError(f'select must be one of {SELECT}, got {select!r}')
   if select is None:
-    return MixedOp(primitives, channels, stride, train, pool_bn, partial, name=name)
-  if partial > 1:
+    cls, rule = MixedOp, partial
+  elif partial > 1:
     raise ValueError('partial channels (PC-DARTS) do not combine with one op per edge')
-  return SelectedOp(primitives, channels, stride, train, pool_bn, select, name=name)
+  else:
+    cls, rule = SelectedOp, select
+  return (_REMAT[cls] if remat else cls)(primitives, channels, stride, train, pool_bn, rule,
+                                         name=name)
 
 
 class _InputEdge(nn.Module):
@@ -227,13 +239,14 @@ class _InputEdge(nn.Module):
   pool_bn: bool
   partial: int
   select: str | None
+  remat: bool
 
   @nn.compact
   def __call__(self, carry, inputs, edge):
     src, weights, edge_weight = edge
     x = jax.lax.dynamic_index_in_dim(inputs, src, keepdims=False)
     return carry, edge_op(self.primitives, self.channels, self.stride, self.train, self.pool_bn,
-                          self.partial, self.select, 'op')(x, weights, edge_weight)
+                          self.partial, self.select, self.remat, 'op')(x, weights, edge_weight)
 
 
 # A stride-1 cell on maps of at most this many pixels runs all its edges in one
@@ -254,6 +267,7 @@ class _NodeEdge(nn.Module):
   pool_bn: bool
   partial: int
   select: str | None
+  remat: bool
 
   @nn.compact
   def __call__(self, nodes, inputs, edge):
@@ -266,7 +280,7 @@ class _NodeEdge(nn.Module):
                     jax.lax.dynamic_index_in_dim(inputs, jnp.minimum(src, n_in - 1), keepdims=False),
                     jax.lax.dynamic_index_in_dim(nodes, jnp.maximum(src - n_in, 0), keepdims=False))
     y = edge_op(self.primitives, self.channels, 1, self.train, self.pool_bn, self.partial,
-                self.select, 'op')(x, weights, edge_weight)
+                self.select, self.remat, 'op')(x, weights, edge_weight)
     return nodes.at[dst].add(y), None
 
 
@@ -282,13 +296,13 @@ _STACKED = dict(variable_axes={'params': 0, 'batch_stats': 0, ops.RELU_CODES: 0}
                 split_rngs={'params': True}, check_constancy_invariants=False)
 
 
-def edge_scan(body, remat: bool, length: int):
-  """The scan over one edge group as a lifted ``jit``, built once per (body, remat,
+def edge_scan(body, length: int):
+  """The scan over one edge group as a lifted ``jit``, built once per (body,
   length, kernel path): the cells whose edge groups match in shapes and options then
   share one trace (JAX caches the jaxpr and its derivatives by function and input
   types), so tracing costs per distinct group, not per cell; a model traced on the
   other kernel path (:func:`jaxnas.kernels.use`) gets a scan of its own."""
-  return _edge_scan(body, remat, length, kernels.kernel_path())
+  return _edge_scan(body, length, kernels.kernel_path())
 
 
 def fresh_edge_scans():
@@ -301,10 +315,8 @@ def fresh_edge_scans():
 
 
 @functools.lru_cache(maxsize=None)
-def _edge_scan(body, remat: bool, length: int, kernel_path: str):
-  in_axes = (nn.broadcast, 0)
-  return nn.jit(nn.scan(nn.remat(body) if remat else body, in_axes=in_axes, length=length,
-                        **_STACKED))
+def _edge_scan(body, length: int, kernel_path: str):
+  return nn.jit(nn.scan(body, in_axes=(nn.broadcast, 0), length=length, **_STACKED))
 
 
 class MixedCell(nn.Module):
@@ -346,22 +358,23 @@ class MixedCell(nn.Module):
       raise ValueError(f'partial channels: {self.channels} channels do not split into '
                        f'{self.partial} groups')
     x = jnp.stack(list(inputs))
-    options = (self.primitives, self.channels, self.train, self.pool_bn, self.partial, self.select)
+    options = (self.primitives, self.channels, self.train, self.pool_bn, self.partial, self.select,
+               self.remat)
     if self.stride == 1 and x.shape[2] * x.shape[3] <= ONE_SCAN_PIXELS:
       src, dst = (np.array(v, np.int32) for v in zip(*edges))
-      scan = edge_scan(_NodeEdge, self.remat, len(edges))
+      scan = edge_scan(_NodeEdge, len(edges))
       nodes, _ = scan(*options, name='all_edges')(
           jnp.zeros((self.n_nodes,) + x.shape[1:], x.dtype), x,
           (src, dst, weights, edge_weights))
       return nodes
-    scan = edge_scan(_InputEdge, self.remat, len(in_rows))
+    scan = edge_scan(_InputEdge, len(in_rows))
     _, y = scan(self.primitives, self.channels, self.stride, self.train, self.pool_bn, self.partial,
-                self.select, name='input_edges')(
+                self.select, self.remat, name='input_edges')(
         (), x, (in_src, weights[in_rows], _rows(edge_weights, in_rows)))
     nodes = jnp.sum(y.reshape((self.n_nodes, self.n_in) + y.shape[1:]), axis=1)
     if inner:
       src, dst, rows = (np.array(v, np.int32) for v in zip(*inner))
-      scan = edge_scan(_NodeEdge, self.remat, len(inner))
+      scan = edge_scan(_NodeEdge, len(inner))
       nodes, _ = scan(*options, name='inner_edges')(
           nodes, None, (src, dst, weights[rows], _rows(edge_weights, rows)))
     return nodes
