@@ -205,11 +205,12 @@ class SelectedOp(nn.Module):
 SELECT = (None, 'chosen', 'chosen_and_rest')
 
 
-# The op of an edge is rematerialised, not the scan body around it: the body's
-# inputs include the node buffer (every node of the cell), which a rematerialised
-# body keeps once per edge; the op's input is one node. NAS-Bench-201 at C=16, N=5,
-# batch 64: GDAS' first stage kept 5x3x3 node maps of 64x32x32x16 (189 MB, zeroed and
-# written every step) where 5x3 suffice.
+# What is rematerialised is what keeps the scan's residuals small: an edge between
+# nodes remats its op, not the scan body, whose inputs include the whole node buffer
+# (a rematerialised body keeps it once per edge: 5x3x3 maps of 64x32x32x16, 189 MB
+# zeroed and written every step in NAS-Bench-201's first stage, where 5x3 suffice);
+# an edge from a cell input remats the read of its input with the op, so that the
+# residual is the loop-invariant inputs and an index (_InputEdge).
 _REMAT = {MixedOp: nn.remat(MixedOp), SelectedOp: nn.remat(SelectedOp)}
 
 
@@ -243,17 +244,21 @@ class _InputEdge(nn.Module):
 
   @nn.compact
   def __call__(self, carry, inputs, edge):
-    src, weights, edge_weight = edge
-    x = jax.lax.dynamic_index_in_dim(inputs, src, keepdims=False)
-    return carry, edge_op(self.primitives, self.channels, self.stride, self.train, self.pool_bn,
-                          self.partial, self.select, self.remat, 'op')(x, weights, edge_weight)
+    def run(mdl, inputs, src, weights, edge_weight):
+      x = jax.lax.dynamic_index_in_dim(inputs, src, keepdims=False)
+      return edge_op(mdl.primitives, mdl.channels, mdl.stride, mdl.train, mdl.pool_bn,
+                     mdl.partial, mdl.select, False, 'op')(x, weights, edge_weight)
+    # rematerialised with the read of its input: the residuals are the loop-invariant
+    # inputs and the index, not a copy of the input per edge
+    return carry, (nn.remat(run) if self.remat else run)(self, inputs, *edge)
 
 
 # A stride-1 cell on maps of at most this many pixels runs all its edges in one
 # scan. DARTS supernet, first-order gradient, batch 64, C=16, one scan vs two:
 # 8x8 inputs compile 29.5 -> 22.2 s, step 0.59 -> 0.48 s; 32x32 inputs (one scan
 # in every normal cell) compile 41.8 -> 24.4 s but step 7.6 -> 10.7 s and XLA
-# temporaries 0.83 -> 1.27 GiB (the scan keeps the node buffer once per edge).
+# temporaries 0.83 -> 1.27 GiB (measured when the scan body was rematerialised and kept
+# the node buffer once per edge).
 ONE_SCAN_PIXELS = 64
 
 
