@@ -244,13 +244,18 @@ class _InputEdge(nn.Module):
 
   @nn.compact
   def __call__(self, carry, inputs, edge):
-    def run(mdl, inputs, src, weights, edge_weight):
-      x = jax.lax.dynamic_index_in_dim(inputs, src, keepdims=False)
-      return edge_op(mdl.primitives, mdl.channels, mdl.stride, mdl.train, mdl.pool_bn,
-                     mdl.partial, mdl.select, False, 'op')(x, weights, edge_weight)
     # rematerialised with the read of its input: the residuals are the loop-invariant
     # inputs and the index, not a copy of the input per edge
-    return carry, (nn.remat(run) if self.remat else run)(self, inputs, *edge)
+    return carry, (_REMAT_READ_AND_OP if self.remat else _read_and_op)(self, inputs, *edge)
+
+
+def _read_and_op(edge: _InputEdge, inputs, src, weights, edge_weight):
+  x = jax.lax.dynamic_index_in_dim(inputs, src, keepdims=False)
+  return edge_op(edge.primitives, edge.channels, edge.stride, edge.train, edge.pool_bn,
+                 edge.partial, edge.select, False, 'op')(x, weights, edge_weight)
+
+
+_REMAT_READ_AND_OP = nn.remat(_read_and_op)
 
 
 # A stride-1 cell on maps of at most this many pixels runs all its edges in one
