@@ -83,7 +83,8 @@ def launch(argv, workdir, env=None):
     child_env = {**os.environ, 'JAX_COORDINATOR_ADDRESS': f'127.0.0.1:{port}',
                  'JAX_NUM_PROCESSES': str(PROCESSES), 'JAX_PROCESS_ID': str(i),
                  'XLA_FLAGS': f'--xla_force_host_platform_device_count={DEVICES} '
-                              '--xla_backend_optimization_level=0',
+                              '--xla_backend_optimization_level=0 '
+                              '--xla_cpu_parallel_codegen_split_count=1',
                  'JAXNAS_DEVICES': 'all', 'WORKDIR': str(workdir), 'WRITES': logs['writes'],
                  **(env or {})}
     p = subprocess.Popen([sys.executable, '-c', CHILD, '--distributed', *map(str, argv),
