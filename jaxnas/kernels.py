@@ -58,6 +58,29 @@ def use(path: str):
     _PATH.reset(token)
 
 
+_FORWARD_OVER_REVERSE: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    'jaxnas_forward_over_reverse', default=False)
+
+
+@contextlib.contextmanager
+def forward_over_reverse():
+  """Within the block, derivatives are traced to be differentiated again in forward
+  mode (``jax.jvp`` of a gradient): the rules of the hand-written VJPs call no custom
+  VJP, which a tangent cannot pass. A second derivative by reverse over reverse is
+  traced outside such a block. Part of :func:`trace_key`."""
+  token = _FORWARD_OVER_REVERSE.set(True)
+  try:
+    yield
+  finally:
+    _FORWARD_OVER_REVERSE.reset(token)
+
+
+def trace_key() -> tuple[str, bool]:
+  """What a traced piece depends on besides its inputs: the kernel path and whether
+  it is traced for forward over reverse."""
+  return kernel_path(), _FORWARD_OVER_REVERSE.get()
+
+
 def kernel_path() -> str:
   """The kernel path ops are traced on now: the innermost :func:`use` block's, else
   ``$JAXNAS_KERNELS`` if set ('cpu' or 'xla'), else 'cpu' on the CPU backend and
@@ -265,13 +288,19 @@ def _conv_cpu(x: Array, kernel: Array, stride: int = 1, padding: int = 0, dilati
   return conv_xla(x, kernel, stride, padding, dilation)
 
 
+def _inner_conv():
+  # The convolution inside this VJP's rules. Through _conv_cpu itself: a second
+  # derivative by reverse over reverse (GraSP, unroll) then takes their derivative by
+  # this VJP too, not by the slow transposes. Under forward over reverse
+  # (:func:`forward_over_reverse`), XLA's: a tangent cannot pass a custom VJP, and the
+  # forward-mode derivative of XLA's convolution is forward convolutions, no
+  # transposes. (_conv_cpu itself in the fwd rule of depthwise_conv fails inside JAX
+  # under remat + scan, residuals mixed up; its rules are plain JAX.)
+  return conv_xla if _FORWARD_OVER_REVERSE.get() else _conv_cpu
+
+
 def _conv_fwd(x, kernel, stride, padding, dilation):
-  # Through _conv_cpu itself: a second derivative by reverse over reverse (GraSP,
-  # unroll) then takes the primal's derivative by this VJP too, not by the slow
-  # transposes; forward over reverse cannot pass it (a custom VJP has no JVP).
-  # (The same for depthwise_conv fails inside JAX under remat + scan: residuals
-  # mixed up. Its fwd is plain JAX, so forward over reverse passes it.)
-  return _conv_cpu(x, kernel, stride, padding, dilation), (x, kernel)
+  return _inner_conv()(x, kernel, stride, padding, dilation), (x, kernel)
 
 
 def _conv_bwd(stride, padding, dilation, res, g):
@@ -285,7 +314,7 @@ def _conv_bwd(stride, padding, dilation, res, g):
   hi = [x.shape[a] - s * (g.shape[a] - 1) - 1 + p for a in (1, 2)]
   g_up = lax.pad(g, jnp.zeros((), g.dtype),
                  ((0, 0, 0), (lo, hi[0], s - 1), (lo, hi[1], s - 1), (0, 0, 0)))
-  dx = _conv_cpu(g_up, jnp.swapaxes(kernel[::-1, ::-1], 2, 3), 1, 0, d)
+  dx = _inner_conv()(g_up, jnp.swapaxes(kernel[::-1, ::-1], 2, 3), 1, 0, d)
   xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
   g2 = g.reshape(-1, g.shape[3])
   dk = jnp.stack([jnp.dot(win.reshape(-1, c_in).T, g2)

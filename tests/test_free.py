@@ -54,7 +54,7 @@ def test_a_genotype_planted_in_alpha_dominates_the_saliency_and_is_recovered(tin
 
 @pytest.mark.parametrize('space_name', ['nb201', 'darts'])
 def test_snip_and_grasp_are_their_definitions(tiny, space_name):
-  # NAS-Bench-201: H g by reverse over reverse; DARTS: by forward over reverse
+  # H g by forward over reverse on both spaces (reverse over reverse: tests/test_hypergrad.py)
   with jax.enable_x64():  # float64: the oracle and the saliency agree to rounding
     if space_name == 'nb201':
       alpha = {'cell': 1e-2 * jax.random.normal(jax.random.key(3), (6, 5), jnp.float64)}
@@ -67,7 +67,7 @@ def test_snip_and_grasp_are_their_definitions(tiny, space_name):
       v = init_variables(model, jax.random.key(1), jnp.zeros((1, 8, 8, 1)), alpha)
       x = data.NO_AUGMENT(jax.random.key(0), tiny.x_train[:8], tiny.mean, tiny.std)
       batch = (x, jnp.asarray(tiny.y_train[:8]))
-    assert space.forward_over_reverse == (space_name == 'darts')
+    assert space.forward_over_reverse
     v = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), v)
     batch = (batch[0].astype(jnp.float64), batch[1])
 
@@ -135,7 +135,11 @@ def test_a_second_run_loads_the_saliency_program(tiny, tmp_path, monkeypatch):
   first = free.free(cfg, tiny, programs)  # traces and exports
   n = len(traced)
   again = free.free(cfg, tiny, programs)  # loads
-  assert n > n_plain and len(traced) == n and len(list((tmp_path / 'programs').glob('*.jaxprogram'))) == 1
+  # one program per stage (forward over reverse: the gradient, then H g along it)
+  stages = len(free.saliency_stages(None, 'grasp', True))
+  assert stages == 2
+  assert n > n_plain and len(traced) == n
+  assert len(list((tmp_path / 'programs').glob('*.jaxprogram'))) == stages
   for run in (first, again):
     assert run.genotype == plain.genotype
     for k in plain.saliency:

@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxnas import kernels
+
 Array = jax.Array
 PyTree = Any
 Loss = Callable[[PyTree, PyTree, PyTree, PyTree], tuple[Array, tuple[PyTree, dict]]]
@@ -28,10 +30,11 @@ Loss = Callable[[PyTree, PyTree, PyTree, PyTree], tuple[Array, tuple[PyTree, dic
 class Problem(NamedTuple):
   """``train_loss`` and ``val_loss``: ``(w, α, batch, state) -> (loss, (state, metrics))``.
 
-  ``forward_over_reverse``: ``jax.jvp`` of the losses' gradients is possible
-  (no custom VJP whose fwd rule is itself a custom VJP on the way, see
-  :func:`jaxnas.kernels.conv2d`); second-order estimators then take their mixed
-  products that way, which is cheaper than reverse over reverse.
+  ``forward_over_reverse``: ``jax.jvp`` of the losses' gradients is possible (no
+  custom VJP on the way whose rules call a custom VJP: jaxnas' kernels call none
+  when traced under :func:`jaxnas.kernels.forward_over_reverse`); second-order
+  estimators then take their mixed products that way, which is cheaper than reverse
+  over reverse.
   """
   train_loss: Loss
   val_loss: Loss
@@ -147,9 +150,9 @@ def exact_mixed_product(loss, w, alpha, v):
 
   It works for every problem. Forward over reverse (:func:`mixed_product_fwd`)
   computes the same number more cheaply, but only where no custom VJP whose
-  fwd rule calls a custom VJP lies on the way (``Problem.forward_over_reverse``):
-  JAX cannot push a tangent through a ``custom_vjp`` call, and
-  :func:`jaxnas.kernels.conv2d` keeps its fwd rule one for reverse over reverse.
+  rules call a custom VJP lies on the way (``Problem.forward_over_reverse``):
+  JAX cannot push a tangent through a ``custom_vjp`` call. (jaxnas' kernels call
+  none under :func:`jaxnas.kernels.forward_over_reverse`, which it sets.)
   """
   def inner(w, a):
     return optax.tree.vdot(jax.grad(loss, argnums=0)(w, a), v)
@@ -163,7 +166,8 @@ def mixed_product_fwd(loss, w, alpha, v):
   custom VJP that depends on w (the unused w part is dead code to XLA)."""
   def grad_alpha(w):
     return jax.grad(loss, argnums=(0, 1))(w, alpha)[1]
-  return jax.jvp(grad_alpha, (w,), (v,))[1]
+  with kernels.forward_over_reverse():
+    return jax.jvp(grad_alpha, (w,), (v,))[1]
 
 
 def hessian_product(loss, w, alpha, v):
@@ -184,7 +188,8 @@ def grad_and_hvp(loss, x, v=None, forward_over_reverse: bool = False):
   """
   grad = jax.grad(loss)
   if forward_over_reverse:
-    return jax.jvp(grad, (x,), (grad(x) if v is None else v,))
+    with kernels.forward_over_reverse():
+      return jax.jvp(grad, (x,), (grad(x) if v is None else v,))
   g, pullback = jax.vjp(grad, x)
   return g, pullback(g if v is None else v)[0]
 

@@ -86,9 +86,13 @@ def snip(apply_fn, variables, batch, key):
 
 def grasp(apply_fn, variables, batch, key):
   """GraSP: ``Σ −θ ⊙ (H g)``, ``g = ∂L/∂θ`` held constant and ``H = ∂²L/∂θ²``;
-  reverse over reverse, g and H g from one program."""
+  forward over reverse (jaxnas' kernels pass it: :func:`jaxnas.kernels.forward_over_reverse`),
+  g and H g from one program. (NAS-Bench-201, C=16, 5 cells per stage, batch 64 of
+  32x32, through the one-hot supernet: 0.27 / 0.31 -> 0.39 / 0.42 cells/s against
+  reverse over reverse, alternating.)"""
   weights, _ = split_weights(variables['params'])
-  return tree_sum(grasp_saliency(cross_entropy(apply_fn, variables, batch), weights))
+  return tree_sum(grasp_saliency(cross_entropy(apply_fn, variables, batch), weights,
+                                 forward_over_reverse=True))
 
 
 def synflow_inputs(variables, x_shape):

@@ -66,9 +66,10 @@ class SearchSpace:
     num_architectures: how many architectures the space holds (None: too many to list).
     drawing: ``(genotype, cell) -> CellDrawing``.
     forward_over_reverse: ``jax.jvp`` passes the supernet's gradients on the CPU
-      kernels (no custom VJP whose forward rule is itself a custom VJP on the
-      way): second-order products take that cheaper way (on XLA's kernels every
-      space does: :func:`forward_over_reverse`).
+      kernels (their VJP rules, traced under :func:`jaxnas.kernels.forward_over_reverse`,
+      call no custom VJP): second-order products take that way, cheaper in memory
+      than reverse over reverse (on XLA's kernels every space does:
+      :func:`forward_over_reverse`). Both spaces of jaxnas do.
     network_options: keyword options the discrete network takes (``auxiliary``).
   """
   name: str

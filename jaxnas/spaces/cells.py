@@ -312,7 +312,7 @@ def edge_scan(body, length: int):
   share one trace (JAX caches the jaxpr and its derivatives by function and input
   types), so tracing costs per distinct group, not per cell; a model traced on the
   other kernel path (:func:`jaxnas.kernels.use`) gets a scan of its own."""
-  return _edge_scan(body, length, kernels.kernel_path())
+  return _edge_scan(body, length, kernels.trace_key())
 
 
 def fresh_edge_scans():
@@ -325,7 +325,7 @@ def fresh_edge_scans():
 
 
 @functools.lru_cache(maxsize=None)
-def _edge_scan(body, length: int, kernel_path: str):
+def _edge_scan(body, length: int, trace_key: tuple):
   return nn.jit(nn.scan(body, in_axes=(nn.broadcast, 0), length=length, **_STACKED))
 
 

@@ -268,4 +268,4 @@ SPACE = SearchSpace(
                                    'eval_layers': 5},
     small={'channels': 8, 'layers': 1}, cell_inputs=N_INPUTS,
     edge_labels=tuple(f'{j + 1}←{i}' for i, j in EDGES), sample=sample, onehot=onehot,
-    num_architectures=len(PRIMITIVES) ** len(EDGES), drawing=drawing)
+    num_architectures=len(PRIMITIVES) ** len(EDGES), drawing=drawing, forward_over_reverse=True)
