@@ -51,7 +51,7 @@ import optax
 from jaxnas import benchmark_table
 from jaxnas import config as config_lib
 from jaxnas import data as data_lib
-from jaxnas import optim, outputs, proxies, relax, sharding, spaces, xla
+from jaxnas import kernels, optim, outputs, proxies, relax, sharding, spaces, xla
 from jaxnas.config import Limits
 from jaxnas.hypergrad.base import grad_and_hvp
 from jaxnas.proxies import saliency
@@ -196,9 +196,10 @@ def saliency_stages(model, name: str, forward_over_reverse: bool = False,
     moved, g = prev
     f = loss(variables, batch)
     if conv.grasp == 'vector_alpha':   # ∂(g(α')·α')/∂α' = H(α') α' + g(α')
-      g_moved, h = grad_and_hvp(f, moved, moved, forward_over_reverse)
+      g_moved, h = grad_and_hvp(f, moved, moved, forward_over_reverse, kernels.forward_over_reverse)
       return jax.tree_util.tree_map(lambda a, h, g: jnp.abs(a * (h + g)), alpha, h, g_moved)
-    _, h = grad_and_hvp(f, moved, g, forward_over_reverse)   # H(α') g(α)
+    _, h = grad_and_hvp(f, moved, g, forward_over_reverse,
+                        kernels.forward_over_reverse)   # H(α') g(α)
     return jax.tree_util.tree_map(lambda a, h: a * h, alpha, h)
 
   def grasp_code(variables, alpha, batch, prev):

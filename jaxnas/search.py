@@ -37,7 +37,7 @@ import optax
 
 from jaxnas import benchmark_table
 from jaxnas import data as data_lib
-from jaxnas import hypergrad, loop, optim, outputs, plot, relax, sharding, warmup, xla
+from jaxnas import hypergrad, kernels, loop, optim, outputs, plot, relax, sharding, warmup, xla
 from jaxnas.search_config import SearchConfig
 from jaxnas.spaces import cells, get_space
 from jaxnas.spaces.base import forward_over_reverse, init_variables
@@ -105,7 +105,8 @@ def make_problem(spec: StepSpec, key, progress) -> hypergrad.Problem:
       ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
       return ce, (new['batch_stats'], {'loss': ce, 'acc': jnp.mean(jnp.argmax(logits, -1) == y)})
     return loss
-  return hypergrad.Problem(loss_on(0), loss_on(1), spec.forward_over_reverse)
+  return hypergrad.Problem(loss_on(0), loss_on(1), spec.forward_over_reverse,
+                          kernels.forward_over_reverse)
 
 
 def _prepare(spec: StepSpec, state: SearchState, batch: dict, epochs):

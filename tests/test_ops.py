@@ -1,4 +1,5 @@
 """Kernels against XLA's own convolution / reduce_window and NumPy."""
+import functools
 import json
 import os
 import subprocess
@@ -283,7 +284,8 @@ def test_a_supernet_and_its_second_derivatives_are_the_same_on_both_kernel_paths
   def run():
     fwd = forward_over_reverse(sp)
     # darts2's mixed product: forward over reverse wherever the kernels admit it
-    product = hypergrad.base.mixed_product_fwd if fwd else hypergrad.base.exact_mixed_product
+    product = (functools.partial(hypergrad.base.mixed_product_fwd, context=kernels.forward_over_reverse)
+               if fwd else hypergrad.base.exact_mixed_product)
 
     @jax.jit  # one program: op-by-op dispatch compiles hundreds of small ones
     def passes(params, alpha):

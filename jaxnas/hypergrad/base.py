@@ -14,13 +14,12 @@ first and then takes the weight step at the new α, as quark0/darts does; see
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Protocol
+import contextlib
+from typing import Any, Callable, ContextManager, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
 import optax
-
-from jaxnas import kernels
 
 Array = jax.Array
 PyTree = Any
@@ -34,11 +33,13 @@ class Problem(NamedTuple):
   custom VJP on the way whose rules call a custom VJP: jaxnas' kernels call none
   when traced under :func:`jaxnas.kernels.forward_over_reverse`); second-order
   estimators then take their mixed products that way, which is cheaper than reverse
-  over reverse.
+  over reverse, each traced under ``jvp_context()`` (the model's say: jaxnas'
+  supernets give :func:`jaxnas.kernels.forward_over_reverse`).
   """
   train_loss: Loss
   val_loss: Loss
   forward_over_reverse: bool = False
+  jvp_context: Callable[[], ContextManager] = contextlib.nullcontext
 
 
 class WeightOpt(NamedTuple):
@@ -152,21 +153,22 @@ def exact_mixed_product(loss, w, alpha, v):
   computes the same number more cheaply, but only where no custom VJP whose
   rules call a custom VJP lies on the way (``Problem.forward_over_reverse``):
   JAX cannot push a tangent through a ``custom_vjp`` call. (jaxnas' kernels call
-  none under :func:`jaxnas.kernels.forward_over_reverse`, which it sets.)
+  none traced under :func:`jaxnas.kernels.forward_over_reverse`.)
   """
   def inner(w, a):
     return optax.tree.vdot(jax.grad(loss, argnums=0)(w, a), v)
   return jax.grad(inner, argnums=1)(w, alpha)
 
 
-def mixed_product_fwd(loss, w, alpha, v):
+def mixed_product_fwd(loss, w, alpha, v, context=contextlib.nullcontext):
   """``∇²_{α,w} L(w, α) v`` exactly, forward over reverse: the tangent of
   ``w ↦ ∇α L(w, α)`` along v. The inner gradient is taken in (w, α) and its α
   part kept, so that the inner reverse pass, not the outer tangent, meets every
-  custom VJP that depends on w (the unused w part is dead code to XLA)."""
+  custom VJP that depends on w (the unused w part is dead code to XLA). Traced under
+  ``context()`` (:attr:`Problem.jvp_context`)."""
   def grad_alpha(w):
     return jax.grad(loss, argnums=(0, 1))(w, alpha)[1]
-  with kernels.forward_over_reverse():
+  with context():
     return jax.jvp(grad_alpha, (w,), (v,))[1]
 
 
@@ -176,7 +178,8 @@ def hessian_product(loss, w, alpha, v):
   return grad_and_hvp(lambda w: loss(w, alpha), w, v)[1]
 
 
-def grad_and_hvp(loss, x, v=None, forward_over_reverse: bool = False):
+def grad_and_hvp(loss, x, v=None, forward_over_reverse: bool = False,
+                 context=contextlib.nullcontext):
   """``(∇L(x), ∇²L(x) v)`` exactly, in one program, for ``loss`` a scalar function of
   a pytree ``x``; ``v = ∇L(x)`` when None.
 
@@ -184,11 +187,12 @@ def grad_and_hvp(loss, x, v=None, forward_over_reverse: bool = False):
   (H is symmetric), and with ``v=None`` to its own output, so the gradient is
   taken once. Forward over reverse (``jax.jvp`` of ``∇L`` along v) is cheaper
   but needs a model without nested custom VJPs (``Problem.forward_over_reverse``);
-  with ``v=None`` it takes ∇L(x) first.
+  with ``v=None`` it takes ∇L(x) first; traced under ``context()``
+  (:attr:`Problem.jvp_context`).
   """
   grad = jax.grad(loss)
   if forward_over_reverse:
-    with kernels.forward_over_reverse():
+    with context():
       return jax.jvp(grad, (x,), (grad(x) if v is None else v,))
   g, pullback = jax.vjp(grad, x)
   return g, pullback(g if v is None else v)[0]

@@ -95,7 +95,7 @@ def _second_order(problem, opt, weights, alpha, batches, fd_r=None, xi=None):
     (mixed,) = pullback(v)
   elif fd_r is None:
     mixed = mixed_product_fwd(lambda w, a: problem.train_loss(w, a, batch, weights.state)[0],
-                              weights.w, alpha, v)
+                              weights.w, alpha, v, problem.jvp_context)
   else:
     mixed = fd_mixed_product(lambda w, a: problem.train_loss(w, a, batch, weights.state)[0],
                              weights.w, alpha, v, fd_r)

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxnas import ops
+from jaxnas import kernels, ops
 from jaxnas.hypergrad.base import grad_and_hvp
 from jaxnas.proxies.base import cross_entropy, logits_train, merge, split_weights, tree_sum
 
@@ -52,7 +52,7 @@ def grasp_saliency(loss, x, v=None, forward_over_reverse: bool = False):
   """GraSP (Wang et al. 2020), per element: ``−x ⊙ (H v)``, ``H = ∂²L/∂x²`` and
   ``v = ∂L/∂x`` (held constant) unless given; forward over reverse where the
   model admits it."""
-  _, hv = grad_and_hvp(loss, x, v, forward_over_reverse)
+  _, hv = grad_and_hvp(loss, x, v, forward_over_reverse, kernels.forward_over_reverse)
   return jax.tree_util.tree_map(lambda a, h: -a * h, x, hv)
 
 
