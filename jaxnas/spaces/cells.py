@@ -311,7 +311,9 @@ def edge_scan(body, length: int):
   length, kernel path): the cells whose edge groups match in shapes and options then
   share one trace (JAX caches the jaxpr and its derivatives by function and input
   types), so tracing costs per distinct group, not per cell; a model traced on the
-  other kernel path (:func:`jaxnas.kernels.use`) gets a scan of its own."""
+  other kernel path (:func:`jaxnas.kernels.use`) or for forward over reverse
+  (:func:`jaxnas.kernels.forward_over_reverse`) gets a scan of its own
+  (:func:`jaxnas.kernels.trace_key`)."""
   return _edge_scan(body, length, kernels.trace_key())
 
 
